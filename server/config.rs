@@ -1,0 +1,439 @@
+//! Gateway configuration: command-line flags, `IDENTITY_GATEWAY_*` environment
+//! variables and an optional TOML file, in that order of precedence.
+//!
+//! This module owns parsing and defaults only; it opens no sockets and makes no
+//! calls. Durations in the file are whole seconds (`*_secs`).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::Parser;
+use serde::Deserialize;
+use url::Url;
+
+use crate::identity::SourceKind;
+
+/// Default socket path for a system install.
+pub const DEFAULT_SOCKET: &str = "/run/identity-gateway/gateway.sock";
+/// Default socket path with `--emulator`, so a newcomer needs no root.
+pub const EMULATOR_SOCKET: &str = "./identity-gateway.sock";
+/// The link-local IMDS address every Azure VM serves.
+pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
+/// The legacy MSI VM extension's token URL.
+pub const DEFAULT_LEGACY_MSI_ENDPOINT: &str = "http://localhost:50342/oauth2/token";
+
+/// identity-gateway: brokers this VM's Azure managed identity to local
+/// processes over gRPC on a Unix socket (or a named pipe on Windows).
+///
+/// Every flag can also be set with an environment variable
+/// IDENTITY_GATEWAY_<FLAG> (e.g. IDENTITY_GATEWAY_SOCKET), and in the TOML file
+/// given by --config. Flags win over environment variables, which win over the file.
+#[derive(Debug, Parser, Default)]
+#[command(name = "identity-gateway", version)]
+pub struct Cli {
+    /// Unix socket to serve gRPC on. The socket is created 0660 in a 0750
+    /// directory. [default: /run/identity-gateway/gateway.sock, or
+    /// ./identity-gateway.sock with --emulator]
+    #[arg(long, env = "IDENTITY_GATEWAY_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Group that owns the socket, so its members may call the gateway.
+    #[arg(long, env = "IDENTITY_GATEWAY_SOCKET_GROUP", value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// Also serve gRPC on this TCP address. Only loopback addresses are
+    /// accepted (e.g. 127.0.0.1:7777): the gateway hands out tokens.
+    #[arg(long, env = "IDENTITY_GATEWAY_TCP", value_name = "ADDR")]
+    pub tcp: Option<SocketAddr>,
+
+    /// Windows only: named pipe to serve on (e.g. \\.\pipe\identity-gateway).
+    #[arg(long, env = "IDENTITY_GATEWAY_PIPE", value_name = "NAME")]
+    pub pipe: Option<String>,
+
+    /// Base URL of IMDS, for tests and unusual hosts.
+    /// [default: http://169.254.169.254]
+    #[arg(long, env = "IDENTITY_GATEWAY_IMDS_ENDPOINT", value_name = "URL")]
+    pub imds_endpoint: Option<Url>,
+
+    /// Where tokens come from: imds, app-service, legacy-msi, or auto (App
+    /// Service when IDENTITY_ENDPOINT and IDENTITY_HEADER are set, else IMDS).
+    /// [default: auto]
+    #[arg(long, env = "IDENTITY_GATEWAY_SOURCE", value_name = "SOURCE")]
+    pub source: Option<SourceKind>,
+
+    /// TOML configuration file (see deploy/identity-gateway.toml).
+    #[arg(long, env = "IDENTITY_GATEWAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Run against the built-in emulator (fake IMDS, Key Vault, Storage, ADLS,
+    /// ARM and SQL on loopback) so no Azure account is needed.
+    #[arg(long, env = "IDENTITY_GATEWAY_EMULATOR")]
+    pub emulator: bool,
+
+    /// Log filter, e.g. "info" or "identity_gateway=debug". [default: info]
+    #[arg(long, env = "IDENTITY_GATEWAY_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// App Service identity endpoint (normally from the platform's IDENTITY_ENDPOINT).
+    #[arg(long, env = "IDENTITY_ENDPOINT", hide = true)]
+    pub app_service_endpoint: Option<Url>,
+
+    /// App Service identity header secret (normally from IDENTITY_HEADER).
+    #[arg(long, env = "IDENTITY_HEADER", hide = true, hide_env_values = true)]
+    pub app_service_header: Option<String>,
+}
+
+/// The resolved configuration the gateway runs with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub socket_group: Option<String>,
+    pub tcp: Option<SocketAddr>,
+    pub pipe: Option<String>,
+    pub emulator: bool,
+    pub log: String,
+    pub identity: IdentityConfig,
+    pub upstream: UpstreamConfig,
+    pub keyvault: KeyVaultConfig,
+    pub sas: SasConfig,
+    pub sql: SqlConfig,
+}
+
+/// Where tokens come from and how hard the gateway may push the source.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub source: SourceKind,
+    pub imds_endpoint: Url,
+    pub legacy_msi_endpoint: Url,
+    pub app_service_endpoint: Option<Url>,
+    pub app_service_header: Option<String>,
+    /// Concurrent requests to the identity endpoint (IMDS allows 5).
+    pub max_concurrent: usize,
+    /// Requests per second to the identity endpoint (IMDS allows 20).
+    pub max_per_second: u32,
+    /// Refresh this long before expiry (tokens living under 2 h); longer-lived
+    /// tokens refresh at half-life. Jitter is added either way.
+    pub refresh_before_secs: u64,
+    /// Timeout of one request to the identity endpoint.
+    pub request_timeout_secs: u64,
+    /// How long to keep retrying 410 ("IMDS upgrading"), within the caller's deadline.
+    pub gone_retry_secs: u64,
+    /// Retries of 404/429/5xx/timeouts before giving up.
+    pub max_retries: u32,
+}
+
+impl std::fmt::Debug for IdentityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityConfig")
+            .field("source", &self.source)
+            .field("imds_endpoint", &self.imds_endpoint.as_str())
+            .field("legacy_msi_endpoint", &self.legacy_msi_endpoint.as_str())
+            .field("app_service_endpoint", &self.app_service_endpoint)
+            .field(
+                "app_service_header",
+                &self.app_service_header.as_ref().map(|_| "** redacted **"),
+            )
+            .field("max_concurrent", &self.max_concurrent)
+            .field("max_per_second", &self.max_per_second)
+            .field("refresh_before_secs", &self.refresh_before_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The one HTTP client every upstream call shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Extra hosts (`host` or `host:port`; `*.suffix` allowed) tokens may be
+    /// sent to besides each service's own cloud suffix: private endpoints,
+    /// emulators. Tokens for a service still go only to hosts listed here or
+    /// of that service's suffix.
+    pub allowed_hosts: Vec<String>,
+    /// Allow plain `http://` to allowed hosts (emulators only; never Azure).
+    pub allow_http: bool,
+    /// PEM CA certificates trusted in addition to the system roots (HTTPS
+    /// upstreams and SQL TLS).
+    pub ca_files: Vec<PathBuf>,
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    /// Largest upstream JSON/XML body read into memory.
+    pub max_body_bytes: usize,
+    /// ARM endpoint override (emulator, private link).
+    pub arm_endpoint: Option<Url>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyVaultConfig {
+    /// Cache secrets this long (0 = off, the default: Key Vault is the source of truth).
+    pub secret_cache_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SasConfig {
+    /// Longest SAS lifetime the gateway will issue.
+    pub max_expiry_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlConfig {
+    /// Require TLS to SQL servers (always on for Azure; tests may relax it for
+    /// allowed hosts only).
+    pub require_tls: bool,
+    /// Connections kept per (server, database, identity).
+    pub pool_size: u32,
+    /// Rows per streamed batch.
+    pub batch_rows: usize,
+    /// Default cap on rows per query (0 = no cap).
+    pub max_rows: u64,
+    /// Default query timeout.
+    pub query_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_group: None,
+            tcp: None,
+            pipe: None,
+            emulator: false,
+            log: "info".into(),
+            identity: IdentityConfig::default(),
+            upstream: UpstreamConfig::default(),
+            keyvault: KeyVaultConfig::default(),
+            sas: SasConfig::default(),
+            sql: SqlConfig::default(),
+        }
+    }
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            source: SourceKind::Auto,
+            imds_endpoint: Url::parse(DEFAULT_IMDS_ENDPOINT).expect("constant URL"),
+            legacy_msi_endpoint: Url::parse(DEFAULT_LEGACY_MSI_ENDPOINT).expect("constant URL"),
+            app_service_endpoint: None,
+            app_service_header: None,
+            max_concurrent: 5,
+            max_per_second: 20,
+            refresh_before_secs: 300,
+            request_timeout_secs: 10,
+            gone_retry_secs: 70,
+            max_retries: 5,
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            allow_http: false,
+            ca_files: Vec::new(),
+            connect_timeout_secs: 5,
+            request_timeout_secs: 60,
+            max_body_bytes: 4 * 1024 * 1024,
+            arm_endpoint: None,
+        }
+    }
+}
+
+impl Default for KeyVaultConfig {
+    fn default() -> Self {
+        Self {
+            secret_cache_ttl_secs: 0,
+        }
+    }
+}
+
+impl Default for SasConfig {
+    fn default() -> Self {
+        Self {
+            max_expiry_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        Self {
+            require_tls: true,
+            pool_size: 4,
+            batch_rows: 512,
+            max_rows: 0,
+            query_timeout_secs: 30,
+        }
+    }
+}
+
+impl IdentityConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Resolves the configuration: flags and environment (already merged by
+    /// clap, flags first) over the TOML file over the defaults.
+    pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply_cli(cli);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file (unknown keys are an error, so typos surface).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    fn apply_cli(&mut self, cli: Cli) {
+        if cli.emulator {
+            self.emulator = true;
+        }
+        match cli.socket {
+            Some(socket) => self.socket = socket,
+            None if self.emulator && self.socket == Path::new(DEFAULT_SOCKET) => {
+                self.socket = PathBuf::from(EMULATOR_SOCKET)
+            }
+            None => {}
+        }
+        if cli.socket_group.is_some() {
+            self.socket_group = cli.socket_group;
+        }
+        if cli.tcp.is_some() {
+            self.tcp = cli.tcp;
+        }
+        if cli.pipe.is_some() {
+            self.pipe = cli.pipe;
+        }
+        if let Some(url) = cli.imds_endpoint {
+            self.identity.imds_endpoint = url;
+        }
+        if let Some(source) = cli.source {
+            self.identity.source = source;
+        }
+        if let Some(log) = cli.log {
+            self.log = log;
+        }
+        if cli.app_service_endpoint.is_some() {
+            self.identity.app_service_endpoint = cli.app_service_endpoint;
+        }
+        if cli.app_service_header.is_some() {
+            self.identity.app_service_header = cli.app_service_header;
+        }
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(tcp) = self.tcp {
+            if !tcp.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "--tcp {tcp}: only loopback addresses are allowed (the gateway hands out tokens)"
+                )));
+            }
+        }
+        if self.identity.max_concurrent == 0 || self.identity.max_per_second == 0 {
+            return Err(ConfigError::Invalid(
+                "identity.max_concurrent and identity.max_per_second must be at least 1".into(),
+            ));
+        }
+        for url in [
+            &self.identity.imds_endpoint,
+            &self.identity.legacy_msi_endpoint,
+        ] {
+            if url.scheme() != "http" && url.scheme() != "https" {
+                return Err(ConfigError::Invalid(format!(
+                    "identity endpoint {url}: scheme must be http or https"
+                )));
+            }
+        }
+        if self.sql.batch_rows == 0 {
+            return Err(ConfigError::Invalid(
+                "sql.batch_rows must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_are_overridden_by_flags() {
+        let mut config =
+            Config::from_toml("socket = \"/tmp/file.sock\"\n[identity]\nmax_per_second = 7\n")
+                .unwrap();
+        config.apply_cli(Cli {
+            socket: Some("/tmp/flag.sock".into()),
+            ..Cli::default()
+        });
+        assert_eq!(config.socket, PathBuf::from("/tmp/flag.sock"));
+        assert_eq!(config.identity.max_per_second, 7);
+        assert_eq!(config.identity.max_concurrent, 5);
+    }
+
+    #[test]
+    fn emulator_defaults_to_a_local_socket() {
+        let mut config = Config::default();
+        config.apply_cli(Cli {
+            emulator: true,
+            ..Cli::default()
+        });
+        assert_eq!(config.socket, PathBuf::from(EMULATOR_SOCKET));
+    }
+
+    #[test]
+    fn unknown_keys_and_public_tcp_are_rejected() {
+        assert!(Config::from_toml("sockett = \"x\"").is_err());
+        let config = Config {
+            tcp: Some("0.0.0.0:7777".parse().unwrap()),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
+    }
+}

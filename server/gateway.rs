@@ -1,0 +1,164 @@
+//! Assembly: the shared state every RPC uses ([`GatewayState`]) and
+//! [`serve`], which runs the gRPC service (plus health and reflection) on
+//! listeners the caller already bound, until the shutdown future resolves,
+//! then drains in-flight calls.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::{
+    api::GatewayService,
+    azure::{http, HostGuard},
+    clock::{Clock, SystemClock},
+    config::Config,
+    error::GatewayError,
+    identity::{
+        retry::RetryPolicy, AccessToken, CacheSettings, IdentitySelector, TokenCache, TokenSource,
+    },
+    proto::{identity_gateway_server::IdentityGatewayServer, FILE_DESCRIPTOR_SET},
+    transport::Listeners,
+};
+
+/// What every RPC shares.
+#[derive(Debug)]
+pub struct GatewayState {
+    pub config: Config,
+    pub tokens: TokenCache,
+    /// The one HTTP client for every upstream.
+    pub http: reqwest::Client,
+    /// The exfiltration guard.
+    pub hosts: HostGuard,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl GatewayState {
+    /// Builds the state with the real clock.
+    pub fn new(config: Config) -> Result<Self, String> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Builds the state with an injected clock (tests).
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let http = http::build_client(&config.upstream)?;
+        let source = TokenSource::from_config(&config.identity)?;
+        let identity = &config.identity;
+        let settings = CacheSettings {
+            refresh_before: Duration::from_secs(identity.refresh_before_secs),
+            max_concurrent: identity.max_concurrent,
+            max_per_second: identity.max_per_second,
+            request_timeout: identity.request_timeout(),
+            retry: RetryPolicy {
+                max_retries: identity.max_retries,
+                gone_window: Duration::from_secs(identity.gone_retry_secs),
+                ..RetryPolicy::default()
+            },
+        };
+        let tokens = TokenCache::new(source, http.clone(), settings, Arc::clone(&clock));
+        let hosts = HostGuard::new(&config.upstream.allowed_hosts, config.upstream.allow_http);
+        Ok(Self {
+            config,
+            tokens,
+            http,
+            hosts,
+            clock,
+        })
+    }
+
+    /// A token, giving up with DEADLINE_EXCEEDED when the caller's budget runs out.
+    pub async fn tokens_within(
+        &self,
+        budget: Option<Duration>,
+        selector: &IdentitySelector,
+        resource: &str,
+    ) -> Result<AccessToken, GatewayError> {
+        let fetch = self.tokens.get(selector, resource, budget);
+        match budget {
+            None => fetch.await,
+            Some(budget) => tokio::time::timeout(budget, fetch).await.map_err(|_| {
+                GatewayError::DeadlineExceeded(format!(
+                    "no token for '{resource}' within the caller's deadline ({budget:?})"
+                ))
+            })?,
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+/// calls finish, and returns.
+pub async fn serve(
+    state: Arc<GatewayState>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<IdentityGatewayServer<GatewayService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor set is valid");
+    let service = IdentityGatewayServer::new(GatewayService::new(state))
+        .max_decoding_message_size(4 * 1024 * 1024);
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service);
+
+    let mut servers = Vec::new();
+    #[cfg(unix)]
+    if let Some(unix) = listeners.unix {
+        let incoming = unix.into_listener();
+        let r = router.clone();
+        let stop = stopped();
+        servers.push(tokio::spawn(async move {
+            r.serve_with_incoming_shutdown(incoming, stop).await
+        }));
+    }
+    #[cfg(windows)]
+    if let Some(incoming) = listeners.pipe {
+        let r = router.clone();
+        let stop = stopped();
+        servers.push(tokio::spawn(async move {
+            r.serve_with_incoming_shutdown(incoming, stop).await
+        }));
+    }
+    if let Some(tcp) = listeners.tcp {
+        let incoming = TcpListenerStream::new(tcp);
+        let r = router.clone();
+        let stop = stopped();
+        servers.push(tokio::spawn(async move {
+            r.serve_with_incoming_shutdown(incoming, stop).await
+        }));
+    }
+    for server in servers {
+        match server.await {
+            Ok(result) => result?,
+            Err(join) => tracing::error!(%join, "a listener task failed"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! The token cache: one per gateway, keyed by (identity, resource exactly as
+//! given).
+//!
+//! - Single-flight: concurrent misses for a key share one upstream fetch, run
+//!   as its own task so a caller that gives up does not cancel it for others.
+//! - Refresh ahead: a background task renews each key before expiry (5 min
+//!   before, or at half-life for tokens living 2 h or more, minus jitter)
+//!   while callers keep getting the cached token.
+//! - Static stability: a failed refresh keeps the cached token in service
+//!   until it really expires; the failure is logged and counted.
+//! - Every fetch passes the [`Governor`] (IMDS's limits) and the
+//!   [`RetryPolicy`].
+//! - Keys nobody used since the last fetch (and nobody watches) are dropped
+//!   at refresh time instead of being renewed forever.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{
+    future::{BoxFuture, Shared},
+    FutureExt,
+};
+use rand::Rng;
+use tokio::sync::watch;
+
+use super::{
+    governor::{Governor, Priority},
+    retry::{final_error, Decision, FetchError, RetryPolicy},
+    AccessToken, IdentitySelector, TokenSource,
+};
+use crate::{clock::Clock, error::GatewayError};
+
+/// Tunables of the cache.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Refresh this long before expiry (tokens living under 2 h).
+    pub refresh_before: Duration,
+    pub max_concurrent: usize,
+    pub max_per_second: u32,
+    /// Timeout of one request to the source.
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            refresh_before: Duration::from_secs(300),
+            max_concurrent: 5,
+            max_per_second: 20,
+            request_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+type Key = (IdentitySelector, String);
+type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, GatewayError>>>;
+
+/// The machine-wide token cache. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("source", &self.inner.source.name())
+            .field("upstream_requests", &self.upstream_requests())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    source: TokenSource,
+    http: reqwest::Client,
+    governor: Governor,
+    settings: CacheSettings,
+    clock: Arc<dyn Clock>,
+    entries: Mutex<HashMap<Key, Arc<Entry>>>,
+    upstream_requests: AtomicU64,
+    refresh_failures: AtomicU64,
+}
+
+struct Entry {
+    key: Key,
+    state: Mutex<EntryState>,
+    updates: watch::Sender<Option<AccessToken>>,
+}
+
+#[derive(Default)]
+struct EntryState {
+    cached: Option<Cached>,
+    in_flight: Option<SharedFetch>,
+    refreshing: bool,
+    used_since_fetch: bool,
+}
+
+struct Cached {
+    token: AccessToken,
+    fetched_at: Instant,
+    expires_at: Instant,
+}
+
+impl Cached {
+    /// Stop handing out a token this long before it expires: a caller needs
+    /// time to use it.
+    fn margin(&self) -> Duration {
+        (self.expires_at - self.fetched_at.min(self.expires_at))
+            .div_f64(4.0)
+            .min(Duration::from_secs(30))
+    }
+
+    fn usable_at(&self, now: Instant) -> bool {
+        now + self.margin() < self.expires_at
+    }
+
+    fn refresh_at(&self, refresh_before: Duration, jitter: f64) -> Instant {
+        let lifetime = self.expires_at.saturating_duration_since(self.fetched_at);
+        let lead = if lifetime >= Duration::from_secs(2 * 3600) {
+            lifetime / 2
+        } else {
+            refresh_before.min(lifetime / 2)
+        };
+        let spread = (lead / 10)
+            .min(Duration::from_secs(60))
+            .mul_f64(jitter.clamp(0.0, 1.0));
+        self.expires_at - lead - spread
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these short, await-free locks would be a bug in
+    // this module; the state they guard stays consistent, so keep going.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl TokenCache {
+    pub fn new(
+        source: TokenSource,
+        http: reqwest::Client,
+        settings: CacheSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                governor: Governor::new(
+                    settings.max_concurrent,
+                    settings.max_per_second,
+                    Arc::clone(&clock),
+                ),
+                source,
+                http,
+                settings,
+                clock,
+                entries: Mutex::default(),
+                upstream_requests: AtomicU64::new(0),
+                refresh_failures: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A token for `resource`, from the cache or fetched. `budget` is the time
+    /// left before the caller's deadline.
+    pub async fn get(
+        &self,
+        selector: &IdentitySelector,
+        resource: &str,
+        budget: Option<Duration>,
+    ) -> Result<AccessToken, GatewayError> {
+        let entry = self.entry(selector, resource);
+        let fetch = {
+            let mut state = lock(&entry.state);
+            state.used_since_fetch = true;
+            if let Some(cached) = &state.cached {
+                if cached.usable_at(self.inner.clock.now()) {
+                    return Ok(cached.token.clone());
+                }
+            }
+            self.shared_fetch(&entry, &mut state, Priority::Foreground, budget)
+        };
+        fetch.await
+    }
+
+    /// The current token plus a receiver of every token fetched after it.
+    /// While the receiver lives, the key keeps being refreshed.
+    pub async fn watch(
+        &self,
+        selector: &IdentitySelector,
+        resource: &str,
+        budget: Option<Duration>,
+    ) -> Result<(AccessToken, watch::Receiver<Option<AccessToken>>), GatewayError> {
+        let entry = self.entry(selector, resource);
+        let mut receiver = entry.updates.subscribe();
+        let token = self.get(selector, resource, budget).await?;
+        receiver.mark_unchanged();
+        Ok((token, receiver))
+    }
+
+    /// Requests sent to the identity source so far (retries included).
+    pub fn upstream_requests(&self) -> u64 {
+        self.inner.upstream_requests.load(Ordering::Relaxed)
+    }
+
+    /// Background refreshes that failed so far.
+    pub fn refresh_failures(&self) -> u64 {
+        self.inner.refresh_failures.load(Ordering::Relaxed)
+    }
+
+    /// The source's name and endpoint, for the startup banner.
+    pub fn source_description(&self) -> String {
+        format!(
+            "{} at {}",
+            self.inner.source.name(),
+            self.inner.source.endpoint()
+        )
+    }
+
+    fn entry(&self, selector: &IdentitySelector, resource: &str) -> Arc<Entry> {
+        let key = (selector.clone(), resource.to_string());
+        let mut entries = lock(&self.inner.entries);
+        Arc::clone(entries.entry(key.clone()).or_insert_with(|| {
+            Arc::new(Entry {
+                key,
+                state: Mutex::default(),
+                updates: watch::channel(None).0,
+            })
+        }))
+    }
+
+    /// Joins the fetch in flight for `entry`, or starts one.
+    fn shared_fetch(
+        &self,
+        entry: &Arc<Entry>,
+        state: &mut EntryState,
+        priority: Priority,
+        budget: Option<Duration>,
+    ) -> SharedFetch {
+        if let Some(in_flight) = &state.in_flight {
+            return in_flight.clone();
+        }
+        let cache = self.clone();
+        let task_entry = Arc::clone(entry);
+        let task = tokio::spawn(async move {
+            let result = cache
+                .fetch_with_retries(&task_entry.key, priority, budget)
+                .await;
+            cache.complete(&task_entry, &result);
+            result
+        });
+        let fetch = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(GatewayError::Upstream(format!(
+                    "token fetch task failed: {e}"
+                )))
+            })
+        }
+        .boxed()
+        .shared();
+        state.in_flight = Some(fetch.clone());
+        fetch
+    }
+
+    /// Stores a fetch's outcome and makes sure the key is being refreshed.
+    fn complete(&self, entry: &Arc<Entry>, result: &Result<AccessToken, GatewayError>) {
+        let mut state = lock(&entry.state);
+        state.in_flight = None;
+        let Ok(token) = result else { return };
+        let now = self.inner.clock.now();
+        let left = token
+            .expires_on
+            .duration_since(self.inner.clock.wall())
+            .unwrap_or_default();
+        state.cached = Some(Cached {
+            token: token.clone(),
+            fetched_at: now,
+            expires_at: now + left,
+        });
+        state.used_since_fetch = false;
+        entry.updates.send_replace(Some(token.clone()));
+        if !state.refreshing {
+            state.refreshing = true;
+            let cache = self.clone();
+            let entry = Arc::clone(entry);
+            tokio::spawn(async move { cache.refresh_loop(entry).await });
+        }
+    }
+
+    /// Renews `entry` ahead of expiry until nobody uses it or it expires
+    /// without a successful refresh.
+    async fn refresh_loop(&self, entry: Arc<Entry>) {
+        let clock = &self.inner.clock;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let wake = {
+                let state = lock(&entry.state);
+                let Some(cached) = &state.cached else { break };
+                retry_at.unwrap_or_else(|| {
+                    cached.refresh_at(self.inner.settings.refresh_before, rand::rng().random())
+                })
+            };
+            clock.sleep_until(wake).await;
+            let (fetch, expires_at) = {
+                let mut state = lock(&entry.state);
+                let watched = entry.updates.receiver_count() > 0;
+                let Some(expires_at) = state.cached.as_ref().map(|c| c.expires_at) else {
+                    break;
+                };
+                if !state.used_since_fetch && !watched {
+                    tracing::debug!(resource = %entry.key.1, identity = %entry.key.0, "token unused since last fetch; not refreshing");
+                    break;
+                }
+                let budget = expires_at.saturating_duration_since(clock.now());
+                (
+                    self.shared_fetch(&entry, &mut state, Priority::Background, Some(budget)),
+                    expires_at,
+                )
+            };
+            match fetch.await {
+                Ok(_) => retry_at = None,
+                Err(error) => {
+                    self.inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    let left = expires_at.saturating_duration_since(clock.now());
+                    if left.is_zero() {
+                        tracing::warn!(resource = %entry.key.1, identity = %entry.key.0, %error, "token expired and could not be refreshed");
+                        break;
+                    }
+                    tracing::warn!(resource = %entry.key.1, identity = %entry.key.0, %error, remaining_secs = left.as_secs(), "token refresh failed; serving the cached token until it expires");
+                    let pause = (left / 4)
+                        .clamp(Duration::from_secs(5), Duration::from_secs(60))
+                        .min(left);
+                    retry_at = Some(clock.now() + pause);
+                }
+            }
+        }
+        let mut state = lock(&entry.state);
+        state.refreshing = false;
+        let expired = state
+            .cached
+            .as_ref()
+            .is_none_or(|c| !c.usable_at(clock.now()));
+        if !state.used_since_fetch && entry.updates.receiver_count() == 0 || expired {
+            state.cached = None;
+            drop(state);
+            let mut entries = lock(&self.inner.entries);
+            if entries
+                .get(&entry.key)
+                .is_some_and(|e| Arc::ptr_eq(e, &entry))
+            {
+                entries.remove(&entry.key);
+            }
+        }
+    }
+
+    async fn fetch_with_retries(
+        &self,
+        (selector, resource): &Key,
+        priority: Priority,
+        budget: Option<Duration>,
+    ) -> Result<AccessToken, GatewayError> {
+        let inner = &self.inner;
+        let start = inner.clock.now();
+        let mut attempt = 0u32;
+        loop {
+            let permit = inner.governor.acquire(priority).await;
+            inner.upstream_requests.fetch_add(1, Ordering::Relaxed);
+            let result = tokio::time::timeout(
+                inner.settings.request_timeout,
+                inner
+                    .source
+                    .fetch(&inner.http, selector, resource, inner.clock.wall()),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(FetchError::Transport {
+                    connect: false,
+                    timed_out: true,
+                    message: format!("no answer within {:?}", inner.settings.request_timeout),
+                })
+            })
+            .and_then(|token| {
+                if token.expires_on <= inner.clock.wall() {
+                    Err(FetchError::Malformed(
+                        "the token it issued has already expired".into(),
+                    ))
+                } else {
+                    Ok(token)
+                }
+            });
+            drop(permit);
+            let error = match result {
+                Ok(token) => {
+                    tracing::debug!(%resource, identity = %selector, attempts = attempt + 1, "token fetched");
+                    return Ok(token);
+                }
+                Err(error) => error,
+            };
+            let elapsed = inner.clock.now().saturating_duration_since(start);
+            let left = budget.map(|b| b.saturating_sub(elapsed));
+            let jitter: f64 = rand::rng().random();
+            match inner
+                .settings
+                .retry
+                .decide(attempt, &error, elapsed, left, jitter)
+            {
+                Decision::Retry(delay) => {
+                    tracing::info!(%resource, identity = %selector, ?error, retry_in_ms = delay.as_millis() as u64, "token request failed; retrying");
+                    inner.clock.sleep(delay).await;
+                    attempt += 1;
+                }
+                Decision::GiveUp => {
+                    return Err(final_error(
+                        error,
+                        inner.source.name(),
+                        &inner.source.endpoint(),
+                        selector,
+                        resource,
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_times_follow_the_design() {
+        let t0 = Instant::now();
+        let day = Cached {
+            token: dummy(),
+            fetched_at: t0,
+            expires_at: t0 + Duration::from_secs(86_400),
+        };
+        assert_eq!(
+            day.refresh_at(Duration::from_secs(300), 0.0),
+            t0 + Duration::from_secs(43_200)
+        );
+        let hour = Cached {
+            token: dummy(),
+            fetched_at: t0,
+            expires_at: t0 + Duration::from_secs(3600),
+        };
+        assert_eq!(
+            hour.refresh_at(Duration::from_secs(300), 0.0),
+            t0 + Duration::from_secs(3300)
+        );
+        let jittered = hour.refresh_at(Duration::from_secs(300), 1.0);
+        assert_eq!(jittered, t0 + Duration::from_secs(3270));
+        assert!(hour.usable_at(t0 + Duration::from_secs(3560)));
+        assert!(!hour.usable_at(t0 + Duration::from_secs(3571)));
+    }
+
+    fn dummy() -> AccessToken {
+        AccessToken {
+            token: "t".to_string().into(),
+            token_type: "Bearer".into(),
+            expires_on: std::time::SystemTime::UNIX_EPOCH,
+            resource: "r".into(),
+        }
+    }
+}

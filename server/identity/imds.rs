@@ -1,0 +1,60 @@
+//! The Azure Instance Metadata Service token endpoint
+//! (`GET /metadata/identity/oauth2/token`, `Metadata: true`, api-version
+//! 2018-02-01, `resource` passed verbatim, at most one identity selector).
+
+use std::time::SystemTime;
+
+use url::Url;
+
+use super::{response, retry::FetchError, AccessToken, IdentitySelector};
+
+/// api-version sent to IMDS (the documented minimum, as the Python SDK uses).
+pub const API_VERSION: &str = "2018-02-01";
+
+/// The IMDS token source.
+#[derive(Debug, Clone)]
+pub struct ImdsSource {
+    token_url: Url,
+}
+
+impl ImdsSource {
+    /// `base` is e.g. `http://169.254.169.254` (any path on it is replaced).
+    pub fn new(base: &Url) -> Result<Self, String> {
+        let token_url = base
+            .join("/metadata/identity/oauth2/token")
+            .map_err(|e| format!("bad IMDS endpoint {base}: {e}"))?;
+        Ok(Self { token_url })
+    }
+
+    pub fn token_url(&self) -> &Url {
+        &self.token_url
+    }
+
+    pub async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        selector: &IdentitySelector,
+        resource: &str,
+        now: SystemTime,
+    ) -> Result<AccessToken, FetchError> {
+        let mut url = self.token_url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("api-version", API_VERSION);
+            query.append_pair("resource", resource);
+            match selector {
+                IdentitySelector::SystemAssigned => {}
+                IdentitySelector::ClientId(id) => {
+                    query.append_pair("client_id", id);
+                }
+                IdentitySelector::ObjectId(id) => {
+                    query.append_pair("object_id", id);
+                }
+                IdentitySelector::ResourceId(id) => {
+                    query.append_pair("msi_res_id", id);
+                }
+            }
+        }
+        response::send(http.get(url).header("Metadata", "true"), resource, now).await
+    }
+}

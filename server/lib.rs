@@ -1,0 +1,42 @@
+//! identity-gateway: brokers an Azure VM's managed identity to every local
+//! process over gRPC on a Unix domain socket (or a named pipe on Windows).
+//!
+//! # Layout
+//!
+//! - [`config`]: flags, `IDENTITY_GATEWAY_*` variables and the TOML file.
+//! - [`transport`]: the listeners (Unix socket with stale-socket handling,
+//!   loopback TCP, Windows named pipe).
+//! - [`identity`]: token sources (IMDS, App Service, legacy MSI), the retry
+//!   policy, the upstream governor and the machine-wide [`identity::TokenCache`].
+//! - [`azure`]: upstream services (one module each), the shared HTTP client and
+//!   the exfiltration guard.
+//! - [`api`]: the tonic service; turns proto into domain calls and
+//!   [`error::GatewayError`] into gRPC statuses.
+//! - [`gateway`]: the shared state and [`gateway::serve`].
+//! - [`emulator_mode`]: `--emulator`, the gateway wired to in-process fakes.
+//! - [`clock`]: injected time, so tests move expiry without sleeping.
+#![warn(missing_debug_implementations, unreachable_pub)]
+
+pub mod api;
+pub mod azure;
+pub mod clock;
+pub mod config;
+pub mod emulator_mode;
+pub mod error;
+pub mod gateway;
+pub mod identity;
+pub mod transport;
+
+/// Generated protobuf and gRPC types of `identity_gateway.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("identity_gateway.v1");
+
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("identity_gateway_descriptor");
+}
+
+pub use config::Config;
+pub use error::GatewayError;
+pub use gateway::{serve, GatewayState};
