@@ -8,6 +8,8 @@
 
 pub mod authority;
 pub mod http;
+pub mod tds;
 pub mod tls;
 
 pub use authority::{Claims, Principal, TokenAuthority, VerifyError};
+pub use tds::{seed_sample as seed_sql_sample, DatabaseUsers, Encryption as SqlEncryption, LoginRecord, SqlFake, SqlFakeConfig};
