@@ -335,3 +335,32 @@ async fn identity_gateway_test_channel(socket: &std::path::Path) -> tonic::trans
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn caller_policy_uses_the_sockets_peer_credentials() {
+    use identity_gateway::policy::Rule;
+    let env = TestEnv::new().await;
+    let mut config = env.config();
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    config.policy.rules = vec![
+        Rule {
+            uids: vec![me],
+            identities: vec!["system".into()],
+            resources: vec![VAULT.into()],
+            ..Rule::default()
+        },
+    ];
+    let gw = env.start(config).await;
+    gw.client.get_token(VAULT).await.unwrap();
+    let err = gw.client.get_token("https://storage.azure.com/").await.unwrap_err();
+    let Error::PermissionDenied(message) = &err else { panic!("{err:?}") };
+    assert!(message.contains(&format!("uid {me}")) && message.contains("storage.azure.com"), "{message}");
+    let err = gw
+        .client
+        .get_token_for(VAULT, Identity::ClientId(sample::USER_CLIENT_ID.into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(env.imds.token_requests(), 1, "refused calls never reach IMDS");
+}
