@@ -101,6 +101,8 @@ pub struct Config {
     pub keyvault: KeyVaultConfig,
     pub sas: SasConfig,
     pub sql: SqlConfig,
+    /// Who may ask for what (see `policy`); no rules = any local process.
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// Where tokens come from and how hard the gateway may push the source.
@@ -167,7 +169,7 @@ pub struct UpstreamConfig {
     pub arm_endpoint: Option<Url>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyVaultConfig {
     /// Cache secrets this long (0 = off, the default: Key Vault is the source of truth).
@@ -211,6 +213,7 @@ impl Default for Config {
             keyvault: KeyVaultConfig::default(),
             sas: SasConfig::default(),
             sql: SqlConfig::default(),
+            policy: crate::policy::PolicyConfig::default(),
         }
     }
 }
@@ -243,14 +246,6 @@ impl Default for UpstreamConfig {
             request_timeout_secs: 60,
             max_body_bytes: 4 * 1024 * 1024,
             arm_endpoint: None,
-        }
-    }
-}
-
-impl Default for KeyVaultConfig {
-    fn default() -> Self {
-        Self {
-            secret_cache_ttl_secs: 0,
         }
     }
 }

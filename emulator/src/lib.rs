@@ -4,12 +4,24 @@
 //! # Layout
 //! - [`authority`]: the RS256 token authority every fake shares: IMDS mints
 //!   with it, the other fakes verify signature, audience and expiry with it.
+//! - [`imds`]: the identity endpoints (IMDS, App Service, legacy MSI) that
+//!   mint those tokens, with request recording and fault injection.
+//! - [`tds`]: the fake Azure SQL server (TDS 7.4 over TLS, token login,
+//!   SQLite-backed execution) and its sample data.
+//! - [`sample`]: the sample tenant, VM and identities `--emulator` serves.
+//! - [`http`], [`tls`]: loopback HTTP/HTTPS serving and the test CA.
 #![warn(missing_debug_implementations)]
 
 pub mod authority;
 pub mod http;
+pub mod imds;
+pub mod sample;
 pub mod tds;
 pub mod tls;
 
 pub use authority::{Claims, Principal, TokenAuthority, VerifyError};
-pub use tds::{seed_sample as seed_sql_sample, DatabaseUsers, Encryption as SqlEncryption, LoginRecord, SqlFake, SqlFakeConfig};
+pub use imds::{
+    Flavor, IdentitySet, ImdsConfig, ImdsFake, RateLimits, RecordedRequest, ScriptedResponse,
+    UserAssigned,
+};
+pub use tds::{DatabaseUsers, LoginRecord, SqlFake, SqlFakeConfig};

@@ -10,8 +10,9 @@
 //!   until it really expires; the failure is logged and counted.
 //! - Every fetch passes the [`Governor`] (IMDS's limits) and the
 //!   [`RetryPolicy`].
-//! - Keys nobody used since the last fetch (and nobody watches) are dropped
-//!   at refresh time instead of being renewed forever.
+//! - Keys nobody used for a while (the token's lifetime, at least an hour)
+//!   and nobody watches are dropped at refresh time instead of being renewed
+//!   forever.
 
 use std::{
     collections::HashMap,
@@ -28,7 +29,7 @@ use futures::{
     FutureExt,
 };
 use rand::Rng;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::{
     governor::{Governor, Priority},
@@ -61,6 +62,17 @@ impl Default for CacheSettings {
     }
 }
 
+/// Something the cache did, for metrics, logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A token was fetched (cold or refresh).
+    Fetched { resource: String, background: bool },
+    /// A background refresh failed; the cached token stays in service.
+    RefreshFailed { resource: String },
+    /// A key was dropped (unused, or expired without a refresh).
+    Evicted { resource: String },
+}
+
 type Key = (IdentitySelector, String);
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, GatewayError>>>;
 
@@ -88,6 +100,7 @@ struct Inner {
     entries: Mutex<HashMap<Key, Arc<Entry>>>,
     upstream_requests: AtomicU64,
     refresh_failures: AtomicU64,
+    events: broadcast::Sender<CacheEvent>,
 }
 
 struct Entry {
@@ -101,7 +114,7 @@ struct EntryState {
     cached: Option<Cached>,
     in_flight: Option<SharedFetch>,
     refreshing: bool,
-    used_since_fetch: bool,
+    last_used: Option<Instant>,
 }
 
 struct Cached {
@@ -137,6 +150,18 @@ impl Cached {
     }
 }
 
+impl EntryState {
+    /// Used within the token's lifetime (at least an hour): worth renewing.
+    fn in_use(&self, cached: &Cached, now: Instant) -> bool {
+        let window = cached
+            .expires_at
+            .saturating_duration_since(cached.fetched_at)
+            .max(Duration::from_secs(3600));
+        self.last_used
+            .is_some_and(|used| now.saturating_duration_since(used) < window)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these short, await-free locks would be a bug in
     // this module; the state they guard stays consistent, so keep going.
@@ -164,6 +189,7 @@ impl TokenCache {
                 entries: Mutex::default(),
                 upstream_requests: AtomicU64::new(0),
                 refresh_failures: AtomicU64::new(0),
+                events: broadcast::channel(256).0,
             }),
         }
     }
@@ -179,7 +205,7 @@ impl TokenCache {
         let entry = self.entry(selector, resource);
         let fetch = {
             let mut state = lock(&entry.state);
-            state.used_since_fetch = true;
+            state.last_used = Some(self.inner.clock.now());
             if let Some(cached) = &state.cached {
                 if cached.usable_at(self.inner.clock.now()) {
                     return Ok(cached.token.clone());
@@ -213,6 +239,11 @@ impl TokenCache {
     /// Background refreshes that failed so far.
     pub fn refresh_failures(&self) -> u64 {
         self.inner.refresh_failures.load(Ordering::Relaxed)
+    }
+
+    /// A feed of what the cache does (fetches, failed refreshes, evictions).
+    pub fn events(&self) -> broadcast::Receiver<CacheEvent> {
+        self.inner.events.subscribe()
     }
 
     /// The source's name and endpoint, for the startup banner.
@@ -253,7 +284,7 @@ impl TokenCache {
             let result = cache
                 .fetch_with_retries(&task_entry.key, priority, budget)
                 .await;
-            cache.complete(&task_entry, &result);
+            cache.complete(&task_entry, &result, priority == Priority::Background);
             result
         });
         let fetch = async move {
@@ -270,7 +301,12 @@ impl TokenCache {
     }
 
     /// Stores a fetch's outcome and makes sure the key is being refreshed.
-    fn complete(&self, entry: &Arc<Entry>, result: &Result<AccessToken, GatewayError>) {
+    fn complete(
+        &self,
+        entry: &Arc<Entry>,
+        result: &Result<AccessToken, GatewayError>,
+        background: bool,
+    ) {
         let mut state = lock(&entry.state);
         state.in_flight = None;
         let Ok(token) = result else { return };
@@ -284,8 +320,11 @@ impl TokenCache {
             fetched_at: now,
             expires_at: now + left,
         });
-        state.used_since_fetch = false;
         entry.updates.send_replace(Some(token.clone()));
+        let _ = self.inner.events.send(CacheEvent::Fetched {
+            resource: entry.key.1.clone(),
+            background,
+        });
         if !state.refreshing {
             state.refreshing = true;
             let cache = self.clone();
@@ -310,12 +349,12 @@ impl TokenCache {
             clock.sleep_until(wake).await;
             let (fetch, expires_at) = {
                 let mut state = lock(&entry.state);
-                let watched = entry.updates.receiver_count() > 0;
-                let Some(expires_at) = state.cached.as_ref().map(|c| c.expires_at) else {
+                let Some(cached) = state.cached.as_ref() else {
                     break;
                 };
-                if !state.used_since_fetch && !watched {
-                    tracing::debug!(resource = %entry.key.1, identity = %entry.key.0, "token unused since last fetch; not refreshing");
+                let expires_at = cached.expires_at;
+                if !state.in_use(cached, clock.now()) && entry.updates.receiver_count() == 0 {
+                    tracing::debug!(resource = %entry.key.1, identity = %entry.key.0, "token unused for a while; not refreshing");
                     break;
                 }
                 let budget = expires_at.saturating_duration_since(clock.now());
@@ -328,6 +367,9 @@ impl TokenCache {
                 Ok(_) => retry_at = None,
                 Err(error) => {
                     self.inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.inner.events.send(CacheEvent::RefreshFailed {
+                        resource: entry.key.1.clone(),
+                    });
                     let left = expires_at.saturating_duration_since(clock.now());
                     if left.is_zero() {
                         tracing::warn!(resource = %entry.key.1, identity = %entry.key.0, %error, "token expired and could not be refreshed");
@@ -343,11 +385,11 @@ impl TokenCache {
         }
         let mut state = lock(&entry.state);
         state.refreshing = false;
-        let expired = state
-            .cached
-            .as_ref()
-            .is_none_or(|c| !c.usable_at(clock.now()));
-        if !state.used_since_fetch && entry.updates.receiver_count() == 0 || expired {
+        let now = clock.now();
+        let keep = state.cached.as_ref().is_some_and(|c| {
+            c.usable_at(now) && (state.in_use(c, now) || entry.updates.receiver_count() > 0)
+        });
+        if !keep {
             state.cached = None;
             drop(state);
             let mut entries = lock(&self.inner.entries);
