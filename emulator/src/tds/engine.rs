@@ -381,7 +381,10 @@ fn encode_row(row: &rusqlite::Row<'_>, columns: &[ColumnSpec], buf: &mut BytesMu
     for i in 0..columns.len() {
         values.push(row.get_ref(i).map_err(|e| ServerMessage::error(50000, e.to_string()))?);
     }
-    if values.iter().any(|v| matches!(v, ValueRef::Null)) {
+    // Like SQL Server, NULLs travel inline in a ROW when rare and as an
+    // NBCROW bitmap once they would cost more.
+    let nulls = values.iter().filter(|v| matches!(v, ValueRef::Null)).count();
+    if nulls > 1 {
         buf.extend_from_slice(&[tokens::NBCROW]);
         let mut bitmap = vec![0u8; columns.len().div_ceil(8)];
         for (i, v) in values.iter().enumerate() {
@@ -398,7 +401,10 @@ fn encode_row(row: &rusqlite::Row<'_>, columns: &[ColumnSpec], buf: &mut BytesMu
     } else {
         buf.extend_from_slice(&[tokens::ROW]);
         for (column, value) in columns.iter().zip(values) {
-            column.ty.put_value(value, buf)?;
+            match value {
+                ValueRef::Null => column.ty.put_null(buf),
+                value => column.ty.put_value(value, buf)?,
+            }
         }
     }
     Ok(())
@@ -509,7 +515,7 @@ fn map_error(
     if text.contains("incomplete input") {
         return ServerMessage::error(102, "Incorrect syntax near the end of the batch.");
     }
-    if text.contains("not authorized") {
+    if text.contains("not authorized") || text.contains("is prohibited") {
         let (action, table) = denied
             .lock()
             .ok()

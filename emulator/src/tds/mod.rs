@@ -29,6 +29,8 @@ mod packet;
 mod prelogin;
 mod rpc;
 mod server;
+#[cfg(test)]
+mod tests;
 mod tls;
 mod tokens;
 mod types;

@@ -14,9 +14,7 @@ const FEDAUTHREQUIRED: u8 = 0x06;
 const NONCEOPT: u8 = 0x07;
 const TERMINATOR: u8 = 0xFF;
 
-/// The ENCRYPTION option's values.
-pub const ENCRYPT_OFF: u8 = 0x00;
-pub const ENCRYPT_ON: u8 = 0x01;
+/// The ENCRYPTION option's values the fake answers.
 pub const ENCRYPT_NOT_SUP: u8 = 0x02;
 pub const ENCRYPT_REQ: u8 = 0x03;
 

@@ -17,8 +17,9 @@ use super::packet::{put_header, PacketHeader, PacketType, HEADER_LEN};
 /// Largest PRELOGIN packet this side writes during the handshake.
 const HANDSHAKE_PACKET: usize = 4096;
 
-/// Wraps handshake bytes in PRELOGIN packets until [`handshake_done`]
-/// (PreloginTls::handshake_done) is called, then passes bytes through.
+/// Wraps handshake bytes in PRELOGIN packets until the handshake is over
+/// ([`handshake_done`](PreloginTls::handshake_done), or the first raw TLS
+/// record from the client), then passes bytes through.
 #[derive(Debug)]
 pub struct PreloginTls<S> {
     inner: S,
@@ -27,6 +28,8 @@ pub struct PreloginTls<S> {
     header_filled: usize,
     /// Payload bytes of the current incoming packet not yet handed to rustls.
     remaining: usize,
+    /// Raw TLS bytes read while still expecting PRELOGIN framing.
+    pushback: Vec<u8>,
     out: BytesMut,
     /// Bytes of `out` already framed and being written.
     framed: BytesMut,
@@ -40,6 +43,7 @@ impl<S> PreloginTls<S> {
             header: [0; HEADER_LEN],
             header_filled: 0,
             remaining: 0,
+            pushback: Vec::new(),
             out: BytesMut::new(),
             framed: BytesMut::new(),
         }
@@ -59,6 +63,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for PreloginTls<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.handshaking {
+            if !this.pushback.is_empty() {
+                let n = this.pushback.len().min(buf.remaining());
+                buf.put_slice(&this.pushback[..n]);
+                this.pushback.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         while this.remaining == 0 {
@@ -76,6 +86,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for PreloginTls<S> {
             let header = PacketHeader::parse(&this.header)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             if header.ty != PacketType::PreLogin {
+                if (0x14..=0x17).contains(&this.header[0]) {
+                    // A raw TLS record: the client finished its handshake and
+                    // moved on while rustls was still polling for input after
+                    // the last handshake record. Keep the bytes for the TLS
+                    // stream, pass through from now on, and report "no data
+                    // yet" so the handshake returns.
+                    this.pushback.extend_from_slice(&this.header);
+                    this.handshaking = false;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "expected a PRELOGIN packet during the TLS handshake",

@@ -37,13 +37,6 @@ pub const CMD_OTHER: u16 = 0x0000;
 /// SQL_Latin1_General_CP1_CI_AS.
 pub const COLLATION: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x34];
 
-/// Writes a string as UTF-16LE.
-pub fn put_utf16(out: &mut BytesMut, s: &str) {
-    for unit in s.encode_utf16() {
-        out.put_u16_le(unit);
-    }
-}
-
 /// B_VARCHAR: a one-byte character count, then UTF-16LE (cut at 255 chars).
 pub fn put_b_varchar(out: &mut BytesMut, s: &str) {
     let units: Vec<u16> = s.encode_utf16().take(255).collect();
