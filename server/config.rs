@@ -195,8 +195,18 @@ pub struct SqlConfig {
     pub batch_rows: usize,
     /// Default cap on rows per query (0 = no cap).
     pub max_rows: u64,
-    /// Default query timeout.
+    /// Default query timeout: the longest wait for the server (for the first
+    /// result and for each later read), within the caller's deadline.
     pub query_timeout_secs: u64,
+    /// Largest query text accepted, in bytes.
+    pub max_query_bytes: usize,
+    /// Idle pooled connections are closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Time allowed for TLS and LOGIN7 on a new connection.
+    pub login_timeout_secs: u64,
+    /// Row batches a query may have produced ahead of a slow caller; the
+    /// server is made to wait beyond that (backpressure).
+    pub stream_buffer_batches: usize,
 }
 
 impl Default for Config {
@@ -266,6 +276,10 @@ impl Default for SqlConfig {
             batch_rows: 512,
             max_rows: 0,
             query_timeout_secs: 30,
+            max_query_bytes: 1024 * 1024,
+            idle_timeout_secs: 300,
+            login_timeout_secs: 15,
+            stream_buffer_batches: 4,
         }
     }
 }
@@ -387,6 +401,11 @@ impl Config {
         if self.sql.batch_rows == 0 {
             return Err(ConfigError::Invalid(
                 "sql.batch_rows must be at least 1".into(),
+            ));
+        }
+        if self.sql.pool_size == 0 || self.sql.stream_buffer_batches == 0 {
+            return Err(ConfigError::Invalid(
+                "sql.pool_size and sql.stream_buffer_batches must be at least 1".into(),
             ));
         }
         Ok(())

@@ -35,6 +35,8 @@ pub struct GatewayState {
     /// Who may ask for what.
     pub policy: CallerPolicy,
     pub clock: Arc<dyn Clock>,
+    /// Azure SQL connection pools.
+    pub sql: crate::azure::sql::SqlPools,
 }
 
 impl GatewayState {
@@ -69,6 +71,7 @@ impl GatewayState {
             hosts,
             policy,
             clock,
+            sql: crate::azure::sql::SqlPools::new(),
         })
     }
 

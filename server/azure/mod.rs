@@ -8,6 +8,7 @@
 
 pub mod guard;
 pub mod http;
+pub mod sql;
 
 pub use guard::HostGuard;
 

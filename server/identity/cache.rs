@@ -231,6 +231,27 @@ impl TokenCache {
         Ok((token, receiver))
     }
 
+    /// Forgets the cached token of (`selector`, `resource`) if it is still
+    /// `rejected`, so the next [`get`](Self::get) fetches a new one. For an
+    /// upstream that refused a token the cache still considers valid (e.g.
+    /// Azure SQL answering "Token is expired" under clock skew). Returns
+    /// whether the token was forgotten.
+    pub fn invalidate(
+        &self,
+        selector: &IdentitySelector,
+        resource: &str,
+        rejected: &AccessToken,
+    ) -> bool {
+        let entry = self.entry(selector, resource);
+        let mut state = lock(&entry.state);
+        if state.cached.as_ref().is_some_and(|c| c.token == *rejected) {
+            state.cached = None;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Requests sent to the identity source so far (retries included).
     pub fn upstream_requests(&self) -> u64 {
         self.inner.upstream_requests.load(Ordering::Relaxed)

@@ -1,0 +1,400 @@
+//! Connection pools, one per (server, port, database, identity).
+//!
+//! - A pool holds at most `sql.pool_size` connections; callers beyond that
+//!   wait (within their deadline) for one to come back.
+//! - New connections log in with the token cache's current token for the SQL
+//!   audience. A login refused because the server considers the token
+//!   expired is retried once with a newly fetched token.
+//! - Idle connections are dropped after `sql.idle_timeout_secs`, and once the
+//!   token they logged in with has expired (the server may end such
+//!   sessions), so later queries log in afresh.
+//! - A connection goes back to the pool only when its last response was read
+//!   to the end ([`Lease::release`]); dropping a [`Lease`] discards it.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::Ordering,
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{
+    client::{self, ConnectError, ConnectSettings, Connection, Refusal},
+    identity_name, SqlMetrics, SqlTarget,
+};
+use crate::{
+    azure::Service,
+    error::GatewayError,
+    gateway::GatewayState,
+    identity::{AccessToken, IdentitySelector},
+};
+
+/// A connection older than its token is not handed out again within this
+/// margin of the token's expiry.
+const TOKEN_MARGIN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    host: String,
+    port: u16,
+    database: String,
+    identity: IdentitySelector,
+}
+
+struct Idle {
+    conn: Connection,
+    token_expires: SystemTime,
+    since: Instant,
+}
+
+struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    permits: Arc<Semaphore>,
+}
+
+/// Every pool of the gateway, and the SQL metrics.
+pub struct SqlPools {
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    metrics: Arc<SqlMetrics>,
+}
+
+impl fmt::Debug for SqlPools {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pools = self.pools.lock().map(|p| p.len()).unwrap_or(0);
+        f.debug_struct("SqlPools")
+            .field("pools", &pools)
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+impl Default for SqlPools {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded data stays consistent (no await, no panic while held).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A connection lent out of a pool with its slot. Dropping it discards the
+/// connection (its state is unknown); [`release`](Self::release) returns it.
+pub(crate) struct Lease {
+    conn: Option<Connection>,
+    pool: Arc<Pool>,
+    token_expires: SystemTime,
+    /// Came from the idle list (it may have died while idle).
+    pub reused: bool,
+    metrics: Arc<SqlMetrics>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease").field("reused", &self.reused).finish()
+    }
+}
+
+impl Lease {
+    pub(crate) fn conn(&mut self) -> Option<&mut Connection> {
+        self.conn.as_mut()
+    }
+
+    /// Returns a connection whose responses were all read back to the pool.
+    pub(crate) fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            lock(&self.pool.idle).push(Idle {
+                conn,
+                token_expires: self.token_expires,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Takes the connection out, for a last exchange before it is dropped
+    /// (sending ATTENTION). The slot stays taken until the lease is dropped.
+    pub(crate) fn take(&mut self) -> Option<Connection> {
+        if self.conn.is_some() {
+            self.metrics.discarded.fetch_add(1, Ordering::Relaxed);
+        }
+        self.conn.take()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            self.metrics.discarded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl SqlPools {
+    pub fn new() -> Self {
+        Self {
+            pools: Mutex::default(),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Counters and gauges of the SQL path.
+    pub fn metrics(&self) -> &SqlMetrics {
+        &self.metrics
+    }
+
+    pub(crate) fn metrics_handle(&self) -> Arc<SqlMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Connections currently idle in all pools.
+    pub fn idle_connections(&self) -> usize {
+        lock(&self.pools)
+            .values()
+            .map(|p| lock(&p.idle).len())
+            .sum()
+    }
+
+    /// A connection to `target` logged in as `identity`: an idle one when the
+    /// pool has one, else a new login. Gives up at `deadline`.
+    pub(crate) async fn lease(
+        &self,
+        state: &GatewayState,
+        target: &SqlTarget,
+        identity: &IdentitySelector,
+        deadline: Option<Instant>,
+    ) -> Result<Lease, GatewayError> {
+        self.lease_with(state, target, identity, deadline, false).await
+    }
+
+    /// Like [`lease`](Self::lease), but drops the pool's idle connections
+    /// and logs in anew (after a pooled connection turned out dead).
+    pub(crate) async fn lease_fresh(
+        &self,
+        state: &GatewayState,
+        target: &SqlTarget,
+        identity: &IdentitySelector,
+        deadline: Option<Instant>,
+    ) -> Result<Lease, GatewayError> {
+        self.lease_with(state, target, identity, deadline, true).await
+    }
+
+    async fn lease_with(
+        &self,
+        state: &GatewayState,
+        target: &SqlTarget,
+        identity: &IdentitySelector,
+        deadline: Option<Instant>,
+        fresh: bool,
+    ) -> Result<Lease, GatewayError> {
+        let config = &state.config.sql;
+        let key = PoolKey {
+            host: target.host.to_ascii_lowercase(),
+            port: target.port,
+            database: target.database.clone(),
+            identity: identity.clone(),
+        };
+        let pool = Arc::clone(lock(&self.pools).entry(key).or_insert_with(|| {
+            Arc::new(Pool {
+                idle: Mutex::default(),
+                permits: Arc::new(Semaphore::new(config.pool_size.max(1) as usize)),
+            })
+        }));
+        let acquire = Arc::clone(&pool.permits).acquire_owned();
+        let permit = match deadline {
+            None => acquire.await,
+            Some(at) => tokio::time::timeout_at(at.into(), acquire).await.map_err(|_| {
+                GatewayError::DeadlineExceeded(format!(
+                    "all {} connections to {}:{} were busy until the caller's deadline",
+                    config.pool_size, target.host, target.port
+                ))
+            })?,
+        }
+        .map_err(|_| GatewayError::Unavailable("the SQL pool is closed".into()))?;
+
+        let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
+        let now = state.clock.wall();
+        if fresh {
+            let dropped = std::mem::take(&mut *lock(&pool.idle));
+            self.metrics
+                .retired
+                .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+        }
+        loop {
+            let Some(idle) = lock(&pool.idle).pop() else { break };
+            let token_ok = now + TOKEN_MARGIN < idle.token_expires;
+            if token_ok && idle.since.elapsed() < idle_timeout {
+                self.metrics.reused.fetch_add(1, Ordering::Relaxed);
+                return Ok(Lease {
+                    conn: Some(idle.conn),
+                    pool,
+                    token_expires: idle.token_expires,
+                    reused: true,
+                    metrics: Arc::clone(&self.metrics),
+                    _permit: permit,
+                });
+            }
+            self.metrics.retired.fetch_add(1, Ordering::Relaxed);
+        }
+
+        let (conn, token_expires) = self.login(state, target, identity, deadline).await?;
+        Ok(Lease {
+            conn: Some(conn),
+            pool,
+            token_expires,
+            reused: false,
+            metrics: Arc::clone(&self.metrics),
+            _permit: permit,
+        })
+    }
+
+    /// A fresh login; retries once with a new token when the server says the
+    /// token expired, and follows one Azure SQL redirect.
+    async fn login(
+        &self,
+        state: &GatewayState,
+        target: &SqlTarget,
+        identity: &IdentitySelector,
+        deadline: Option<Instant>,
+    ) -> Result<(Connection, SystemTime), GatewayError> {
+        let audience = Service::Sql.audience(target.cloud);
+        let budget = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let mut token = state.tokens_within(budget(), identity, audience).await?;
+        let settings = ConnectSettings {
+            connect_timeout: Duration::from_secs(state.config.upstream.connect_timeout_secs),
+            login_timeout: Duration::from_secs(state.config.sql.login_timeout_secs),
+            ca_files: state.config.upstream.ca_files.clone(),
+        };
+        let tls = target.tls;
+        let mut current = target.clone();
+        let mut retried = false;
+        let mut redirected = false;
+        loop {
+            self.metrics.logins.fetch_add(1, Ordering::Relaxed);
+            let attempt = client::connect(&current, token.secret(), tls, &settings);
+            let result = match deadline {
+                None => attempt.await,
+                Some(at) => tokio::time::timeout_at(at.into(), attempt)
+                    .await
+                    .map_err(|_| {
+                        GatewayError::DeadlineExceeded(format!(
+                            "no login to {}:{} within the caller's deadline",
+                            current.host, current.port
+                        ))
+                    })?,
+            };
+            match result {
+                Ok(conn) => {
+                    self.metrics.opened.fetch_add(1, Ordering::Relaxed);
+                    return Ok((conn, token.expires_on));
+                }
+                Err(ConnectError::LoginRefused {
+                    reason: Refusal::Expired,
+                    ..
+                }) if !retried => {
+                    retried = true;
+                    if let Some(fresh) = self.fresh_token(state, identity, audience, &token, budget()).await? {
+                        self.metrics.login_retries.fetch_add(1, Ordering::Relaxed);
+                        token = fresh;
+                        continue;
+                    }
+                    return Err(expired_error(&current, identity, &token));
+                }
+                Err(ConnectError::Routed { host, port }) if !redirected => {
+                    redirected = true;
+                    // The redirect target must pass the same guard as the request.
+                    state
+                        .hosts
+                        .check_host(Service::Sql, "server", &host, Some(port), "tds")
+                        .map_err(|_| {
+                            GatewayError::Upstream(format!(
+                                "{}:{} redirected the login to {host}:{port}, which is not an Azure SQL host; not following",
+                                current.host, current.port
+                            ))
+                        })?;
+                    current.host = host;
+                    current.port = port;
+                }
+                Err(e) => return Err(login_error(e, &current, identity, &token)),
+            }
+        }
+    }
+
+    /// Drops `rejected` from the token cache and fetches again; `None` when
+    /// the identity endpoint hands out the same token.
+    async fn fresh_token(
+        &self,
+        state: &GatewayState,
+        identity: &IdentitySelector,
+        audience: &str,
+        rejected: &AccessToken,
+        budget: Option<Duration>,
+    ) -> Result<Option<AccessToken>, GatewayError> {
+        state.tokens.invalidate(identity, audience, rejected);
+        let fresh = state.tokens_within(budget, identity, audience).await?;
+        Ok((fresh != *rejected).then_some(fresh))
+    }
+}
+
+fn expired_error(target: &SqlTarget, identity: &IdentitySelector, token: &AccessToken) -> GatewayError {
+    let _ = token;
+    GatewayError::PermissionDenied(format!(
+        "Azure SQL {}:{} refused the {identity}'s token as expired, and the identity endpoint has no newer one; \
+         check the VM's clock",
+        target.host, target.port
+    ))
+}
+
+/// Maps a failed login to the caller's error, saying what to do.
+fn login_error(
+    e: ConnectError,
+    target: &SqlTarget,
+    identity: &IdentitySelector,
+    token: &AccessToken,
+) -> GatewayError {
+    let server = format!("{}:{}", target.host, target.port);
+    match e {
+        ConnectError::Unreachable(why) => {
+            GatewayError::Unavailable(format!("Azure SQL server {server} is unreachable: {why}"))
+        }
+        ConnectError::Timeout => {
+            GatewayError::Unavailable(format!("Azure SQL server {server} did not complete the login in time"))
+        }
+        ConnectError::Tls(why) => GatewayError::Unavailable(format!(
+            "TLS with Azure SQL server {server} failed: {why} (trusted roots: the system's plus upstream.ca_files)"
+        )),
+        ConnectError::LoginRefused {
+            reason: Refusal::NoUser,
+            message,
+        } => GatewayError::IdentityUnavailable(format!(
+            "Azure SQL {server} refused the login of the {identity} (error 18456: {message}). \
+             The identity has no user in database '{db}': as an Entra admin of the server, run \
+             CREATE USER [{name}] FROM EXTERNAL PROVIDER; in '{db}', then grant it a role \
+             (e.g. ALTER ROLE db_datareader ADD MEMBER [{name}];)",
+            db = target.database,
+            name = identity_name(identity, token),
+        )),
+        ConnectError::LoginRefused { message, .. } => GatewayError::PermissionDenied(format!(
+            "Azure SQL {server} refused the {identity}'s token (error 18456: {message})"
+        )),
+        ConnectError::NoDatabase(message) => GatewayError::NotFound(format!(
+            "Azure SQL {server}: database '{}' does not exist or the identity cannot open it (error 4060: {message})",
+            target.database
+        )),
+        ConnectError::Routed { host, port } => GatewayError::Upstream(format!(
+            "Azure SQL {server} redirected the login twice (last to {host}:{port})"
+        )),
+        ConnectError::Server { number, message } => {
+            super::server_error(number, &message, &format!("Azure SQL {server} refused the login"))
+        }
+        ConnectError::Protocol(why) => {
+            GatewayError::Upstream(format!("Azure SQL {server} answered something unexpected: {why}"))
+        }
+    }
+}

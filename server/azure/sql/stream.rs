@@ -1,0 +1,397 @@
+//! Running one query and streaming its results.
+//!
+//! The query runs as `sp_executesql` with the text in `@stmt` and every
+//! parameter bound as `@Pn` (declared in `@params`), so parameters are data,
+//! never SQL. A task reads the result with tiberius and sends events into a
+//! bounded channel of `sql.stream_buffer_batches` entries: when the caller
+//! reads slowly the task stops reading, TCP fills up and the server waits, so
+//! the gateway never holds more than a few batches. [`SqlMetrics`] counts the
+//! batches produced and not yet taken (the `batches_buffered` gauge).
+//!
+//! When the caller goes away, or the query times out, the task sends
+//! ATTENTION so the server stops, and drops the connection rather than
+//! returning it to the pool. A `max_rows` cut also sends ATTENTION but keeps
+//! the connection once the server acknowledged it.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use futures::{FutureExt, Stream, TryStreamExt};
+use tiberius::{ColumnData, Command, CommandItem};
+use tokio::sync::mpsc;
+
+use super::{
+    client::Connection,
+    pool::Lease,
+    server_error,
+    value::{bind_value, from_column, type_name},
+    SqlColumn, SqlEvent, SqlMetrics, SqlQuery,
+};
+use crate::{error::GatewayError, gateway::GatewayState};
+
+/// How long a stopped query may take to acknowledge ATTENTION.
+const ATTENTION_WAIT: Duration = Duration::from_secs(5);
+
+/// A row batch counted in the `batches_buffered` gauge until it is taken.
+struct BatchSlot(Arc<SqlMetrics>);
+
+impl BatchSlot {
+    fn new(metrics: &Arc<SqlMetrics>) -> Self {
+        let now = metrics.batches_buffered.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics.batches_buffered_max.fetch_max(now, Ordering::AcqRel);
+        Self(Arc::clone(metrics))
+    }
+}
+
+impl Drop for BatchSlot {
+    fn drop(&mut self) {
+        self.0.batches_buffered.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct Item {
+    event: Result<SqlEvent, GatewayError>,
+    _slot: Option<BatchSlot>,
+}
+
+/// The events of one query, in order; ends after `Done` or an error.
+pub struct SqlEventStream {
+    rx: mpsc::Receiver<Item>,
+}
+
+impl std::fmt::Debug for SqlEventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlEventStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for SqlEventStream {
+    type Item = Result<SqlEvent, GatewayError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // The batch leaves the gauge as it is handed over.
+        self.rx.poll_recv(cx).map(|item| item.map(|item| item.event))
+    }
+}
+
+/// Why streaming stopped before the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The caller went away.
+    Cancelled,
+    /// The server did not answer within the query timeout.
+    Timeout,
+    /// The caller's deadline passed.
+    Deadline,
+}
+
+enum Finish {
+    Complete,
+    Truncated,
+}
+
+enum Abort {
+    Stop(Stop),
+    /// A server error, read to the end of the response: the connection is fine.
+    Server(GatewayError),
+    /// The connection broke; `before_output` when nothing reached the caller.
+    Broken { error: GatewayError, before_output: bool },
+}
+
+/// Logs in (or takes a pooled connection), starts the query and returns its
+/// event stream. Errors up to the login come back here; errors of the query
+/// itself arrive on the stream.
+pub async fn query(
+    state: Arc<GatewayState>,
+    query: SqlQuery,
+    deadline: Option<Instant>,
+) -> Result<SqlEventStream, GatewayError> {
+    let params = query
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, v)| bind_value(v, &format!("parameters[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lease = state
+        .sql
+        .lease(&state, &query.target, &query.identity, deadline)
+        .await?;
+    let (tx, rx) = mpsc::channel(state.config.sql.stream_buffer_batches.max(1));
+    tokio::spawn(run(state, query, params, lease, tx, deadline));
+    Ok(SqlEventStream { rx })
+}
+
+async fn run(
+    state: Arc<GatewayState>,
+    query: SqlQuery,
+    params: Vec<(ColumnData<'static>, String)>,
+    mut lease: Lease,
+    tx: mpsc::Sender<Item>,
+    deadline: Option<Instant>,
+) {
+    let metrics = state.sql.metrics_handle();
+    let batch_rows = state.config.sql.batch_rows.max(1);
+    let mut retried = false;
+    loop {
+        let outcome = match lease.conn() {
+            Some(conn) => {
+                stream_once(conn, &query, &params, &tx, deadline, batch_rows, &metrics).await
+            }
+            None => Err(Abort::Broken {
+                error: GatewayError::Unavailable("no SQL connection".into()),
+                before_output: false,
+            }),
+        };
+        match outcome {
+            Ok(Finish::Complete) => lease.release(),
+            Ok(Finish::Truncated) => {
+                if attention(&mut lease, &metrics).await {
+                    lease.release();
+                }
+            }
+            Err(Abort::Stop(stop)) => {
+                // The server may still be producing rows: stop it, and do not
+                // reuse a connection left in the middle of a response.
+                attention(&mut lease, &metrics).await;
+                drop(lease.take());
+                let error = match stop {
+                    Stop::Cancelled => return,
+                    Stop::Timeout => GatewayError::DeadlineExceeded(format!(
+                        "the SQL server did not answer within the query timeout ({:?})",
+                        query.timeout
+                    )),
+                    Stop::Deadline => GatewayError::DeadlineExceeded(
+                        "the caller's deadline passed while the query was running".into(),
+                    ),
+                };
+                let _ = tx.send(Item { event: Err(error), _slot: None }).await;
+            }
+            Err(Abort::Server(error)) => {
+                lease.release();
+                let _ = tx.send(Item { event: Err(error), _slot: None }).await;
+            }
+            Err(Abort::Broken { before_output: true, .. }) if lease.reused && !retried => {
+                // A pooled connection that died while idle (server restart,
+                // idle cut-off): its siblings likely did too. Log in afresh once.
+                retried = true;
+                drop(lease);
+                lease = match state
+                    .sql
+                    .lease_fresh(&state, &query.target, &query.identity, deadline)
+                    .await
+                {
+                    Ok(fresh) => fresh,
+                    Err(error) => {
+                        let _ = tx.send(Item { event: Err(error), _slot: None }).await;
+                        return;
+                    }
+                };
+                continue;
+            }
+            Err(Abort::Broken { error, .. }) => {
+                drop(lease);
+                let _ = tx.send(Item { event: Err(error), _slot: None }).await;
+            }
+        }
+        return;
+    }
+}
+
+/// Sends ATTENTION and waits for the acknowledgement; true when the
+/// connection is clean again.
+async fn attention(lease: &mut Lease, metrics: &SqlMetrics) -> bool {
+    let Some(conn) = lease.conn() else { return false };
+    metrics.attentions.fetch_add(1, Ordering::Relaxed);
+    matches!(
+        tokio::time::timeout(ATTENTION_WAIT, conn.cancel_query()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Waits for the server, bounded by the query timeout and the caller's
+/// deadline, and gives up as soon as the caller goes away.
+async fn server_wait<F: Future>(
+    fut: F,
+    timeout: Duration,
+    deadline: Option<Instant>,
+    tx: &mpsc::Sender<Item>,
+) -> Result<F::Output, Stop> {
+    let limit = Instant::now() + timeout;
+    let (until, stop) = match deadline {
+        Some(d) if d < limit => (d, Stop::Deadline),
+        _ => (limit, Stop::Timeout),
+    };
+    tokio::select! {
+        out = tokio::time::timeout_at(until.into(), fut) => out.map_err(|_| stop),
+        _ = tx.closed() => Err(Stop::Cancelled),
+    }
+}
+
+/// Sends one event, waiting while the channel is full (backpressure).
+async fn send(
+    tx: &mpsc::Sender<Item>,
+    item: Item,
+    deadline: Option<Instant>,
+) -> Result<(), Stop> {
+    let sent = match deadline {
+        None => tx.send(item).await,
+        Some(at) => tokio::time::timeout_at(at.into(), tx.send(item))
+            .await
+            .map_err(|_| Stop::Deadline)?,
+    };
+    sent.map_err(|_| Stop::Cancelled)
+}
+
+fn broken(e: tiberius::error::Error, before_output: bool) -> Abort {
+    match e {
+        tiberius::error::Error::Server(token) => Abort::Server(server_error(
+            token.code(),
+            token.message(),
+            "Azure SQL refused the query",
+        )),
+        other => Abort::Broken {
+            error: GatewayError::Unavailable(format!(
+                "the connection to the SQL server failed: {other}"
+            )),
+            before_output,
+        },
+    }
+}
+
+/// Runs the query on `conn` and streams its events.
+async fn stream_once(
+    conn: &mut Connection,
+    query: &SqlQuery,
+    params: &[(ColumnData<'static>, String)],
+    tx: &mpsc::Sender<Item>,
+    deadline: Option<Instant>,
+    batch_rows: usize,
+    metrics: &Arc<SqlMetrics>,
+) -> Result<Finish, Abort> {
+    let mut command = Command::new("sp_executesql");
+    command.bind_param("@stmt", query.text.clone());
+    let declarations: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(i, (_, decl))| format!("@P{} {decl}", i + 1))
+        .collect();
+    command.bind_param("@params", declarations.join(","));
+    for (i, (data, _)) in params.iter().enumerate() {
+        command.bind_param(format!("@P{}", i + 1), data.clone());
+    }
+    let mut stream = server_wait(command.exec(conn), query.timeout, deadline, tx)
+        .await
+        .map_err(Abort::Stop)?
+        .map_err(|e| broken(e, true))?;
+
+    let mut output = false;
+    let mut result_set = 0u32;
+    let mut rows_per_result_set: Vec<u64> = Vec::new();
+    let mut rows_affected: Vec<u64> = Vec::new();
+    let mut in_result = false;
+    let mut total = 0u64;
+    let mut batch: Vec<Vec<super::SqlValue>> = Vec::with_capacity(batch_rows);
+
+    loop {
+        // Most rows are already buffered: take them without arming timers.
+        let next = match stream.try_next().now_or_never() {
+            Some(item) => item,
+            None => server_wait(stream.try_next(), query.timeout, deadline, tx)
+                .await
+                .map_err(Abort::Stop)?,
+        };
+        let item = match next {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(e) => return Err(broken(e, !output)),
+        };
+        match item {
+            CommandItem::Metadata(meta) => {
+                flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
+                result_set = meta.result_index() as u32;
+                let columns = meta
+                    .columns()
+                    .iter()
+                    .map(|c| SqlColumn {
+                        name: c.name().to_string(),
+                        type_name: type_name(c.column_type()).to_string(),
+                        nullable: true,
+                    })
+                    .collect();
+                rows_per_result_set.push(0);
+                in_result = true;
+                output = true;
+                let event = SqlEvent::Columns { result_set, columns };
+                send(tx, Item { event: Ok(event), _slot: None }, deadline)
+                    .await
+                    .map_err(Abort::Stop)?;
+            }
+            CommandItem::Row(row) => {
+                if query.max_rows > 0 && total == query.max_rows {
+                    flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
+                    let done = SqlEvent::Done {
+                        rows_per_result_set,
+                        rows_affected,
+                        truncated: true,
+                    };
+                    send(tx, Item { event: Ok(done), _slot: None }, deadline)
+                        .await
+                        .map_err(Abort::Stop)?;
+                    return Ok(Finish::Truncated);
+                }
+                batch.push(row.into_iter().map(from_column).collect());
+                total += 1;
+                if let Some(count) = rows_per_result_set.last_mut() {
+                    *count += 1;
+                }
+                if batch.len() >= batch_rows {
+                    flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
+                }
+            }
+            CommandItem::RowsAffected(n) => {
+                if in_result {
+                    // The DONE closing a result set counts its rows.
+                    in_result = false;
+                } else {
+                    rows_affected.push(n);
+                }
+            }
+            CommandItem::ReturnStatus(_) | CommandItem::ReturnValue(_) => {}
+        }
+    }
+    flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
+    let done = SqlEvent::Done {
+        rows_per_result_set,
+        rows_affected,
+        truncated: false,
+    };
+    send(tx, Item { event: Ok(done), _slot: None }, deadline)
+        .await
+        .map_err(Abort::Stop)?;
+    Ok(Finish::Complete)
+}
+
+/// Sends the rows collected so far as one batch.
+async fn flush(
+    tx: &mpsc::Sender<Item>,
+    batch: &mut Vec<Vec<super::SqlValue>>,
+    result_set: u32,
+    batch_rows: usize,
+    deadline: Option<Instant>,
+    metrics: &Arc<SqlMetrics>,
+) -> Result<(), Abort> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let rows = std::mem::replace(batch, Vec::with_capacity(batch_rows));
+    let item = Item {
+        event: Ok(SqlEvent::Rows { result_set, rows }),
+        _slot: Some(BatchSlot::new(metrics)),
+    };
+    send(tx, item, deadline).await.map_err(Abort::Stop)
+}
