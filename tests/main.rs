@@ -5,4 +5,5 @@ mod common;
 
 mod binary;
 mod sources;
+mod sql;
 mod token;

@@ -2,7 +2,7 @@
 //! results as TDS tokens: one [`Engine`] per TDS connection, run on its own
 //! thread (SQLite is synchronous), writing packets through a
 //! [`ResponseWriter`] that streams them out in bounded chunks and notices
-//! ATTENTION between rows.
+//! ATTENTION between rows (a statement still computing is interrupted).
 //!
 //! The SQL dialect is SQLite's, with T-SQL conveniences: `dbo.`/`[dbo].`
 //! schema prefixes are accepted, `@P1`-style parameters bind by name, and
@@ -173,6 +173,11 @@ impl Engine {
         })
     }
 
+    /// A handle that aborts the statement running now (for ATTENTION).
+    pub(crate) fn interrupt_handle(&self) -> rusqlite::InterruptHandle {
+        self.conn.get_interrupt_handle()
+    }
+
     /// Answers one request.
     pub(crate) fn run(&mut self, request: Request, w: &mut ResponseWriter<'_>) -> Result<(), Disconnected> {
         match request {
@@ -245,6 +250,7 @@ impl Engine {
             let mut stmt = match next {
                 Ok(Some(stmt)) => stmt,
                 Ok(None) => break Outcome::Completed,
+                Err(_) if w.attention_requested() => break Outcome::Cancelled,
                 Err(e) => {
                     flush_pending(w, &mut pending, done_token, true);
                     let msg = map_error(&e, &self.denied, &self.settings.database);
@@ -261,6 +267,7 @@ impl Engine {
             if stmt.column_count() == 0 {
                 match stmt.raw_execute() {
                     Ok(_) => pending = Some((cur_cmd, self.conn.changes())),
+                    Err(_) if w.attention_requested() => break Outcome::Cancelled,
                     Err(e) => {
                         let msg = map_error(&e, &self.denied, &self.settings.database);
                         tokens::error(w.buf(), &msg, &self.settings.server_name);
@@ -323,6 +330,7 @@ impl Engine {
         let mut rows = stmt.raw_query();
         let first = match rows.next() {
             Ok(row) => row,
+            Err(_) if w.attention_requested() => return Ok(RowsOutcome::Cancelled),
             Err(e) => return Ok(RowsOutcome::Failed(map_error(&e, &denied, &database))),
         };
         let columns: Vec<ColumnSpec> = declared
@@ -355,6 +363,7 @@ impl Engine {
             w.tick()?;
             row = match rows.next() {
                 Ok(next) => next,
+                Err(_) if w.attention_requested() => return Ok(RowsOutcome::Cancelled),
                 Err(e) => return Ok(RowsOutcome::Failed(map_error(&e, &denied, &database))),
             };
         }

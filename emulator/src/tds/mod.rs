@@ -117,6 +117,8 @@ impl Default for SqlFakeConfig {
 /// One login attempt as the fake saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginRecord {
+    /// The token's `uti` (unique token id), once the token verified.
+    pub token_id: Option<String>,
     /// The token's `oid`, once the token verified.
     pub oid: Option<String>,
     pub appid: Option<String>,
@@ -146,6 +148,8 @@ pub(crate) struct Shared {
     settings: Arc<engine::EngineSettings>,
     users: RwLock<DatabaseUsers>,
     clock_skew_secs: AtomicI64,
+    /// `uti`s of tokens this server treats as expired.
+    expired_tokens: Mutex<HashSet<String>>,
     logins: Mutex<Vec<LoginRecord>>,
     stats: Arc<Stats>,
     db_path: PathBuf,
@@ -220,6 +224,7 @@ impl SqlFake {
             }),
             users: RwLock::new(config.users),
             clock_skew_secs: AtomicI64::new(0),
+            expired_tokens: Mutex::default(),
             logins: Mutex::default(),
             stats: Arc::default(),
             db_path,
@@ -338,6 +343,25 @@ impl SqlFake {
                 f.remove(&table.to_ascii_lowercase());
             }
         }
+    }
+
+    /// Makes the server answer "Token is expired." to logins presenting
+    /// `token` from now on (as if its clock had passed the token's `exp`),
+    /// while newer tokens still log in. Returns false when `token` is not a
+    /// token of this server's authority.
+    pub fn expire_token(&self, token: &str) -> bool {
+        let Ok(claims) = self
+            .shared
+            .authority
+            .verify(token, &self.shared.audience, SystemTime::now())
+        else {
+            return false;
+        };
+        self.shared
+            .expired_tokens
+            .lock()
+            .map(|mut e| e.insert(claims.uti))
+            .is_ok()
     }
 
     /// Moves the clock the server checks token expiry with (seconds,

@@ -166,6 +166,7 @@ where
     )
     .map_err(|e| io::Error::other(e.to_string()))?;
 
+    let interrupt = engine.interrupt_handle();
     let (mut reader, mut writer) = tokio::io::split(io);
     let attention = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (in_tx, mut in_rx) = mpsc::channel::<Input>(16);
@@ -211,6 +212,8 @@ where
                 PacketType::Attention => {
                     stats.attentions.fetch_add(1, Ordering::Relaxed);
                     attention.store(true, Ordering::Release);
+                    // Stops a statement that is still computing its first row.
+                    interrupt.interrupt();
                     Input::Attention
                 }
                 _ if msg.status & STATUS_IGNORE != 0 => continue,
@@ -271,6 +274,7 @@ impl Shared {
     /// and returns the principal's display name.
     pub(crate) fn authenticate(&self, login: &Login7, pre: &ClientPrelogin) -> Result<String, ServerMessage> {
         let mut record = LoginRecord {
+            token_id: None,
             oid: None,
             appid: None,
             audience: None,
@@ -345,6 +349,14 @@ impl Shared {
                 return Err(failed(134, " The token could not be validated."))
             }
         };
+        record.token_id = Some(claims.uti.clone());
+        if self
+            .expired_tokens
+            .lock()
+            .is_ok_and(|expired| expired.contains(&claims.uti))
+        {
+            return Err(failed(132, " Token is expired."));
+        }
         record.oid = Some(claims.oid.clone());
         record.appid = Some(claims.appid.clone());
         record.audience = Some(claims.aud.clone());

@@ -155,21 +155,25 @@ async fn run(
                 }
             }
             Err(Abort::Stop(stop)) => {
+                let error = match stop {
+                    Stop::Cancelled => None,
+                    Stop::Timeout => Some(GatewayError::DeadlineExceeded(format!(
+                        "the SQL server did not answer within the query timeout ({:?})",
+                        query.timeout
+                    ))),
+                    Stop::Deadline => Some(GatewayError::DeadlineExceeded(
+                        "the caller's deadline passed while the query was running".into(),
+                    )),
+                };
+                if let Some(error) = error {
+                    let item = Item { event: Err(error), _slot: None };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(item)).await;
+                }
+                drop(tx);
                 // The server may still be producing rows: stop it, and do not
                 // reuse a connection left in the middle of a response.
                 attention(&mut lease, &metrics).await;
                 drop(lease.take());
-                let error = match stop {
-                    Stop::Cancelled => return,
-                    Stop::Timeout => GatewayError::DeadlineExceeded(format!(
-                        "the SQL server did not answer within the query timeout ({:?})",
-                        query.timeout
-                    )),
-                    Stop::Deadline => GatewayError::DeadlineExceeded(
-                        "the caller's deadline passed while the query was running".into(),
-                    ),
-                };
-                let _ = tx.send(Item { event: Err(error), _slot: None }).await;
             }
             Err(Abort::Server(error)) => {
                 lease.release();
@@ -207,6 +211,9 @@ async fn run(
 async fn attention(lease: &mut Lease, metrics: &SqlMetrics) -> bool {
     let Some(conn) = lease.conn() else { return false };
     metrics.attentions.fetch_add(1, Ordering::Relaxed);
+    // tiberius writes ATTENTION first, then reads up to its acknowledgement;
+    // reading fails if the dropped result stream stopped inside a token, but
+    // the server has been told to stop either way.
     matches!(
         tokio::time::timeout(ATTENTION_WAIT, conn.cancel_query()).await,
         Ok(Ok(()))
