@@ -9,8 +9,8 @@ use std::{
 
 use identity_gateway::config::Config;
 use identity_gateway_client::proto::{
-    query_sql_response::Event, sql_value::Kind, QuerySqlRequest, SqlQueryDone,
-    SqlResultSetColumns, SqlRow, SqlValue,
+    query_sql_response::Event, sql_value::Kind, QuerySqlRequest, SqlQueryDone, SqlResultSetColumns,
+    SqlRow, SqlValue,
 };
 use identity_gateway_emulator::{sample, DatabaseUsers, SqlFake, SqlFakeConfig};
 use tonic::{Code, Status, Streaming};
@@ -68,7 +68,9 @@ impl Collected {
     }
 }
 
-async fn drain(mut stream: Streaming<identity_gateway_client::proto::QuerySqlResponse>) -> Result<Collected, Status> {
+async fn drain(
+    mut stream: Streaming<identity_gateway_client::proto::QuerySqlResponse>,
+) -> Result<Collected, Status> {
     let mut out = Collected::default();
     while let Some(message) = stream.message().await? {
         match message.event {
@@ -94,7 +96,10 @@ fn null() -> Option<Kind> {
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -238,9 +243,14 @@ async fn typed_parameters_are_bound_and_an_injection_attempt_stays_data() {
     )
     .await
     .unwrap();
-    assert_eq!(found.rows(0), vec![vec![Some(Kind::String(hostile.into())), null()]]);
     assert_eq!(
-        sql.query_scalar("SELECT count(*) FROM products").unwrap().as_deref(),
+        found.rows(0),
+        vec![vec![Some(Kind::String(hostile.into())), null()]]
+    );
+    assert_eq!(
+        sql.query_scalar("SELECT count(*) FROM products")
+            .unwrap()
+            .as_deref(),
         Some("4"),
         "the table is still there, with the hostile string as a row"
     );
@@ -268,7 +278,10 @@ async fn several_result_sets_and_row_counts() {
     assert_eq!(result.rows(0).len(), 3);
     assert_eq!(
         result.rows(1),
-        vec![vec![Some(Kind::String("Widget".into())), Some(Kind::Bool(true))]]
+        vec![vec![
+            Some(Kind::String("Widget".into())),
+            Some(Kind::Bool(true))
+        ]]
     );
     let done = result.done.unwrap();
     assert_eq!(done.rows_per_result_set, [3, 1]);
@@ -283,23 +296,41 @@ async fn server_errors_keep_their_numbers_and_the_pool_survives_them() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
     assert!(
-        missing.message().contains("SQL error 208: Invalid object name 'nowhere'."),
+        missing
+            .message()
+            .contains("SQL error 208: Invalid object name 'nowhere'."),
         "{}",
         missing.message()
     );
-    let syntax = run(&gw, request(&sql, "SELEC 1", vec![])).await.unwrap_err();
+    let syntax = run(&gw, request(&sql, "SELEC 1", vec![]))
+        .await
+        .unwrap_err();
     assert_eq!(syntax.code(), Code::InvalidArgument);
-    assert!(syntax.message().contains("SQL error 102"), "{}", syntax.message());
+    assert!(
+        syntax.message().contains("SQL error 102"),
+        "{}",
+        syntax.message()
+    );
     let denied = run(&gw, request(&sql, "SELECT * FROM dbo.salaries", vec![]))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
-    assert!(denied.message().contains("SQL error 229"), "{}", denied.message());
+    assert!(
+        denied.message().contains("SQL error 229"),
+        "{}",
+        denied.message()
+    );
 
-    let ok = run(&gw, request(&sql, "SELECT 1 AS one", vec![])).await.unwrap();
+    let ok = run(&gw, request(&sql, "SELECT 1 AS one", vec![]))
+        .await
+        .unwrap();
     assert_eq!(ok.rows(0), vec![vec![Some(Kind::Int(1))]]);
     let metrics = gw.state.sql.metrics();
-    assert_eq!(metrics.opened.load(Ordering::Relaxed), 1, "one connection served all four");
+    assert_eq!(
+        metrics.opened.load(Ordering::Relaxed),
+        1,
+        "one connection served all four"
+    );
     assert_eq!(sql.connections(), 1);
 }
 
@@ -316,7 +347,9 @@ async fn a_token_for_another_audience_is_refused_at_login() {
     )
     .await;
     let gw = env.start(env.config()).await;
-    let status = run(&gw, request(&sql, "SELECT 1", vec![])).await.unwrap_err();
+    let status = run(&gw, request(&sql, "SELECT 1", vec![]))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("refused"), "{}", status.message());
     assert!(status.message().contains("18456"), "{}", status.message());
@@ -331,21 +364,26 @@ async fn a_token_for_another_audience_is_refused_at_login() {
 async fn an_identity_without_a_database_user_is_told_to_create_one() {
     let (_env, sql, gw) = setup().await;
     sql.set_users(DatabaseUsers::only([sample::USER_OBJECT_ID]));
-    let status = run(&gw, request(&sql, "SELECT 1", vec![])).await.unwrap_err();
+    let status = run(&gw, request(&sql, "SELECT 1", vec![]))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(
-        status
-            .message()
-            .contains(&format!("CREATE USER [{}] FROM EXTERNAL PROVIDER", sample::VM_NAME)),
+        status.message().contains(&format!(
+            "CREATE USER [{}] FROM EXTERNAL PROVIDER",
+            sample::VM_NAME
+        )),
         "{}",
         status.message()
     );
     // The user-assigned identity has a user: its query works.
     let mut req = request(&sql, "SELECT SUSER_SNAME()", vec![]);
     req.identity = Some(identity_gateway_client::proto::Identity {
-        selector: Some(identity_gateway_client::proto::identity::Selector::ClientId(
-            sample::USER_CLIENT_ID.into(),
-        )),
+        selector: Some(
+            identity_gateway_client::proto::identity::Selector::ClientId(
+                sample::USER_CLIENT_ID.into(),
+            ),
+        ),
     });
     let result = run(&gw, req).await.unwrap();
     assert_eq!(
@@ -376,7 +414,10 @@ async fn a_login_refused_as_expired_is_retried_once_with_a_new_token() {
     );
     assert!(accepted.accepted);
     assert_ne!(refused.token_id, accepted.token_id, "a new token was used");
-    assert_eq!(gw.state.sql.metrics().login_retries.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        gw.state.sql.metrics().login_retries.load(Ordering::Relaxed),
+        1
+    );
     // The new token replaced the refused one in the cache.
     let now = gw.client.get_token(SQL_AUDIENCE).await.unwrap();
     assert_ne!(now.secret(), cached.secret());
@@ -388,7 +429,9 @@ async fn an_expired_token_the_identity_endpoint_still_serves_is_not_retried_fore
     let cached = gw.client.get_token(SQL_AUDIENCE).await.unwrap();
     assert!(sql.expire_token(cached.secret()));
     // IMDS keeps handing out the same token: one refusal, no loop.
-    let status = run(&gw, request(&sql, "SELECT 7", vec![])).await.unwrap_err();
+    let status = run(&gw, request(&sql, "SELECT 7", vec![]))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("expired"), "{}", status.message());
     assert_eq!(sql.logins().len(), 1);
@@ -401,7 +444,11 @@ async fn pooled_connections_are_not_reused_past_their_token_and_new_logins_get_a
     let (gw, clock) = env.start_manual(env.config()).await;
     run(&gw, request(&sql, "SELECT 1", vec![])).await.unwrap();
     run(&gw, request(&sql, "SELECT 2", vec![])).await.unwrap();
-    assert_eq!(sql.connections(), 1, "the second query reused the pooled connection");
+    assert_eq!(
+        sql.connections(),
+        1,
+        "the second query reused the pooled connection"
+    );
 
     // The gateway's clock reaches the token's last 15 seconds; IMDS has a new one.
     let first = sql.logins()[0].clone();
@@ -448,14 +495,25 @@ async fn a_client_cancelling_mid_stream_stops_the_server_and_leaves_the_pool_hea
     .await;
     assert_eq!(metrics.attentions.load(Ordering::Relaxed), 1);
     wait_until("the server to receive ATTENTION", || sql.attentions() == 1).await;
-    assert!(sql.rows_sent() < 1_000_000, "the server stopped early ({} rows)", sql.rows_sent());
+    assert!(
+        sql.rows_sent() < 1_000_000,
+        "the server stopped early ({} rows)",
+        sql.rows_sent()
+    );
 
     let next = run(&gw, request(&sql, "SELECT count(*) FROM products", vec![]))
         .await
         .unwrap();
     assert_eq!(next.rows(0), vec![vec![Some(Kind::Int(3))]]);
-    assert_eq!(metrics.opened.load(Ordering::Relaxed), 2, "a new connection replaced it");
-    wait_until("the cancelled connection to close", || sql.open_connections() == 1).await;
+    assert_eq!(
+        metrics.opened.load(Ordering::Relaxed),
+        2,
+        "a new connection replaced it"
+    );
+    wait_until("the cancelled connection to close", || {
+        sql.open_connections() == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -491,7 +549,10 @@ async fn a_query_that_outlives_its_timeout_is_stopped() {
     });
     let status = run(&gw, req).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    wait_until("the server to acknowledge ATTENTION", || sql.attentions() == 1).await;
+    wait_until("the server to acknowledge ATTENTION", || {
+        sql.attentions() == 1
+    })
+    .await;
     run(&gw, request(&sql, "SELECT 1", vec![])).await.unwrap();
 }
 
@@ -530,7 +591,10 @@ async fn a_slow_reader_never_makes_the_gateway_buffer_more_than_a_few_batches() 
             Some(Event::Rows(batch)) => {
                 assert!(batch.rows.len() <= BATCH);
                 // Rows arrive in order, none lost or repeated.
-                assert_eq!(batch.rows[0].values[0].kind, Some(Kind::Int(received as i64 + 1)));
+                assert_eq!(
+                    batch.rows[0].values[0].kind,
+                    Some(Kind::Int(received as i64 + 1))
+                );
                 received += batch.rows.len() as u64;
                 batches += 1;
             }
@@ -546,7 +610,10 @@ async fn a_slow_reader_never_makes_the_gateway_buffer_more_than_a_few_batches() 
             .await;
             pauses += 1;
             let now = metrics.batches_buffered.load(Ordering::Relaxed);
-            assert!(now <= capacity + 1, "{now} batches buffered (capacity {capacity})");
+            assert!(
+                now <= capacity + 1,
+                "{now} batches buffered (capacity {capacity})"
+            );
         }
     }
     assert!(pauses >= 4);
@@ -614,7 +681,11 @@ async fn requests_are_validated_before_any_token_is_fetched() {
             status.message()
         );
     }
-    assert_eq!(env.imds.token_requests(), 0, "no token was fetched for a refused request");
+    assert_eq!(
+        env.imds.token_requests(),
+        0,
+        "no token was fetched for a refused request"
+    );
     assert!(sql.logins().is_empty());
 }
 

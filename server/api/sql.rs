@@ -52,9 +52,8 @@ pub(super) async fn query_sql(
             .policy
             .check(peer, &query.identity, Target::SqlServer(&query.target.host))?;
         let events = sql::query(Arc::clone(state), query, deadline).await?;
-        let stream: ResponseStream<QuerySqlResponse> = Box::pin(
-            events.map(|event| event.map(to_proto).map_err(Status::from)),
-        );
+        let stream: ResponseStream<QuerySqlResponse> =
+            Box::pin(events.map(|event| event.map(to_proto).map_err(Status::from)));
         Ok(Response::new(stream))
     }
     .await;
@@ -94,7 +93,10 @@ fn validate(state: &GatewayState, message: QuerySqlRequest) -> Result<SqlQuery, 
         ));
     }
     if text.contains('\0') {
-        return Err(GatewayError::invalid("query", "must not contain NUL characters"));
+        return Err(GatewayError::invalid(
+            "query",
+            "must not contain NUL characters",
+        ));
     }
     if message.parameters.len() > MAX_PARAMETERS {
         return Err(GatewayError::invalid(
@@ -155,7 +157,9 @@ fn server_and_port(server: &str, port_field: u32) -> Result<(String, u16), Gatew
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| GatewayError::invalid("server", format!("'{port}' is not a TCP port")))?;
+                .ok_or_else(|| {
+                    GatewayError::invalid("server", format!("'{port}' is not a TCP port"))
+                })?;
             (host, Some(port))
         }
         None => (trimmed, None),
@@ -318,7 +322,9 @@ mod tests {
     #[test]
     fn parameters_without_a_value_are_refused() {
         let err = from_proto(None, "parameters[1]").unwrap_err();
-        assert!(matches!(err, GatewayError::InvalidArgument { field, .. } if field == "parameters[1]"));
+        assert!(
+            matches!(err, GatewayError::InvalidArgument { field, .. } if field == "parameters[1]")
+        );
         assert_eq!(
             from_proto(Some(Kind::Null(0)), "p").unwrap(),
             SqlValue::Null

@@ -179,7 +179,11 @@ impl Engine {
     }
 
     /// Answers one request.
-    pub(crate) fn run(&mut self, request: Request, w: &mut ResponseWriter<'_>) -> Result<(), Disconnected> {
+    pub(crate) fn run(
+        &mut self,
+        request: Request,
+        w: &mut ResponseWriter<'_>,
+    ) -> Result<(), Disconnected> {
         match request {
             Request::Batch { sql } => {
                 self.run_statements(&sql, &[], Mode::Batch, w)?;
@@ -200,11 +204,23 @@ impl Engine {
                 match outcome {
                     Outcome::Completed => {
                         tokens::return_status(w.buf(), 0);
-                        tokens::done(w.buf(), tokens::DONEPROC, tokens::DONE_FINAL, tokens::CMD_EXECUTE, 0);
+                        tokens::done(
+                            w.buf(),
+                            tokens::DONEPROC,
+                            tokens::DONE_FINAL,
+                            tokens::CMD_EXECUTE,
+                            0,
+                        );
                     }
                     Outcome::Failed => {
                         tokens::return_status(w.buf(), 0);
-                        tokens::done(w.buf(), tokens::DONEPROC, tokens::DONE_ERROR, tokens::CMD_EXECUTE, 0);
+                        tokens::done(
+                            w.buf(),
+                            tokens::DONEPROC,
+                            tokens::DONE_ERROR,
+                            tokens::CMD_EXECUTE,
+                            0,
+                        );
                     }
                     Outcome::Cancelled => {}
                 }
@@ -214,7 +230,10 @@ impl Engine {
                     super::rpc::Procedure::Id(id) => format!("#{id}"),
                     super::rpc::Procedure::Name(n) => n,
                 };
-                let msg = ServerMessage::error(2812, format!("Could not find stored procedure '{name}'."));
+                let msg = ServerMessage::error(
+                    2812,
+                    format!("Could not find stored procedure '{name}'."),
+                );
                 self.fail_rpc(&msg, w);
             }
         }
@@ -223,7 +242,13 @@ impl Engine {
 
     fn fail_rpc(&self, msg: &ServerMessage, w: &mut ResponseWriter<'_>) {
         tokens::error(w.buf(), msg, &self.settings.server_name);
-        tokens::done(w.buf(), tokens::DONEPROC, tokens::DONE_ERROR, tokens::CMD_EXECUTE, 0);
+        tokens::done(
+            w.buf(),
+            tokens::DONEPROC,
+            tokens::DONE_ERROR,
+            tokens::CMD_EXECUTE,
+            0,
+        );
     }
 
     /// Runs each statement of `sql`, ending each with DONE/DONEINPROC.
@@ -303,7 +328,13 @@ impl Engine {
                 tokens::done(w.buf(), done_token, status, tokens::CMD_OTHER, 0);
             }
             Outcome::Cancelled => {
-                tokens::done(w.buf(), tokens::DONE, tokens::DONE_ATTN, tokens::CMD_OTHER, 0);
+                tokens::done(
+                    w.buf(),
+                    tokens::DONE,
+                    tokens::DONE_ATTN,
+                    tokens::CMD_OTHER,
+                    0,
+                );
             }
         }
         w.tick()?;
@@ -319,9 +350,19 @@ impl Engine {
         let declared: Vec<(String, Option<ColType>, bool)> = (0..n)
             .map(|i| {
                 let name = stmt.column_name(i).map(str::to_string).unwrap_or_default();
-                let decl = stmt.columns().get(i).and_then(|c| c.decl_type().map(str::to_string));
-                let not_null = matches!(stmt.column_metadata(i), Ok(Some((_, _, _, _, _, true, _, _))));
-                (name, decl.as_deref().and_then(ColType::from_decl), !not_null)
+                let decl = stmt
+                    .columns()
+                    .get(i)
+                    .and_then(|c| c.decl_type().map(str::to_string));
+                let not_null = matches!(
+                    stmt.column_metadata(i),
+                    Ok(Some((_, _, _, _, _, true, _, _)))
+                );
+                (
+                    name,
+                    decl.as_deref().and_then(ColType::from_decl),
+                    !not_null,
+                )
             })
             .collect();
         let stats = Arc::clone(&self.stats);
@@ -377,7 +418,12 @@ enum RowsOutcome {
     Cancelled,
 }
 
-fn flush_pending(w: &mut ResponseWriter<'_>, pending: &mut Option<(u16, u64)>, token: u8, more: bool) {
+fn flush_pending(
+    w: &mut ResponseWriter<'_>,
+    pending: &mut Option<(u16, u64)>,
+    token: u8,
+    more: bool,
+) {
     if let Some((cmd, rows)) = pending.take() {
         let status = tokens::DONE_COUNT | if more { tokens::DONE_MORE } else { 0 };
         tokens::done(w.buf(), token, status, cmd, rows);
@@ -385,14 +431,24 @@ fn flush_pending(w: &mut ResponseWriter<'_>, pending: &mut Option<(u16, u64)>, t
 }
 
 /// ROW, or NBCROW when the row holds a NULL.
-fn encode_row(row: &rusqlite::Row<'_>, columns: &[ColumnSpec], buf: &mut BytesMut) -> Result<(), ServerMessage> {
+fn encode_row(
+    row: &rusqlite::Row<'_>,
+    columns: &[ColumnSpec],
+    buf: &mut BytesMut,
+) -> Result<(), ServerMessage> {
     let mut values = Vec::with_capacity(columns.len());
     for i in 0..columns.len() {
-        values.push(row.get_ref(i).map_err(|e| ServerMessage::error(50000, e.to_string()))?);
+        values.push(
+            row.get_ref(i)
+                .map_err(|e| ServerMessage::error(50000, e.to_string()))?,
+        );
     }
     // Like SQL Server, NULLs travel inline in a ROW when rare and as an
     // NBCROW bitmap once they would cost more.
-    let nulls = values.iter().filter(|v| matches!(v, ValueRef::Null)).count();
+    let nulls = values
+        .iter()
+        .filter(|v| matches!(v, ValueRef::Null))
+        .count();
     if nulls > 1 {
         buf.extend_from_slice(&[tokens::NBCROW]);
         let mut bitmap = vec![0u8; columns.len().div_ceil(8)];
@@ -475,7 +531,8 @@ pub(crate) fn strip_dbo(sql: &str) -> String {
         } else if b == b'\'' || b == b'"' {
             quote = Some(b);
         } else {
-            let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+            let boundary =
+                i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
             if boundary {
                 let rest = &sql[i..];
                 let prefix_len = ["dbo.", "[dbo]."]
@@ -503,7 +560,10 @@ fn map_error(
     database: &str,
 ) -> ServerMessage {
     let text = e.to_string();
-    let quoted = |prefix: &str| text.split_once(prefix).map(|(_, rest)| rest.trim().to_string());
+    let quoted = |prefix: &str| {
+        text.split_once(prefix)
+            .map(|(_, rest)| rest.trim().to_string())
+    };
     if let Some(name) = quoted("no such table:") {
         let name = name.trim_start_matches("main.");
         return ServerMessage::error(208, format!("Invalid object name '{name}'."));
@@ -512,7 +572,10 @@ fn map_error(
         return ServerMessage::error(207, format!("Invalid column name '{name}'."));
     }
     if let Some(name) = quoted("no such function:") {
-        return ServerMessage::error(195, format!("'{name}' is not a recognized built-in function name."));
+        return ServerMessage::error(
+            195,
+            format!("'{name}' is not a recognized built-in function name."),
+        );
     }
     if text.contains("syntax error") {
         let near = text
@@ -553,23 +616,38 @@ fn map_error(
         if let Some(name) = rest.strip_suffix("already exists") {
             return ServerMessage::error(
                 2714,
-                format!("There is already an object named '{}' in the database.", name.trim()),
+                format!(
+                    "There is already an object named '{}' in the database.",
+                    name.trim()
+                ),
             );
         }
     }
     ServerMessage::error(50000, text)
 }
 
-fn register_functions(conn: &Connection, principal: String, database: String) -> rusqlite::Result<()> {
+fn register_functions(
+    conn: &Connection,
+    principal: String,
+    database: String,
+) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8;
-    conn.create_scalar_function("suser_sname", 0, flags | FunctionFlags::SQLITE_DETERMINISTIC, move |_| {
-        Ok(principal.clone())
-    })?;
-    conn.create_scalar_function("db_name", 0, flags | FunctionFlags::SQLITE_DETERMINISTIC, move |_| {
-        Ok(database.clone())
-    })?;
+    conn.create_scalar_function(
+        "suser_sname",
+        0,
+        flags | FunctionFlags::SQLITE_DETERMINISTIC,
+        move |_| Ok(principal.clone()),
+    )?;
+    conn.create_scalar_function(
+        "db_name",
+        0,
+        flags | FunctionFlags::SQLITE_DETERMINISTIC,
+        move |_| Ok(database.clone()),
+    )?;
     let utc_now = |_: &rusqlite::functions::Context<'_>| {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let days = (now.as_secs() / 86_400) as i64;
         let ticks = (now.as_secs() % 86_400) * 10_000_000 + now.subsec_nanos() as u64 / 100;
         Ok(format!("{} {}", format_date(days), format_time(ticks)))
@@ -598,7 +676,10 @@ mod tests {
     #[test]
     fn statement_kinds() {
         assert_eq!(statement_kind("  select 1"), tokens::CMD_SELECT);
-        assert_eq!(statement_kind("INSERT INTO t VALUES (1)"), tokens::CMD_INSERT);
+        assert_eq!(
+            statement_kind("INSERT INTO t VALUES (1)"),
+            tokens::CMD_INSERT
+        );
         assert_eq!(statement_kind("CREATE TABLE t (x)"), tokens::CMD_OTHER);
     }
 }

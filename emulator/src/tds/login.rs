@@ -82,7 +82,7 @@ fn u32_at(p: &[u8], at: usize) -> Result<u32, LoginError> {
 
 /// Decodes UTF-16LE bytes, refusing an odd length or unpaired surrogates.
 pub fn utf16(bytes: &[u8]) -> Result<String, LoginError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(err("odd UTF-16 byte length"));
     }
     let units: Vec<u16> = bytes

@@ -270,7 +270,8 @@ impl SqlFake {
     /// Runs SQL (SQLite dialect, `dbo.` accepted) directly against the
     /// database, to seed or inspect it.
     pub fn execute(&self, sql: &str) -> std::io::Result<()> {
-        let conn = rusqlite::Connection::open(&self.shared.db_path).map_err(std::io::Error::other)?;
+        let conn =
+            rusqlite::Connection::open(&self.shared.db_path).map_err(std::io::Error::other)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(std::io::Error::other)?;
         conn.execute_batch(&engine::strip_dbo(sql))
@@ -280,7 +281,8 @@ impl SqlFake {
     /// Runs a query directly and returns the first column of the first row
     /// as text (for assertions on the database's state).
     pub fn query_scalar(&self, sql: &str) -> std::io::Result<Option<String>> {
-        let conn = rusqlite::Connection::open(&self.shared.db_path).map_err(std::io::Error::other)?;
+        let conn =
+            rusqlite::Connection::open(&self.shared.db_path).map_err(std::io::Error::other)?;
         conn.query_row(&engine::strip_dbo(sql), [], |row| {
             row.get_ref(0).map(|v| match v {
                 rusqlite::types::ValueRef::Null => None,
@@ -350,10 +352,10 @@ impl SqlFake {
     /// while newer tokens still log in. Returns false when `token` is not a
     /// token of this server's authority.
     pub fn expire_token(&self, token: &str) -> bool {
-        let Ok(claims) = self
-            .shared
-            .authority
-            .verify(token, &self.shared.audience, SystemTime::now())
+        let Ok(claims) =
+            self.shared
+                .authority
+                .verify(token, &self.shared.audience, SystemTime::now())
         else {
             return false;
         };
@@ -367,7 +369,9 @@ impl SqlFake {
     /// Moves the clock the server checks token expiry with (seconds,
     /// negative for the past), to simulate skew or a token that aged.
     pub fn set_clock_skew(&self, seconds: i64) {
-        self.shared.clock_skew_secs.store(seconds, Ordering::Relaxed);
+        self.shared
+            .clock_skew_secs
+            .store(seconds, Ordering::Relaxed);
     }
 }
 

@@ -295,7 +295,10 @@ mod tests {
     #[test]
     fn an_empty_message_is_one_header_only_packet() {
         let framed = frame_message(PacketType::TabularResult, &[], 4096);
-        assert_eq!(&framed[..], &[0x04, 0x01, 0x00, 0x08, 0x00, 0x33, 0x01, 0x00]);
+        assert_eq!(
+            &framed[..],
+            &[0x04, 0x01, 0x00, 0x08, 0x00, 0x33, 0x01, 0x00]
+        );
     }
 
     #[tokio::test]

@@ -245,7 +245,10 @@ fn read_value(c: &mut Cursor<'_>) -> Result<Value, RequestError> {
                     b[4..6].reverse();
                     b[6..8].reverse();
                     Ok(Value::Text(
-                        uuid::Uuid::from_bytes(b).hyphenated().to_string().to_uppercase(),
+                        uuid::Uuid::from_bytes(b)
+                            .hyphenated()
+                            .to_string()
+                            .to_uppercase(),
                     ))
                 }
                 _ => Err(err("bad GUID length")),
@@ -302,7 +305,7 @@ fn read_value(c: &mut Cursor<'_>) -> Result<Value, RequestError> {
             _ => Err(err("bad DATE length")),
         },
         // TIMEN, DATETIME2N, DATETIMEOFFSETN.
-        0x29 | 0x2A | 0x2B => {
+        0x29..=0x2B => {
             let scale = c.u8()?;
             if scale > 7 {
                 return Err(err("time scale above 7"));
@@ -336,7 +339,8 @@ fn read_value(c: &mut Cursor<'_>) -> Result<Value, RequestError> {
             }
             let offset = c.u16()? as i16 as i64;
             // Stored as UTC; shown as local time with its offset.
-            let total = days as i128 * 864_000_000_000 + ticks as i128 + offset as i128 * 600_000_000;
+            let total =
+                days as i128 * 864_000_000_000 + ticks as i128 + offset as i128 * 600_000_000;
             let local_days = total.div_euclid(864_000_000_000) as i64;
             let local_ticks = total.rem_euclid(864_000_000_000) as u64;
             let sign = if offset < 0 { '-' } else { '+' };
@@ -382,7 +386,9 @@ fn read_value(c: &mut Cursor<'_>) -> Result<Value, RequestError> {
                 _ => Err(err("bad DATETIME length")),
             }
         }
-        other => Err(err(format!("parameter type {other:#04x} is not supported by the fake"))),
+        other => Err(err(format!(
+            "parameter type {other:#04x} is not supported by the fake"
+        ))),
     }
 }
 
@@ -452,12 +458,7 @@ mod tests {
 
     #[test]
     fn typed_values_decode() {
-        let decode = |bytes: &[u8]| {
-            read_value(&mut Cursor {
-                bytes,
-                pos: 0,
-            })
-        };
+        let decode = |bytes: &[u8]| read_value(&mut Cursor { bytes, pos: 0 });
         assert_eq!(decode(&[0x68, 1, 1, 1]).unwrap(), Value::Int(1));
         assert_eq!(
             decode(&[0x6D, 8, 8, 0, 0, 0, 0, 0, 0, 0xF8, 0x3F]).unwrap(),
@@ -470,8 +471,8 @@ mod tests {
         );
         assert_eq!(
             decode(&[
-                0x24, 16, 16, 0xFF, 0x19, 0x96, 0x6F, 0x86, 0x8B, 0x11, 0xD0, 0xB4, 0x2D, 0x00, 0xC0,
-                0x4F, 0xC9, 0x64, 0xFF
+                0x24, 16, 16, 0xFF, 0x19, 0x96, 0x6F, 0x86, 0x8B, 0x11, 0xD0, 0xB4, 0x2D, 0x00,
+                0xC0, 0x4F, 0xC9, 0x64, 0xFF
             ])
             .unwrap(),
             Value::Text("6F9619FF-8B86-D011-B42D-00C04FC964FF".into())

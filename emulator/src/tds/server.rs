@@ -72,7 +72,10 @@ async fn connection(
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let Some(msg) = read_message(&mut stream, 4096).await.map_err(|e| invalid(e.to_string()))? else {
+    let Some(msg) = read_message(&mut stream, 4096)
+        .await
+        .map_err(|e| invalid(e.to_string()))?
+    else {
         return Ok(());
     };
     if msg.ty != PacketType::PreLogin {
@@ -108,7 +111,10 @@ async fn session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(msg) = read_message(&mut io, MAX_LOGIN).await.map_err(|e| invalid(e.to_string()))? else {
+    let Some(msg) = read_message(&mut io, MAX_LOGIN)
+        .await
+        .map_err(|e| invalid(e.to_string()))?
+    else {
         return Ok(());
     };
     if msg.ty != PacketType::Login7 {
@@ -219,11 +225,13 @@ where
                 _ if msg.status & STATUS_IGNORE != 0 => continue,
                 PacketType::SqlBatch => {
                     stats.requests.fetch_add(1, Ordering::Relaxed);
-                    rpc::parse_batch(&msg.payload).map_or_else(|e| Input::Malformed(e.to_string()), Input::Request)
+                    rpc::parse_batch(&msg.payload)
+                        .map_or_else(|e| Input::Malformed(e.to_string()), Input::Request)
                 }
                 PacketType::Rpc => {
                     stats.requests.fetch_add(1, Ordering::Relaxed);
-                    rpc::parse_rpc(&msg.payload).map_or_else(|e| Input::Malformed(e.to_string()), Input::Request)
+                    rpc::parse_rpc(&msg.payload)
+                        .map_or_else(|e| Input::Malformed(e.to_string()), Input::Request)
                 }
                 other => Input::Malformed(format!(
                     "packet type {:#04x} is not supported by the fake",
@@ -272,7 +280,11 @@ enum Input {
 impl Shared {
     /// Checks a LOGIN7 the way Azure SQL does for token logins, records it,
     /// and returns the principal's display name.
-    pub(crate) fn authenticate(&self, login: &Login7, pre: &ClientPrelogin) -> Result<String, ServerMessage> {
+    pub(crate) fn authenticate(
+        &self,
+        login: &Login7,
+        pre: &ClientPrelogin,
+    ) -> Result<String, ServerMessage> {
         let mut record = LoginRecord {
             token_id: None,
             oid: None,
@@ -334,7 +346,10 @@ impl Shared {
                 " Only access tokens (the SECURITYTOKEN library) are supported.",
             ));
         }
-        let claims = match self.authority.verify(&fed.token, &self.audience, self.now()) {
+        let claims = match self
+            .authority
+            .verify(&fed.token, &self.audience, self.now())
+        {
             Ok(claims) => claims,
             Err(VerifyError::Expired) => return Err(failed(132, " Token is expired.")),
             Err(VerifyError::WrongAudience { actual, .. }) => {
@@ -344,7 +359,9 @@ impl Shared {
                     " The token's audience is not valid for this server.",
                 ));
             }
-            Err(VerifyError::NotYetValid) => return Err(failed(134, " The token is not valid yet.")),
+            Err(VerifyError::NotYetValid) => {
+                return Err(failed(134, " The token is not valid yet."))
+            }
             Err(VerifyError::BadToken(_)) => {
                 return Err(failed(134, " The token could not be validated."))
             }

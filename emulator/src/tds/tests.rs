@@ -47,7 +47,11 @@ impl Env {
             .0
     }
 
-    async fn connect(&self, token: &str, database: &str) -> tiberius::Result<Client<Compat<TcpStream>>> {
+    async fn connect(
+        &self,
+        token: &str,
+        database: &str,
+    ) -> tiberius::Result<Client<Compat<TcpStream>>> {
         let mut config = Config::new();
         config.host("localhost");
         config.port(self.fake.port());
@@ -111,12 +115,19 @@ async fn tiberius_logs_in_over_tls_and_reads_typed_rows() {
         released.days() as i64,
         types::days_from_civil(2021, 3, 14) - types::days_from_civil(1, 1, 1)
     );
-    let Ok(tiberius::ColumnData::DateTime2(Some(updated))) = widget.get_column_data("updated_at") else {
+    let Ok(tiberius::ColumnData::DateTime2(Some(updated))) = widget.get_column_data("updated_at")
+    else {
         panic!("updated_at is not a DATETIME2")
     };
     assert_eq!(updated.time().scale(), 3);
-    assert_eq!(updated.time().increments(), (12 * 3600 + 30 * 60) * 1000 + 125);
-    assert_eq!(widget.get::<&[u8], _>("thumbnail"), Some(&[0x89, 0x50, 0x4E, 0x47][..]));
+    assert_eq!(
+        updated.time().increments(),
+        (12 * 3600 + 30 * 60) * 1000 + 125
+    );
+    assert_eq!(
+        widget.get::<&[u8], _>("thumbnail"),
+        Some(&[0x89, 0x50, 0x4E, 0x47][..])
+    );
     // Row 2 has one NULL (inline ROW), row 3 several (NBCROW).
     assert_eq!(rows[1].get::<&[u8], _>("thumbnail"), None);
     assert_eq!(rows[1].get::<bool, _>("in_stock"), Some(false));
@@ -151,7 +162,13 @@ async fn parameters_bind_as_data_and_results_come_in_sets() {
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<&str, _>(0), Some("Gadget"));
-    assert_eq!(env.fake.query_scalar("SELECT count(*) FROM products").unwrap().as_deref(), Some("3"));
+    assert_eq!(
+        env.fake
+            .query_scalar("SELECT count(*) FROM products")
+            .unwrap()
+            .as_deref(),
+        Some("3")
+    );
 
     let sets = client
         .simple_query("SELECT 1 AS a; SELECT 'x' AS b UNION ALL SELECT 'y'")
@@ -179,37 +196,72 @@ async fn sql_errors_carry_sql_server_numbers() {
     let env = env(SqlFakeConfig::default()).await;
     let mut client = env.client().await;
     let (code, message) = server_error(client.simple_query("SELECT * FROM nowhere").await);
-    assert_eq!((code, message.as_str()), (208, "Invalid object name 'nowhere'."));
+    assert_eq!(
+        (code, message.as_str()),
+        (208, "Invalid object name 'nowhere'.")
+    );
     let (code, _) = server_error(client.simple_query("SELEC 1").await);
     assert_eq!(code, 102);
     let (code, message) = server_error(client.simple_query("SELECT * FROM dbo.salaries").await);
     assert_eq!(code, 229);
-    assert!(message.contains("SELECT permission was denied on the object 'salaries'"), "{message}");
+    assert!(
+        message.contains("SELECT permission was denied on the object 'salaries'"),
+        "{message}"
+    );
     let (code, _) = server_error(client.query("SELECT @P2", &[&1i32]).await);
     assert_eq!(code, 137);
     // The connection still works after errors.
-    let one = client.simple_query("SELECT 1").await.unwrap().into_row().await.unwrap().unwrap();
+    let one = client
+        .simple_query("SELECT 1")
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(one.get::<i64, _>(0), Some(1));
 }
 
 #[tokio::test]
 async fn refused_logins_say_why() {
     let env = env(SqlFakeConfig::default()).await;
-    let (code, message) = server_error(env.connect(&env.token("https://vault.azure.net"), "appdb").await);
+    let (code, message) = server_error(
+        env.connect(&env.token("https://vault.azure.net"), "appdb")
+            .await,
+    );
     assert_eq!(code, 18456);
     assert!(message.contains("audience"), "{message}");
 
-    let expired = env.token_at(SQL, SystemTime::now() - Duration::from_secs(7200), Duration::from_secs(3600));
+    let expired = env.token_at(
+        SQL,
+        SystemTime::now() - Duration::from_secs(7200),
+        Duration::from_secs(3600),
+    );
     let (code, message) = server_error(env.connect(&expired, "appdb").await);
-    assert_eq!((code, message.as_str()), (18456, "Login failed for user '<token-identified principal>'. Token is expired."));
+    assert_eq!(
+        (code, message.as_str()),
+        (
+            18456,
+            "Login failed for user '<token-identified principal>'. Token is expired."
+        )
+    );
 
     let (code, message) = server_error(env.connect(&env.token(SQL), "otherdb").await);
     assert_eq!(code, 4060, "{message}");
 
-    env.fake.set_users(DatabaseUsers::only(["00000000-0000-0000-0000-000000000001"]));
+    env.fake.set_users(DatabaseUsers::only([
+        "00000000-0000-0000-0000-000000000001",
+    ]));
     let (code, message) = server_error(env.connect(&env.token(SQL), "appdb").await);
-    assert_eq!((code, message.as_str()), (18456, "Login failed for user '<token-identified principal>'."));
-    env.fake.set_users(DatabaseUsers::only([sample::SYSTEM_OBJECT_ID]));
+    assert_eq!(
+        (code, message.as_str()),
+        (
+            18456,
+            "Login failed for user '<token-identified principal>'."
+        )
+    );
+    env.fake
+        .set_users(DatabaseUsers::only([sample::SYSTEM_OBJECT_ID]));
     env.connect(&env.token(SQL), "appdb").await.unwrap();
 
     // A token the server's clock sees as expired.
@@ -220,7 +272,10 @@ async fn refused_logins_say_why() {
 
     let logins = env.fake.logins();
     assert_eq!(logins.len(), 6);
-    assert_eq!(logins[0].audience.as_deref(), Some("https://vault.azure.net"));
+    assert_eq!(
+        logins[0].audience.as_deref(),
+        Some("https://vault.azure.net")
+    );
     assert_eq!(logins.iter().filter(|l| l.accepted).count(), 1);
 }
 
@@ -240,8 +295,19 @@ async fn attention_stops_a_big_stream_and_the_connection_is_reusable() {
     }
     client.cancel_query().await.unwrap();
     assert_eq!(env.fake.attentions(), 1);
-    assert!(env.fake.rows_sent() < 1_000_000, "{} rows sent", env.fake.rows_sent());
-    let row = client.simple_query("SELECT 42").await.unwrap().into_row().await.unwrap().unwrap();
+    assert!(
+        env.fake.rows_sent() < 1_000_000,
+        "{} rows sent",
+        env.fake.rows_sent()
+    );
+    let row = client
+        .simple_query("SELECT 42")
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.get::<i64, _>(0), Some(42));
 }
 
@@ -253,7 +319,14 @@ async fn plaintext_mode_for_debugging() {
     })
     .await;
     let mut client = env.client().await;
-    let row = client.simple_query("SELECT DB_NAME(), SUSER_SNAME()").await.unwrap().into_row().await.unwrap().unwrap();
+    let row = client
+        .simple_query("SELECT DB_NAME(), SUSER_SNAME()")
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.get::<&str, _>(0), Some("appdb"));
     assert_eq!(
         row.get::<&str, _>(1),

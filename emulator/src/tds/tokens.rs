@@ -250,14 +250,18 @@ mod tests {
                 },
                 ColumnSpec {
                     name: "name".into(),
-                    ty: ColType::NVarChar { max_chars: Some(50) },
+                    ty: ColType::NVarChar {
+                        max_chars: Some(50),
+                    },
                     nullable: true,
                 },
             ],
         );
         let mut expected = vec![0x81, 0x02, 0x00, 0, 0, 0, 0, 0, 0, 0x26, 0x04, 0x02];
         expected.extend(utf16("id"));
-        expected.extend([0, 0, 0, 0, 0x01, 0x00, 0xE7, 0x64, 0x00, 0x09, 0x04, 0xD0, 0x00, 0x34]);
+        expected.extend([
+            0, 0, 0, 0, 0x01, 0x00, 0xE7, 0x64, 0x00, 0x09, 0x04, 0xD0, 0x00, 0x34,
+        ]);
         expected.push(0x04);
         expected.extend(utf16("name"));
         assert_eq!(&out[..], &expected[..]);

@@ -15,20 +15,37 @@ use super::tokens::{ServerMessage, COLLATION};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColType {
     /// INTN of 1, 2, 4 or 8 bytes (tinyint, smallint, int, bigint).
-    Int { bytes: u8 },
+    Int {
+        bytes: u8,
+    },
     Bit,
     /// FLTN of 4 or 8 bytes (real, float).
-    Float { bytes: u8 },
-    Decimal { precision: u8, scale: u8 },
+    Float {
+        bytes: u8,
+    },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     /// NVARCHAR(n), or NVARCHAR(MAX) sent as PLP when `None`.
-    NVarChar { max_chars: Option<u16> },
+    NVarChar {
+        max_chars: Option<u16>,
+    },
     /// VARBINARY(n), or VARBINARY(MAX) sent as PLP when `None`.
-    VarBinary { max_len: Option<u16> },
+    VarBinary {
+        max_len: Option<u16>,
+    },
     Guid,
     Date,
-    Time { scale: u8 },
-    DateTime2 { scale: u8 },
-    DateTimeOffset { scale: u8 },
+    Time {
+        scale: u8,
+    },
+    DateTime2 {
+        scale: u8,
+    },
+    DateTimeOffset {
+        scale: u8,
+    },
     DateTime,
 }
 
@@ -268,7 +285,8 @@ impl ColType {
                         out[at..at + 2].copy_from_slice(&((units * 2) as u16).to_le_bytes());
                     }
                     None => {
-                        let bytes: Vec<u8> = s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+                        let bytes: Vec<u8> =
+                            s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
                         put_plp(out, &bytes);
                     }
                 }
@@ -392,7 +410,13 @@ fn describe(value: ValueRef<'_>) -> String {
         ValueRef::Integer(i) => i.to_string(),
         ValueRef::Real(f) => f.to_string(),
         ValueRef::Text(t) => text(t).chars().take(100).collect(),
-        ValueRef::Blob(b) => format!("0x{}", b.iter().take(50).map(|b| format!("{b:02X}")).collect::<String>()),
+        ValueRef::Blob(b) => format!(
+            "0x{}",
+            b.iter()
+                .take(50)
+                .map(|b| format!("{b:02X}"))
+                .collect::<String>()
+        ),
     }
 }
 
@@ -493,7 +517,10 @@ pub fn parse_decimal(s: &str, scale: u8) -> Option<Option<i128>> {
     }
     let mut value: i128 = 0;
     for b in int_part.bytes() {
-        value = match value.checked_mul(10).and_then(|v| v.checked_add((b - b'0') as i128)) {
+        value = match value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add((b - b'0') as i128))
+        {
             Some(v) => v,
             None => return Some(None),
         };
@@ -632,7 +659,10 @@ fn split_offset(s: &str) -> Option<(&str, Option<i16>)> {
     }
 }
 
-fn as_datetime(value: ValueRef<'_>, ty: &ColType) -> Result<(i64, u64, Option<i16>), ServerMessage> {
+fn as_datetime(
+    value: ValueRef<'_>,
+    ty: &ColType,
+) -> Result<(i64, u64, Option<i16>), ServerMessage> {
     match value {
         ValueRef::Text(t) => parse_datetime(&text(t)).ok_or_else(|| conversion(value, ty)),
         // Unix seconds, as SQLite's own date functions understand them.
@@ -647,7 +677,8 @@ fn as_datetime(value: ValueRef<'_>, ty: &ColType) -> Result<(i64, u64, Option<i1
 
 /// Moves a (days, ticks) pair by `minutes`.
 fn shift(days: i64, ticks: u64, minutes: i64) -> (i64, u64) {
-    let total = days as i128 * TICKS_PER_DAY as i128 + ticks as i128 + minutes as i128 * 600_000_000;
+    let total =
+        days as i128 * TICKS_PER_DAY as i128 + ticks as i128 + minutes as i128 * 600_000_000;
     (
         total.div_euclid(TICKS_PER_DAY as i128) as i64,
         total.rem_euclid(TICKS_PER_DAY as i128) as u64,
@@ -728,15 +759,23 @@ mod tests {
 
     #[test]
     fn declared_types_map_to_tds_types() {
-        assert_eq!(ColType::from_decl("INTEGER"), Some(ColType::Int { bytes: 8 }));
+        assert_eq!(
+            ColType::from_decl("INTEGER"),
+            Some(ColType::Int { bytes: 8 })
+        );
         assert_eq!(ColType::from_decl("int"), Some(ColType::Int { bytes: 4 }));
         assert_eq!(
             ColType::from_decl("decimal(10, 2)"),
-            Some(ColType::Decimal { precision: 10, scale: 2 })
+            Some(ColType::Decimal {
+                precision: 10,
+                scale: 2
+            })
         );
         assert_eq!(
             ColType::from_decl("NVARCHAR(50)"),
-            Some(ColType::NVarChar { max_chars: Some(50) })
+            Some(ColType::NVarChar {
+                max_chars: Some(50)
+            })
         );
         assert_eq!(
             ColType::from_decl("nvarchar(max)"),
@@ -746,7 +785,10 @@ mod tests {
             ColType::from_decl("varbinary(16)"),
             Some(ColType::VarBinary { max_len: Some(16) })
         );
-        assert_eq!(ColType::from_decl("datetime2(3)"), Some(ColType::DateTime2 { scale: 3 }));
+        assert_eq!(
+            ColType::from_decl("datetime2(3)"),
+            Some(ColType::DateTime2 { scale: 3 })
+        );
         assert_eq!(ColType::from_decl("uniqueidentifier"), Some(ColType::Guid));
         assert_eq!(ColType::from_decl("geography"), None);
     }
@@ -770,13 +812,22 @@ mod tests {
 
     #[test]
     fn decimals_are_exact() {
-        let ty = ColType::Decimal { precision: 10, scale: 2 };
+        let ty = ColType::Decimal {
+            precision: 10,
+            scale: 2,
+        };
         assert_eq!(
             encode(ty, ValueRef::Text(b"-12.345")).unwrap(),
             [9, 0, 0xD3, 0x04, 0, 0, 0, 0, 0, 0] // -1235 (half away from zero)
         );
-        assert_eq!(encode(ty, ValueRef::Real(19.99)).unwrap()[2..4], [0xCF, 0x07]);
-        assert_eq!(encode(ty, ValueRef::Text(b"123456789")).unwrap_err().number, 8115);
+        assert_eq!(
+            encode(ty, ValueRef::Real(19.99)).unwrap()[2..4],
+            [0xCF, 0x07]
+        );
+        assert_eq!(
+            encode(ty, ValueRef::Text(b"123456789")).unwrap_err().number,
+            8115
+        );
         assert_eq!(parse_decimal("0.005", 2), Some(Some(1)));
         assert_eq!(parse_decimal("1e2", 1), Some(Some(1000)));
         assert_eq!(parse_decimal("x", 1), None);
@@ -788,13 +839,22 @@ mod tests {
     #[test]
     fn strings_and_plp() {
         assert_eq!(
-            encode(ColType::NVarChar { max_chars: Some(10) }, ValueRef::Text(b"ab")).unwrap(),
+            encode(
+                ColType::NVarChar {
+                    max_chars: Some(10)
+                },
+                ValueRef::Text(b"ab")
+            )
+            .unwrap(),
             [4, 0, b'a', 0, b'b', 0]
         );
         assert_eq!(
-            encode(ColType::NVarChar { max_chars: Some(1) }, ValueRef::Text(b"ab"))
-                .unwrap_err()
-                .number,
+            encode(
+                ColType::NVarChar { max_chars: Some(1) },
+                ValueRef::Text(b"ab")
+            )
+            .unwrap_err()
+            .number,
             2628
         );
         assert_eq!(
@@ -815,7 +875,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             out,
-            [16, 0xFF, 0x19, 0x96, 0x6F, 0x86, 0x8B, 0x11, 0xD0, 0xB4, 0x2D, 0x00, 0xC0, 0x4F, 0xC9, 0x64, 0xFF]
+            [
+                16, 0xFF, 0x19, 0x96, 0x6F, 0x86, 0x8B, 0x11, 0xD0, 0xB4, 0x2D, 0x00, 0xC0, 0x4F,
+                0xC9, 0x64, 0xFF
+            ]
         );
     }
 
@@ -827,7 +890,10 @@ mod tests {
         }
         assert_eq!(parse_date("2000-01-01"), Some(10_957));
         assert_eq!(parse_date("2023-02-29"), None);
-        assert_eq!(parse_time("12:30:00.5"), Some((12 * 3600 + 30 * 60) * 10_000_000 + 5_000_000));
+        assert_eq!(
+            parse_time("12:30:00.5"),
+            Some((12 * 3600 + 30 * 60) * 10_000_000 + 5_000_000)
+        );
         assert_eq!(
             parse_datetime("2024-05-01T10:00:00+02:00"),
             Some((days_from_civil(2024, 5, 1), 36_000 * 10_000_000, Some(120)))
@@ -845,7 +911,11 @@ mod tests {
         );
         // datetime2(0) 2000-01-01 00:00:01 -> time 1 (3 bytes), then the date.
         assert_eq!(
-            encode(ColType::DateTime2 { scale: 0 }, ValueRef::Text(b"2000-01-01 00:00:01")).unwrap(),
+            encode(
+                ColType::DateTime2 { scale: 0 },
+                ValueRef::Text(b"2000-01-01 00:00:01")
+            )
+            .unwrap(),
             [6, 1, 0, 0, 0x07, 0x24, 0x0B]
         );
         // datetimeoffset stores UTC plus the offset in minutes.
@@ -859,7 +929,9 @@ mod tests {
         let dt = encode(ColType::DateTime, ValueRef::Text(b"1900-01-02 00:00:01")).unwrap();
         assert_eq!(dt, [8, 1, 0, 0, 0, 44, 1, 0, 0]);
         assert_eq!(
-            encode(ColType::Date, ValueRef::Text(b"yesterday")).unwrap_err().number,
+            encode(ColType::Date, ValueRef::Text(b"yesterday"))
+                .unwrap_err()
+                .number,
             245
         );
     }

@@ -65,7 +65,10 @@ pub(crate) fn classify_refusal(message: &str) -> Refusal {
         .to_ascii_lowercase();
     if detail.contains("expired") {
         Refusal::Expired
-    } else if detail.contains("token") || detail.contains("audience") || detail.contains("signature") {
+    } else if detail.contains("token")
+        || detail.contains("audience")
+        || detail.contains("signature")
+    {
         Refusal::TokenRejected
     } else {
         Refusal::NoUser
@@ -141,10 +144,10 @@ fn login_error(e: tiberius::error::Error) -> ConnectError {
         },
         Error::Routing { host, port } => ConnectError::Routed { host, port },
         Error::Tls(message) => ConnectError::Tls(message),
-        Error::Io { kind, message } if kind == std::io::ErrorKind::TimedOut => {
-            let _ = message;
-            ConnectError::Timeout
-        }
+        Error::Io {
+            kind: std::io::ErrorKind::TimedOut,
+            ..
+        } => ConnectError::Timeout,
         Error::Io { message, .. } => {
             // rustls failures surface as I/O errors; keep their text.
             if message.to_ascii_lowercase().contains("certificate") {
@@ -168,7 +171,9 @@ mod tests {
             Refusal::NoUser
         );
         assert_eq!(
-            classify_refusal("Login failed for user '<token-identified principal>'. Token is expired."),
+            classify_refusal(
+                "Login failed for user '<token-identified principal>'. Token is expired."
+            ),
             Refusal::Expired
         );
         assert_eq!(

@@ -203,16 +203,33 @@ mod tests {
 
     #[test]
     fn server_errors_map_to_status_kinds() {
-        assert!(matches!(server_error(208, "x", "c"), GatewayError::NotFound(m) if m.contains("SQL error 208: x")));
-        assert!(matches!(server_error(229, "x", "c"), GatewayError::PermissionDenied(_)));
-        assert!(matches!(server_error(102, "x", "c"), GatewayError::InvalidArgument { .. }));
-        assert!(matches!(server_error(40501, "x", "c"), GatewayError::Throttled(_)));
-        assert!(matches!(server_error(1205, "x", "c"), GatewayError::Unavailable(_)));
+        assert!(
+            matches!(server_error(208, "x", "c"), GatewayError::NotFound(m) if m.contains("SQL error 208: x"))
+        );
+        assert!(matches!(
+            server_error(229, "x", "c"),
+            GatewayError::PermissionDenied(_)
+        ));
+        assert!(matches!(
+            server_error(102, "x", "c"),
+            GatewayError::InvalidArgument { .. }
+        ));
+        assert!(matches!(
+            server_error(40501, "x", "c"),
+            GatewayError::Throttled(_)
+        ));
+        assert!(matches!(
+            server_error(1205, "x", "c"),
+            GatewayError::Unavailable(_)
+        ));
     }
 
     #[test]
     fn hosts_decide_cloud_and_tls() {
-        assert_eq!(cloud_of("a.database.usgovcloudapi.net"), Cloud::UsGovernment);
+        assert_eq!(
+            cloud_of("a.database.usgovcloudapi.net"),
+            Cloud::UsGovernment
+        );
         assert_eq!(cloud_of("a.database.windows.net"), Cloud::Public);
         assert_eq!(cloud_of("localhost"), Cloud::Public);
         assert!(is_azure_host("My.Database.Windows.Net"));
@@ -231,7 +248,10 @@ mod tests {
             expires_on: std::time::SystemTime::UNIX_EPOCH,
             resource: "r".into(),
         };
-        assert_eq!(identity_name(&IdentitySelector::SystemAssigned, &token), "vm1");
+        assert_eq!(
+            identity_name(&IdentitySelector::SystemAssigned, &token),
+            "vm1"
+        );
         assert_eq!(
             identity_name(
                 &IdentitySelector::ResourceId("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/app-id".into()),
@@ -243,6 +263,9 @@ mod tests {
             token: "opaque".to_string().into(),
             ..token
         };
-        assert_eq!(identity_name(&IdentitySelector::SystemAssigned, &opaque), "<identity name>");
+        assert_eq!(
+            identity_name(&IdentitySelector::SystemAssigned, &opaque),
+            "<identity name>"
+        );
     }
 }

@@ -14,10 +14,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{
-        atomic::Ordering,
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -98,7 +95,9 @@ pub(crate) struct Lease {
 
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease").field("reused", &self.reused).finish()
+        f.debug_struct("Lease")
+            .field("reused", &self.reused)
+            .finish()
     }
 }
 
@@ -170,7 +169,8 @@ impl SqlPools {
         identity: &IdentitySelector,
         deadline: Option<Instant>,
     ) -> Result<Lease, GatewayError> {
-        self.lease_with(state, target, identity, deadline, false).await
+        self.lease_with(state, target, identity, deadline, false)
+            .await
     }
 
     /// Like [`lease`](Self::lease), but drops the pool's idle connections
@@ -182,7 +182,8 @@ impl SqlPools {
         identity: &IdentitySelector,
         deadline: Option<Instant>,
     ) -> Result<Lease, GatewayError> {
-        self.lease_with(state, target, identity, deadline, true).await
+        self.lease_with(state, target, identity, deadline, true)
+            .await
     }
 
     async fn lease_with(
@@ -209,12 +210,14 @@ impl SqlPools {
         let acquire = Arc::clone(&pool.permits).acquire_owned();
         let permit = match deadline {
             None => acquire.await,
-            Some(at) => tokio::time::timeout_at(at.into(), acquire).await.map_err(|_| {
-                GatewayError::DeadlineExceeded(format!(
-                    "all {} connections to {}:{} were busy until the caller's deadline",
-                    config.pool_size, target.host, target.port
-                ))
-            })?,
+            Some(at) => tokio::time::timeout_at(at.into(), acquire)
+                .await
+                .map_err(|_| {
+                    GatewayError::DeadlineExceeded(format!(
+                        "all {} connections to {}:{} were busy until the caller's deadline",
+                        config.pool_size, target.host, target.port
+                    ))
+                })?,
         }
         .map_err(|_| GatewayError::Unavailable("the SQL pool is closed".into()))?;
 
@@ -227,7 +230,9 @@ impl SqlPools {
                 .fetch_add(dropped.len() as u64, Ordering::Relaxed);
         }
         loop {
-            let Some(idle) = lock(&pool.idle).pop() else { break };
+            let Some(idle) = lock(&pool.idle).pop() else {
+                break;
+            };
             let token_ok = now + TOKEN_MARGIN < idle.token_expires;
             if token_ok && idle.since.elapsed() < idle_timeout {
                 self.metrics.reused.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +304,10 @@ impl SqlPools {
                     ..
                 }) if !retried => {
                     retried = true;
-                    if let Some(fresh) = self.fresh_token(state, identity, audience, &token, budget()).await? {
+                    if let Some(fresh) = self
+                        .fresh_token(state, identity, audience, &token, budget())
+                        .await?
+                    {
                         self.metrics.login_retries.fetch_add(1, Ordering::Relaxed);
                         token = fresh;
                         continue;
@@ -342,7 +350,11 @@ impl SqlPools {
     }
 }
 
-fn expired_error(target: &SqlTarget, identity: &IdentitySelector, token: &AccessToken) -> GatewayError {
+fn expired_error(
+    target: &SqlTarget,
+    identity: &IdentitySelector,
+    token: &AccessToken,
+) -> GatewayError {
     let _ = token;
     GatewayError::PermissionDenied(format!(
         "Azure SQL {}:{} refused the {identity}'s token as expired, and the identity endpoint has no newer one; \

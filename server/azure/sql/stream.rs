@@ -43,7 +43,9 @@ struct BatchSlot(Arc<SqlMetrics>);
 impl BatchSlot {
     fn new(metrics: &Arc<SqlMetrics>) -> Self {
         let now = metrics.batches_buffered.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics.batches_buffered_max.fetch_max(now, Ordering::AcqRel);
+        metrics
+            .batches_buffered_max
+            .fetch_max(now, Ordering::AcqRel);
         Self(Arc::clone(metrics))
     }
 }
@@ -75,7 +77,9 @@ impl Stream for SqlEventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         // The batch leaves the gauge as it is handed over.
-        self.rx.poll_recv(cx).map(|item| item.map(|item| item.event))
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|item| item.event))
     }
 }
 
@@ -100,7 +104,10 @@ enum Abort {
     /// A server error, read to the end of the response: the connection is fine.
     Server(GatewayError),
     /// The connection broke; `before_output` when nothing reached the caller.
-    Broken { error: GatewayError, before_output: bool },
+    Broken {
+        error: GatewayError,
+        before_output: bool,
+    },
 }
 
 /// Logs in (or takes a pooled connection), starts the query and returns its
@@ -166,7 +173,10 @@ async fn run(
                     )),
                 };
                 if let Some(error) = error {
-                    let item = Item { event: Err(error), _slot: None };
+                    let item = Item {
+                        event: Err(error),
+                        _slot: None,
+                    };
                     let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(item)).await;
                 }
                 drop(tx);
@@ -177,9 +187,17 @@ async fn run(
             }
             Err(Abort::Server(error)) => {
                 lease.release();
-                let _ = tx.send(Item { event: Err(error), _slot: None }).await;
+                let _ = tx
+                    .send(Item {
+                        event: Err(error),
+                        _slot: None,
+                    })
+                    .await;
             }
-            Err(Abort::Broken { before_output: true, .. }) if lease.reused && !retried => {
+            Err(Abort::Broken {
+                before_output: true,
+                ..
+            }) if lease.reused && !retried => {
                 // A pooled connection that died while idle (server restart,
                 // idle cut-off): its siblings likely did too. Log in afresh once.
                 retried = true;
@@ -191,7 +209,12 @@ async fn run(
                 {
                     Ok(fresh) => fresh,
                     Err(error) => {
-                        let _ = tx.send(Item { event: Err(error), _slot: None }).await;
+                        let _ = tx
+                            .send(Item {
+                                event: Err(error),
+                                _slot: None,
+                            })
+                            .await;
                         return;
                     }
                 };
@@ -199,7 +222,12 @@ async fn run(
             }
             Err(Abort::Broken { error, .. }) => {
                 drop(lease);
-                let _ = tx.send(Item { event: Err(error), _slot: None }).await;
+                let _ = tx
+                    .send(Item {
+                        event: Err(error),
+                        _slot: None,
+                    })
+                    .await;
             }
         }
         return;
@@ -209,7 +237,9 @@ async fn run(
 /// Sends ATTENTION and waits for the acknowledgement; true when the
 /// connection is clean again.
 async fn attention(lease: &mut Lease, metrics: &SqlMetrics) -> bool {
-    let Some(conn) = lease.conn() else { return false };
+    let Some(conn) = lease.conn() else {
+        return false;
+    };
     metrics.attentions.fetch_add(1, Ordering::Relaxed);
     // tiberius writes ATTENTION first, then reads up to its acknowledgement;
     // reading fails if the dropped result stream stopped inside a token, but
@@ -240,11 +270,7 @@ async fn server_wait<F: Future>(
 }
 
 /// Sends one event, waiting while the channel is full (backpressure).
-async fn send(
-    tx: &mpsc::Sender<Item>,
-    item: Item,
-    deadline: Option<Instant>,
-) -> Result<(), Stop> {
+async fn send(tx: &mpsc::Sender<Item>, item: Item, deadline: Option<Instant>) -> Result<(), Stop> {
     let sent = match deadline {
         None => tx.send(item).await,
         Some(at) => tokio::time::timeout_at(at.into(), tx.send(item))
@@ -333,10 +359,20 @@ async fn stream_once(
                 rows_per_result_set.push(0);
                 in_result = true;
                 output = true;
-                let event = SqlEvent::Columns { result_set, columns };
-                send(tx, Item { event: Ok(event), _slot: None }, deadline)
-                    .await
-                    .map_err(Abort::Stop)?;
+                let event = SqlEvent::Columns {
+                    result_set,
+                    columns,
+                };
+                send(
+                    tx,
+                    Item {
+                        event: Ok(event),
+                        _slot: None,
+                    },
+                    deadline,
+                )
+                .await
+                .map_err(Abort::Stop)?;
             }
             CommandItem::Row(row) => {
                 if query.max_rows > 0 && total == query.max_rows {
@@ -346,9 +382,16 @@ async fn stream_once(
                         rows_affected,
                         truncated: true,
                     };
-                    send(tx, Item { event: Ok(done), _slot: None }, deadline)
-                        .await
-                        .map_err(Abort::Stop)?;
+                    send(
+                        tx,
+                        Item {
+                            event: Ok(done),
+                            _slot: None,
+                        },
+                        deadline,
+                    )
+                    .await
+                    .map_err(Abort::Stop)?;
                     return Ok(Finish::Truncated);
                 }
                 batch.push(row.into_iter().map(from_column).collect());
@@ -377,9 +420,16 @@ async fn stream_once(
         rows_affected,
         truncated: false,
     };
-    send(tx, Item { event: Ok(done), _slot: None }, deadline)
-        .await
-        .map_err(Abort::Stop)?;
+    send(
+        tx,
+        Item {
+            event: Ok(done),
+            _slot: None,
+        },
+        deadline,
+    )
+    .await
+    .map_err(Abort::Stop)?;
     Ok(Finish::Complete)
 }
 

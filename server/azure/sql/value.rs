@@ -27,7 +27,10 @@ pub enum SqlValue {
     /// Upper-case hyphenated, e.g. `6F9619FF-8B86-D011-B42D-00C04FC964FF`.
     Guid(String),
     /// datetime, datetime2, smalldatetime, datetimeoffset, as UTC.
-    Timestamp { seconds: i64, nanos: u32 },
+    Timestamp {
+        seconds: i64,
+        nanos: u32,
+    },
     /// `YYYY-MM-DD`.
     Date(String),
     /// `hh:mm:ss[.fffffff]`.
@@ -42,7 +45,10 @@ const TICKS_PER_SECOND: u64 = 10_000_000; // 100 ns
 
 /// Parameter → `ColumnData` plus its `sp_executesql` declaration.
 /// `field` names the request field in errors (e.g. `parameters[2]`).
-pub(super) fn bind_value(value: &SqlValue, field: &str) -> Result<(ColumnData<'static>, String), GatewayError> {
+pub(super) fn bind_value(
+    value: &SqlValue,
+    field: &str,
+) -> Result<(ColumnData<'static>, String), GatewayError> {
     Ok(match value {
         // nvarchar NULL converts implicitly to most types; CAST it otherwise.
         SqlValue::Null => (ColumnData::String(None), "nvarchar(4000)".into()),
@@ -50,17 +56,27 @@ pub(super) fn bind_value(value: &SqlValue, field: &str) -> Result<(ColumnData<'s
         SqlValue::Int(i) => (ColumnData::I64(Some(*i)), "bigint".into()),
         SqlValue::Float(f) => {
             if !f.is_finite() {
-                return Err(GatewayError::invalid(field, "SQL floats cannot be NaN or infinite"));
+                return Err(GatewayError::invalid(
+                    field,
+                    "SQL floats cannot be NaN or infinite",
+                ));
             }
             (ColumnData::F64(Some(*f)), "float".into())
         }
         SqlValue::Decimal(text) => {
-            let (value, scale) = parse_decimal(text)
-                .ok_or_else(|| GatewayError::invalid(field, format!("'{text}' is not a decimal number of at most 38 digits")))?;
+            let (value, scale) = parse_decimal(text).ok_or_else(|| {
+                GatewayError::invalid(
+                    field,
+                    format!("'{text}' is not a decimal number of at most 38 digits"),
+                )
+            })?;
             let numeric = Numeric::new_with_scale(value, scale);
             let precision = numeric.precision();
             if precision > 38 {
-                return Err(GatewayError::invalid(field, format!("'{text}' needs more than 38 digits")));
+                return Err(GatewayError::invalid(
+                    field,
+                    format!("'{text}' needs more than 38 digits"),
+                ));
             }
             (
                 ColumnData::Numeric(Some(numeric)),
@@ -69,11 +85,19 @@ pub(super) fn bind_value(value: &SqlValue, field: &str) -> Result<(ColumnData<'s
         }
         SqlValue::String(s) => {
             // tiberius sends strings above 4000 UTF-8 bytes as nvarchar(max).
-            let decl = if s.len() <= 4000 { "nvarchar(4000)" } else { "nvarchar(max)" };
+            let decl = if s.len() <= 4000 {
+                "nvarchar(4000)"
+            } else {
+                "nvarchar(max)"
+            };
             (ColumnData::String(Some(Cow::Owned(s.clone()))), decl.into())
         }
         SqlValue::Bytes(b) => {
-            let decl = if b.len() <= 8000 { "varbinary(8000)" } else { "varbinary(max)" };
+            let decl = if b.len() <= 8000 {
+                "varbinary(8000)"
+            } else {
+                "varbinary(max)"
+            };
             (ColumnData::Binary(Some(Cow::Owned(b.clone()))), decl.into())
         }
         SqlValue::Guid(text) => {
@@ -83,7 +107,10 @@ pub(super) fn bind_value(value: &SqlValue, field: &str) -> Result<(ColumnData<'s
         }
         SqlValue::Timestamp { seconds, nanos } => {
             if *nanos >= 1_000_000_000 {
-                return Err(GatewayError::invalid(field, "timestamp nanos must be below 1e9"));
+                return Err(GatewayError::invalid(
+                    field,
+                    "timestamp nanos must be below 1e9",
+                ));
             }
             let days = seconds.div_euclid(86_400) + JD_1970 - JD_0001;
             let secs_of_day = seconds.rem_euclid(86_400) as u64;
@@ -100,15 +127,19 @@ pub(super) fn bind_value(value: &SqlValue, field: &str) -> Result<(ColumnData<'s
             )
         }
         SqlValue::Date(text) => {
-            let days = parse_date(text)
-                .ok_or_else(|| GatewayError::invalid(field, format!("'{text}' is not a date like 2024-05-31")))?;
+            let days = parse_date(text).ok_or_else(|| {
+                GatewayError::invalid(field, format!("'{text}' is not a date like 2024-05-31"))
+            })?;
             (ColumnData::Date(Some(Date::new(days))), "date".into())
         }
         SqlValue::Time(text) => {
             let ticks = parse_time(text).ok_or_else(|| {
                 GatewayError::invalid(field, format!("'{text}' is not a time like 13:45:00.5"))
             })?;
-            (ColumnData::Time(Some(Time::new(ticks, 7))), "time(7)".into())
+            (
+                ColumnData::Time(Some(Time::new(ticks, 7))),
+                "time(7)".into(),
+            )
         }
     })
 }
@@ -131,7 +162,9 @@ pub(super) fn from_column(data: ColumnData<'static>) -> SqlValue {
         ColumnData::Numeric(v) => v.map_or(SqlValue::Null, |n| {
             SqlValue::Decimal(format_decimal(n.value(), n.scale()))
         }),
-        ColumnData::Xml(v) => v.map_or(SqlValue::Null, |x| SqlValue::String(x.into_owned().into_string())),
+        ColumnData::Xml(v) => v.map_or(SqlValue::Null, |x| {
+            SqlValue::String(x.into_owned().into_string())
+        }),
         ColumnData::DateTime(v) => v.map_or(SqlValue::Null, |dt| {
             // 1/300 s ticks since midnight.
             let nanos = dt.seconds_fragments() as u64 * 1_000_000_000 / 300;
@@ -144,7 +177,9 @@ pub(super) fn from_column(data: ColumnData<'static>) -> SqlValue {
             )
         }),
         ColumnData::Time(v) => v.map_or(SqlValue::Null, |t| SqlValue::Time(format_time(ticks(t)))),
-        ColumnData::Date(v) => v.map_or(SqlValue::Null, |d| SqlValue::Date(format_date(d.days() as i64 + JD_0001))),
+        ColumnData::Date(v) => v.map_or(SqlValue::Null, |d| {
+            SqlValue::Date(format_date(d.days() as i64 + JD_0001))
+        }),
         ColumnData::DateTime2(v) => v.map_or(SqlValue::Null, |dt| {
             timestamp(dt.date().days() as i64 + JD_0001, ticks(dt.time()) * 100)
         }),
@@ -268,7 +303,8 @@ fn parse_date(text: &str) -> Option<u32> {
     if year < 1 {
         return None;
     }
-    let date = time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
+    let date =
+        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
     u32::try_from(date.to_julian_day() as i64 - JD_0001).ok()
 }
 
@@ -311,8 +347,14 @@ mod tests {
 
     #[test]
     fn parameters_become_typed_column_data_and_declarations() {
-        assert_eq!(bound(SqlValue::Int(7)), (ColumnData::I64(Some(7)), "bigint".into()));
-        assert_eq!(bound(SqlValue::Null), (ColumnData::String(None), "nvarchar(4000)".into()));
+        assert_eq!(
+            bound(SqlValue::Int(7)),
+            (ColumnData::I64(Some(7)), "bigint".into())
+        );
+        assert_eq!(
+            bound(SqlValue::Null),
+            (ColumnData::String(None), "nvarchar(4000)".into())
+        );
         assert_eq!(
             bound(SqlValue::Decimal("-12.340".into())),
             (
@@ -321,11 +363,10 @@ mod tests {
             )
         );
         assert_eq!(bound(SqlValue::Decimal("0.5".into())).1, "decimal(2,1)");
-        assert_eq!(
-            bound(SqlValue::String("x".repeat(4001))).1,
-            "nvarchar(max)"
-        );
-        let (data, decl) = bound(SqlValue::Guid("6f9619ff-8b86-d011-b42d-00c04fc964ff".into()));
+        assert_eq!(bound(SqlValue::String("x".repeat(4001))).1, "nvarchar(max)");
+        let (data, decl) = bound(SqlValue::Guid(
+            "6f9619ff-8b86-d011-b42d-00c04fc964ff".into(),
+        ));
         assert_eq!(decl, "uniqueidentifier");
         assert_eq!(
             from_column(data),
@@ -371,7 +412,9 @@ mod tests {
         assert_eq!(from_column(data), SqlValue::Time("13:45:00.5".into()));
         // datetime: 1900-01-02 00:00:01 (days 1, 300 ticks).
         assert_eq!(
-            from_column(ColumnData::DateTime(Some(tiberius::time::DateTime::new(1, 300)))),
+            from_column(ColumnData::DateTime(Some(tiberius::time::DateTime::new(
+                1, 300
+            )))),
             SqlValue::Timestamp {
                 seconds: -2_208_902_399,
                 nanos: 0
@@ -392,7 +435,10 @@ mod tests {
     fn cells_convert_including_nulls() {
         assert_eq!(from_column(ColumnData::I32(None)), SqlValue::Null);
         assert_eq!(from_column(ColumnData::U8(Some(200))), SqlValue::Int(200));
-        assert_eq!(from_column(ColumnData::Bit(Some(true))), SqlValue::Bool(true));
+        assert_eq!(
+            from_column(ColumnData::Bit(Some(true))),
+            SqlValue::Bool(true)
+        );
         assert_eq!(
             from_column(ColumnData::Numeric(Some(Numeric::new_with_scale(1999, 2)))),
             SqlValue::Decimal("19.99".into())
