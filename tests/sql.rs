@@ -719,3 +719,57 @@ async fn unknown_databases_and_unreachable_servers() {
     .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }
+
+#[tokio::test]
+async fn an_azure_sql_redirect_is_followed_to_an_allowed_host() {
+    let env = TestEnv::new().await;
+    let front = start_fake(&env, SqlFakeConfig::default()).await;
+    let node = start_fake(&env, SqlFakeConfig::default()).await;
+    node.execute("UPDATE products SET name = 'Widget (node)' WHERE id = 1").unwrap();
+    front.set_redirect(Some(("localhost", node.port())));
+    let gw = env.start(env.config()).await;
+    let result = run(&gw, request(&front, "SELECT name FROM products WHERE id = 1", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(result.rows(0), vec![vec![Some(Kind::String("Widget (node)".into()))]]);
+    assert_eq!(front.logins().len(), 1);
+    assert_eq!(node.logins().len(), 1);
+
+    // A redirect to a host outside the guard is not followed.
+    front.set_redirect(Some(("sql.evil.example", node.port())));
+    let mut other_db = request(&front, "SELECT 1", vec![]);
+    other_db.identity = Some(identity_gateway_client::proto::Identity {
+        selector: Some(identity_gateway_client::proto::identity::Selector::ClientId(
+            sample::USER_CLIENT_ID.into(),
+        )),
+    });
+    let status = run(&gw, other_db).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("not following"), "{}", status.message());
+    assert_eq!(node.logins().len(), 1);
+}
+
+#[tokio::test]
+async fn plain_tds_only_when_the_operator_turns_tls_off_for_an_allowed_host() {
+    let env = TestEnv::new().await;
+    let sql = start_fake(
+        &env,
+        SqlFakeConfig {
+            encryption: identity_gateway_emulator::tds::Encryption::Plaintext,
+            ..SqlFakeConfig::default()
+        },
+    )
+    .await;
+    let gw = env.start(env.config()).await;
+    let status = run(&gw, request(&sql, "SELECT 1", vec![])).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("TLS"), "{}", status.message());
+    assert!(sql.logins().is_empty(), "no token left the gateway");
+
+    let mut config = env.config();
+    config.sql.require_tls = false;
+    config.socket = env.dir.path().join("plain.sock");
+    let gw = env.start(config).await;
+    let result = run(&gw, request(&sql, "SELECT 5", vec![])).await.unwrap();
+    assert_eq!(result.rows(0), vec![vec![Some(Kind::Int(5))]]);
+}

@@ -148,6 +148,8 @@ pub(crate) struct Shared {
     settings: Arc<engine::EngineSettings>,
     users: RwLock<DatabaseUsers>,
     clock_skew_secs: AtomicI64,
+    /// Where successful logins are sent instead (ENVCHANGE routing).
+    redirect: Mutex<Option<(String, u16)>>,
     /// `uti`s of tokens this server treats as expired.
     expired_tokens: Mutex<HashSet<String>>,
     logins: Mutex<Vec<LoginRecord>>,
@@ -224,6 +226,7 @@ impl SqlFake {
             }),
             users: RwLock::new(config.users),
             clock_skew_secs: AtomicI64::new(0),
+            redirect: Mutex::default(),
             expired_tokens: Mutex::default(),
             logins: Mutex::default(),
             stats: Arc::default(),
@@ -364,6 +367,15 @@ impl SqlFake {
             .lock()
             .map(|mut e| e.insert(claims.uti))
             .is_ok()
+    }
+
+    /// Answers successful logins with a redirect to `host:port` (Azure
+    /// SQL's "Redirect" connection policy, used for clients inside Azure),
+    /// or stops doing so with `None`.
+    pub fn set_redirect(&self, to: Option<(&str, u16)>) {
+        if let Ok(mut r) = self.shared.redirect.lock() {
+            *r = to.map(|(host, port)| (host.to_string(), port));
+        }
     }
 
     /// Moves the clock the server checks token expiry with (seconds,

@@ -139,6 +139,18 @@ where
         }
         Ok(principal) => principal,
     };
+    let redirect = shared.redirect.lock().ok().and_then(|r| r.clone());
+    if let Some((host, port)) = redirect {
+        // Azure SQL's redirect policy: acknowledge, then send the client on.
+        tokens::login_ack(&mut out);
+        tokens::env_routing(&mut out, &host, port);
+        tokens::done(&mut out, tokens::DONE, tokens::DONE_FINAL, 0, 0);
+        io.write_all(&frame_message(PacketType::TabularResult, &out, packet_size))
+            .await?;
+        io.flush().await?;
+        let _ = io.shutdown().await;
+        return Ok(());
+    }
     let database = shared.settings.database.clone();
     tokens::env_database(&mut out, &database, "master");
     tokens::env_collation(&mut out);

@@ -69,7 +69,11 @@ impl Env {
     }
 
     async fn client(&self) -> Client<Compat<TcpStream>> {
-        self.connect(&self.token(SQL), "appdb").await.unwrap()
+        self.client_result().await.unwrap()
+    }
+
+    async fn client_result(&self) -> tiberius::Result<Client<Compat<TcpStream>>> {
+        self.connect(&self.token(SQL), "appdb").await
     }
 }
 
@@ -332,4 +336,16 @@ async fn plaintext_mode_for_debugging() {
         row.get::<&str, _>(1),
         Some(format!("{}@{}", sample::VM_NAME, sample::TENANT_ID).as_str())
     );
+}
+
+#[tokio::test]
+async fn a_redirected_login_names_the_new_address() {
+    let env = env(SqlFakeConfig::default()).await;
+    env.fake.set_redirect(Some(("localhost", 4321)));
+    match env.client_result().await {
+        Err(tiberius::error::Error::Routing { host, port }) => {
+            assert_eq!((host.as_str(), port), ("localhost", 4321))
+        }
+        other => panic!("expected a redirect, got {other:?}"),
+    }
 }

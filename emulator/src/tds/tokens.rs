@@ -94,6 +94,22 @@ pub fn env_packet_size(out: &mut BytesMut, size: u32) {
     });
 }
 
+/// ENVCHANGE type 20: log in at `host:port` instead (Azure SQL's redirect
+/// connection policy).
+pub fn env_routing(out: &mut BytesMut, host: &str, port: u16) {
+    with_u16_len(out, ENVCHANGE, |out| {
+        out.put_u8(20);
+        let at = out.len();
+        out.put_u16_le(0);
+        out.put_u8(0); // TCP
+        out.put_u16_le(port);
+        put_us_varchar(out, host);
+        let len = (out.len() - at - 2) as u16;
+        out[at..at + 2].copy_from_slice(&len.to_le_bytes());
+        out.put_u16_le(0); // no old value
+    });
+}
+
 /// A server message (ERROR or INFO token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerMessage {

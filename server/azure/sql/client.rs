@@ -156,6 +156,11 @@ fn login_error(e: tiberius::error::Error) -> ConnectError {
                 ConnectError::Unreachable(message)
             }
         }
+        Error::Protocol(message) if message.contains("encryption level") => ConnectError::Tls(
+            "the server does not offer TLS (sql.require_tls is on; it can be turned off for \
+             explicitly allowed non-Azure hosts only)"
+                .into(),
+        ),
         other => ConnectError::Protocol(other.to_string()),
     }
 }

@@ -321,8 +321,9 @@ impl SqlPools {
                         .hosts
                         .check_host(Service::Sql, "server", &host, Some(port), "tds")
                         .map_err(|_| {
-                            GatewayError::Upstream(format!(
-                                "{}:{} redirected the login to {host}:{port}, which is not an Azure SQL host; not following",
+                            GatewayError::PermissionDenied(format!(
+                                "{}:{} redirected the login to {host}:{port}, which is neither an Azure SQL host \
+                                 nor in upstream.allowed_hosts; not following (the token stays here)",
                                 current.host, current.port
                             ))
                         })?;
