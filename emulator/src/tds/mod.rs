@@ -194,10 +194,27 @@ impl SqlFake {
         ca: &TestCa,
         config: SqlFakeConfig,
     ) -> std::io::Result<Self> {
+        Self::start_on(authority, ca, config, 0).await
+    }
+
+    /// Like [`start`](Self::start), on `port` of 127.0.0.1; a taken port
+    /// falls back to a free one ([`port`](Self::port) tells which).
+    pub async fn start_on(
+        authority: Arc<TokenAuthority>,
+        ca: &TestCa,
+        config: SqlFakeConfig,
+        port: u16,
+    ) -> std::io::Result<Self> {
         let dir = unique_dir()?;
         let db_path = dir.join("fake.db");
         init_database(&db_path).map_err(std::io::Error::other)?;
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let listener = match TcpListener::bind(("127.0.0.1", port)).await {
+            Err(e) if port != 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::warn!(port, "fake SQL port in use; using a free port instead");
+                TcpListener::bind(("127.0.0.1", 0)).await?
+            }
+            result => result?,
+        };
         let addr = listener.local_addr()?;
         let tls = match config.encryption {
             Encryption::Required => {
@@ -415,6 +432,26 @@ fn init_database(path: &Path) -> rusqlite::Result<()> {
            WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 100000000)
            SELECT n FROM seq;",
     )
+}
+
+impl SqlFake {
+    /// The server `--emulator` runs: default settings (TLS, database
+    /// `appdb`, every token principal has a user) with [`seed_sample`]
+    /// applied, on `port` of 127.0.0.1 (0 for a free port).
+    pub async fn sample_on(
+        authority: Arc<TokenAuthority>,
+        ca: &TestCa,
+        port: u16,
+    ) -> std::io::Result<Self> {
+        let fake = Self::start_on(authority, ca, SqlFakeConfig::default(), port).await?;
+        seed_sample(&fake)?;
+        Ok(fake)
+    }
+
+    /// `localhost:<port>`: the `server` to pass to QuerySql.
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.host(), self.port())
+    }
 }
 
 /// Seeds the sample data `--emulator` serves: a small `dbo.products` table
