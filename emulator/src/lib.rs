@@ -6,6 +6,7 @@
 //!   with it, the other fakes verify signature, audience and expiry with it.
 #![warn(missing_debug_implementations)]
 
+pub mod arm;
 pub mod authority;
 pub mod http;
 pub mod tls;
