@@ -46,7 +46,8 @@ pub const ARM_AUDIENCES: [&str; 4] = [
 ];
 
 /// RBAC action of Resource Groups – Get.
-pub const ACTION_READ_RESOURCE_GROUP: &str = "Microsoft.Resources/subscriptions/resourceGroups/read";
+pub const ACTION_READ_RESOURCE_GROUP: &str =
+    "Microsoft.Resources/subscriptions/resourceGroups/read";
 /// RBAC action of Storage Accounts – List Service SAS.
 pub const ACTION_LIST_SERVICE_SAS: &str = "Microsoft.Storage/storageAccounts/listServiceSas/action";
 
@@ -165,7 +166,9 @@ struct Shared {
 
 impl Shared {
     fn data(&self) -> MutexGuard<'_, Data> {
-        self.data.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.data
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -389,7 +392,11 @@ fn answer(
 
     let query: Vec<(String, String)> = uri
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let api_version = query
         .iter()
@@ -479,13 +486,11 @@ fn authenticate(
     };
     let token = match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => {
-            return Err(unauthorized(
-                "AuthenticationFailed",
-                "Authentication failed. The 'Authorization' header is provided in an invalid format.",
-                "The authentication failed because of an invalid 'Authorization' header format.",
-            ))
-        }
+        _ => return Err(unauthorized(
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is provided in an invalid format.",
+            "The authentication failed because of an invalid 'Authorization' header format.",
+        )),
     };
     authority
         .verify_any(token, &ARM_AUDIENCES, SystemTime::now())
@@ -850,8 +855,8 @@ fn arm_json(status: StatusCode, body: &serde_json::Value) -> Response {
 mod tests {
     use super::*;
     use crate::authority::Principal;
-    use std::time::Duration;
     use axum::body::Body;
+    use std::time::Duration;
     use tower::ServiceExt;
 
     const OID: &str = "6a8f3c2e-1111-4222-8333-944455556666";
@@ -861,8 +866,9 @@ mod tests {
         Principal {
             client_id: "b84e06d3-aba1-4bcc-9626-2e0d76cba2ce".into(),
             object_id: oid.into(),
-            mirid: "/subscriptions/s/resourcegroups/rg/providers/Microsoft.Compute/virtualMachines/vm"
-                .into(),
+            mirid:
+                "/subscriptions/s/resourcegroups/rg/providers/Microsoft.Compute/virtualMachines/vm"
+                    .into(),
         }
     }
 
@@ -950,7 +956,9 @@ mod tests {
     }
 
     fn rg_path(name: &str) -> String {
-        format!("/subscriptions/{SAMPLE_SUBSCRIPTION_ID}/resourcegroups/{name}?api-version=2021-04-01")
+        format!(
+            "/subscriptions/{SAMPLE_SUBSCRIPTION_ID}/resourcegroups/{name}?api-version=2021-04-01"
+        )
     }
 
     #[tokio::test]
@@ -1000,7 +1008,12 @@ mod tests {
         assert_eq!(body["error"]["code"], "MissingApiVersionParameter");
 
         let (status, _, body) = h
-            .call(Method::GET, &format!("{path}?api-version=latest"), Some(&token), "")
+            .call(
+                Method::GET,
+                &format!("{path}?api-version=latest"),
+                Some(&token),
+                "",
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"]["code"], "InvalidApiVersionParameter");
@@ -1014,7 +1027,9 @@ mod tests {
         assert_eq!(body["error"]["code"], "AuthenticationFailed");
         let challenge = headers[header::WWW_AUTHENTICATE].to_str().unwrap();
         assert!(
-            challenge.starts_with("Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\""),
+            challenge.starts_with(
+                "Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\""
+            ),
             "{challenge}"
         );
 
@@ -1073,7 +1088,10 @@ mod tests {
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["error"]["code"], "AuthorizationFailed");
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(&format!("with object id '{OTHER_OID}'")), "{message}");
+        assert!(
+            message.contains(&format!("with object id '{OTHER_OID}'")),
+            "{message}"
+        );
         assert!(message.contains(ACTION_READ_RESOURCE_GROUP), "{message}");
         assert!(
             message.contains(&format!(
@@ -1122,13 +1140,19 @@ mod tests {
         .to_string();
         for casing in ["listServiceSas", "ListServiceSas"] {
             let (status, _, answer) = h
-                .call(Method::POST, &sas_path("devstoreaccount1", casing), Some(&token), &body)
+                .call(
+                    Method::POST,
+                    &sas_path("devstoreaccount1", casing),
+                    Some(&token),
+                    &body,
+                )
                 .await;
             assert_eq!(status, StatusCode::OK, "{answer}");
             let sas = answer["serviceSasToken"].as_str().unwrap();
             assert!(!sas.starts_with('?'));
-            let pairs: HashMap<String, String> =
-                url::form_urlencoded::parse(sas.as_bytes()).into_owned().collect();
+            let pairs: HashMap<String, String> = url::form_urlencoded::parse(sas.as_bytes())
+                .into_owned()
+                .collect();
             assert_eq!(pairs["sv"], SAS_VERSION);
             assert_eq!(pairs["sr"], "b");
             assert_eq!(pairs["sp"], "rw");
@@ -1156,13 +1180,23 @@ mod tests {
         let good = json!({"canonicalizedResource": "/blob/devstoreaccount1/c", "signedResource": "c",
                           "signedPermission": "rl", "signedExpiry": "2030-01-01T00:00:00Z"});
         let (status, _, body) = h
-            .call(Method::POST, &sas_path("missing", "listServiceSas"), Some(&token), &good.to_string())
+            .call(
+                Method::POST,
+                &sas_path("missing", "listServiceSas"),
+                Some(&token),
+                &good.to_string(),
+            )
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"]["code"], "ResourceNotFound");
 
         let (status, _, body) = h
-            .call(Method::POST, &sas_path("devstoreaccount1", "listServiceSas"), Some(&token), "{")
+            .call(
+                Method::POST,
+                &sas_path("devstoreaccount1", "listServiceSas"),
+                Some(&token),
+                "{",
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"]["code"], "InvalidRequestContent");
@@ -1170,7 +1204,12 @@ mod tests {
         let wrong_account = json!({"canonicalizedResource": "/blob/other/c", "signedResource": "c",
                                    "signedPermission": "r", "signedExpiry": "2030-01-01T00:00:00Z"});
         let (status, _, body) = h
-            .call(Method::POST, &sas_path("devstoreaccount1", "listServiceSas"), Some(&token), &wrong_account.to_string())
+            .call(
+                Method::POST,
+                &sas_path("devstoreaccount1", "listServiceSas"),
+                Some(&token),
+                &wrong_account.to_string(),
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"]["code"], "InvalidValuesForRequestParameters");
@@ -1182,7 +1221,12 @@ mod tests {
             scope: format!("/subscriptions/{SAMPLE_SUBSCRIPTION_ID}").to_ascii_lowercase(),
         });
         let (status, _, body) = h
-            .call(Method::POST, &sas_path("devstoreaccount1", "listServiceSas"), Some(&reader_only), &good.to_string())
+            .call(
+                Method::POST,
+                &sas_path("devstoreaccount1", "listServiceSas"),
+                Some(&reader_only),
+                &good.to_string(),
+            )
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(body["error"]["message"]

@@ -6,6 +6,7 @@ use super::{audit, request};
 use crate::{
     azure::arm::{self, ArmCall},
     gateway::GatewayState,
+    policy::Target,
     proto::{GetResourceGroupRequest, GetResourceGroupResponse},
 };
 
@@ -14,6 +15,7 @@ pub(super) async fn get_resource_group(
     request: Request<GetResourceGroupRequest>,
 ) -> Result<Response<GetResourceGroupResponse>, Status> {
     let caller = request::caller(&request);
+    let peer = request::peer(&request);
     let budget = request::budget(&request);
     let message = request.into_inner();
     let target = format!(
@@ -23,6 +25,11 @@ pub(super) async fn get_resource_group(
     let outcome = async {
         let selector = request::identity(message.identity)?;
         let cloud = request::cloud(message.cloud)?;
+        let subscription = arm::subscription_id("subscription_id", &message.subscription_id)?;
+        arm::resource_group_name("name", &message.name)?;
+        state
+            .policy
+            .check(peer, &selector, Target::Subscription(subscription))?;
         let call = ArmCall {
             state,
             budget,

@@ -8,6 +8,7 @@ use super::{audit, request, token::timestamp, ResponseStream};
 use crate::{
     azure::blob,
     gateway::GatewayState,
+    policy::Target,
     proto::{BlobProperties, ReadBlobRequest, ReadBlobResponse},
 };
 
@@ -16,6 +17,7 @@ pub(super) async fn read_blob(
     request: Request<ReadBlobRequest>,
 ) -> Result<Response<ResponseStream<ReadBlobResponse>>, Status> {
     let caller = request::caller(&request);
+    let peer = request::peer(&request);
     let budget = request::budget(&request);
     let message = request.into_inner();
     // Never log a query string: it could carry a SAS.
@@ -28,6 +30,11 @@ pub(super) async fn read_blob(
     let outcome = async {
         let url = blob::blob_url(state, &message.blob_url)?;
         let selector = request::identity(message.identity)?;
+        state.policy.check(
+            peer,
+            &selector,
+            Target::StorageAccount(&blob::account_of(&url)),
+        )?;
         let download = blob::open(
             state,
             budget,

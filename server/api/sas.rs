@@ -11,6 +11,7 @@ use crate::{
     azure::sas::{self, SasInput, SasMethod},
     error::GatewayError,
     gateway::GatewayState,
+    policy::Target,
     proto::{self, GetServiceSasRequest, GetServiceSasResponse},
 };
 
@@ -19,6 +20,7 @@ pub(super) async fn get_service_sas(
     request: Request<GetServiceSasRequest>,
 ) -> Result<Response<GetServiceSasResponse>, Status> {
     let caller = request::caller(&request);
+    let peer = request::peer(&request);
     let budget = request::budget(&request);
     let message = request.into_inner();
     let target = format!(
@@ -57,6 +59,14 @@ pub(super) async fn get_service_sas(
             blob_endpoint: message.blob_endpoint,
         };
         let plan = sas::plan(state, method, &input, cloud)?;
+        state
+            .policy
+            .check(peer, &selector, Target::StorageAccount(&plan.account))?;
+        if method == SasMethod::ArmListServiceSas {
+            state
+                .policy
+                .check(peer, &selector, Target::Subscription(&plan.subscription_id))?;
+        }
         let issued = sas::issue(state, budget, &selector, cloud, &plan).await?;
         Ok(Response::new(GetServiceSasResponse {
             sas_token: issued.token.expose_secret().to_string(),

@@ -70,7 +70,10 @@ pub fn resource_group_name<'a>(field: &str, value: &'a str) -> Result<&'a str, G
     {
         return Err(GatewayError::invalid(
             field,
-            format!("'{}' is not allowed (letters, digits, '-', '_', '.', '(', ')' only)", bad.escape_default()),
+            format!(
+                "'{}' is not allowed (letters, digits, '-', '_', '.', '(', ')' only)",
+                bad.escape_default()
+            ),
         ));
     }
     if value.ends_with('.') {
@@ -132,7 +135,8 @@ impl ArmCall<'_> {
             .pop_if_empty()
             .extend(segments);
         url.set_query(None);
-        url.query_pairs_mut().append_pair("api-version", api_version);
+        url.query_pairs_mut()
+            .append_pair("api-version", api_version);
         Ok(url)
     }
 
@@ -155,7 +159,12 @@ impl ArmCall<'_> {
         let response =
             send_with_retry(self.state, self.budget, UPSTREAM, BodyUse::Buffered, build).await?;
         let status = response.status().as_u16();
-        let body = read_capped(response, self.state.config.upstream.max_body_bytes, UPSTREAM).await?;
+        let body = read_capped(
+            response,
+            self.state.config.upstream.max_body_bytes,
+            UPSTREAM,
+        )
+        .await?;
         if status == 200 {
             Ok(body)
         } else {
@@ -188,7 +197,9 @@ pub async fn get_resource_group(
         })
         .await?;
     let parsed: ResourceGroupJson = serde_json::from_slice(&body).map_err(|e| {
-        GatewayError::Upstream(format!("{UPSTREAM} answered a resource group that is not valid JSON: {e}"))
+        GatewayError::Upstream(format!(
+            "{UPSTREAM} answered a resource group that is not valid JSON: {e}"
+        ))
     })?;
     Ok(ResourceGroup {
         id: parsed.id,
@@ -297,9 +308,7 @@ struct ErrorBody {
 /// carries Azure's code and message. `what` names the target.
 pub fn error_from_response(status: u16, body: &[u8], what: &str) -> GatewayError {
     let (code, message) = match serde_json::from_slice::<Envelope>(body) {
-        Ok(Envelope {
-            error: Some(e), ..
-        }) => (e.code, e.message),
+        Ok(Envelope { error: Some(e), .. }) => (e.code, e.message),
         Ok(e) => (e.code, e.message),
         Err(_) => (None, None),
     };
@@ -335,7 +344,13 @@ mod tests {
     #[test]
     fn subscription_ids_are_guids() {
         assert!(subscription_id("s", "6f1d2b8e-3c4a-4e5f-9a0b-1c2d3e4f5a6b").is_ok());
-        for bad in ["", "nope", "6f1d2b8e-3c4a-4e5f-9a0b-1c2d3e4f5a6", "../../x", "6f1d2b8e_3c4a-4e5f-9a0b-1c2d3e4f5a6b"] {
+        for bad in [
+            "",
+            "nope",
+            "6f1d2b8e-3c4a-4e5f-9a0b-1c2d3e4f5a6",
+            "../../x",
+            "6f1d2b8e_3c4a-4e5f-9a0b-1c2d3e4f5a6b",
+        ] {
             let err = subscription_id("subscription_id", bad).unwrap_err();
             assert!(
                 matches!(&err, GatewayError::InvalidArgument { field, .. } if field == "subscription_id"),
@@ -369,14 +384,21 @@ mod tests {
             br#"{"error":{"code":"ResourceGroupNotFound","message":"Resource group 'rg' could not be found."}}"#,
             "resource group 'rg'",
         );
-        assert!(matches!(err, GatewayError::NotFound(ref m) if m.contains("ResourceGroupNotFound")));
+        assert!(
+            matches!(err, GatewayError::NotFound(ref m) if m.contains("ResourceGroupNotFound"))
+        );
 
         let bare = error_from_response(400, br#"{"code":"InvalidTemplate","message":"bad"}"#, "x");
-        assert!(matches!(bare, GatewayError::Upstream(ref m) if m.contains("InvalidTemplate: bad")));
+        assert!(
+            matches!(bare, GatewayError::Upstream(ref m) if m.contains("InvalidTemplate: bad"))
+        );
 
         let garbage = error_from_response(502, b"<html>bad gateway</html>", "x");
         assert!(matches!(garbage, GatewayError::Unavailable(ref m) if m.contains("HTTP 502")));
-        assert!(matches!(error_from_response(429, b"", "x"), GatewayError::Throttled(_)));
+        assert!(matches!(
+            error_from_response(429, b"", "x"),
+            GatewayError::Throttled(_)
+        ));
         assert!(matches!(
             error_from_response(401, br#"{"error":{"code":"InvalidAuthenticationTokenAudience","message":"wrong"}}"#, "x"),
             GatewayError::PermissionDenied(ref m) if m.contains("InvalidAuthenticationTokenAudience")

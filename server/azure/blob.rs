@@ -93,6 +93,25 @@ pub fn blob_url(state: &GatewayState, raw: &str) -> Result<Url, GatewayError> {
     Ok(url)
 }
 
+/// The storage account a checked blob URL points at: the first host label on
+/// Storage hosts (`acct.blob.core.windows.net`), else the first path segment
+/// (path-style endpoints such as Azurite's `127.0.0.1:10000/devstoreaccount1`).
+pub fn account_of(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let azure_host = Service::Storage
+        .host_suffixes()
+        .iter()
+        .any(|suffix| host.ends_with(suffix));
+    if azure_host {
+        host.split('.').next().unwrap_or_default().to_string()
+    } else {
+        url.path_segments()
+            .and_then(|mut s| s.next())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
 /// The `Range` header for `offset`/`length` (0 = to the end), if any.
 pub fn range_header(offset: u64, length: u64) -> Result<Option<String>, GatewayError> {
     match (offset, length) {
@@ -366,6 +385,14 @@ mod tests {
     use reqwest::header::{HeaderMap, HeaderValue};
 
     #[test]
+    fn account_comes_from_host_or_path() {
+        let url = Url::parse("https://acct1.blob.core.windows.net/c/b").unwrap();
+        assert_eq!(account_of(&url), "acct1");
+        let url = Url::parse("https://127.0.0.1:10000/devstoreaccount1/c/b").unwrap();
+        assert_eq!(account_of(&url), "devstoreaccount1");
+    }
+
+    #[test]
     fn ranges() {
         assert_eq!(range_header(0, 0).unwrap(), None);
         assert_eq!(range_header(10, 0).unwrap().as_deref(), Some("bytes=10-"));
@@ -382,7 +409,8 @@ mod tests {
         assert_eq!(
             err,
             GatewayError::NotFound(
-                "Storage: blob x was not found (BlobNotFound: The specified blob does not exist.)".into()
+                "Storage: blob x was not found (BlobNotFound: The specified blob does not exist.)"
+                    .into()
             )
         );
         let body = b"<Error><Code>AuthorizationPermissionMismatch</Code><Message>This request is not authorized to perform this operation using this permission.</Message></Error>";
@@ -396,7 +424,10 @@ mod tests {
             GatewayError::PermissionDenied(m) if m.contains("InvalidAuthenticationInfo") && m.contains("token is expired")
         ));
         let mut headers = HeaderMap::new();
-        headers.insert("x-ms-error-code", HeaderValue::from_static("ContainerNotFound"));
+        headers.insert(
+            "x-ms-error-code",
+            HeaderValue::from_static("ContainerNotFound"),
+        );
         assert!(matches!(
             storage_error(404, &headers, b"", "blob x"),
             GatewayError::NotFound(m) if m.contains("ContainerNotFound")
@@ -418,7 +449,10 @@ mod tests {
         h.insert("content-length", HeaderValue::from_static("10"));
         h.insert("content-type", HeaderValue::from_static("text/csv"));
         h.insert("etag", HeaderValue::from_static("\"0x8D\""));
-        h.insert("last-modified", HeaderValue::from_static("Sun, 22 Nov 2026 02:00:00 GMT"));
+        h.insert(
+            "last-modified",
+            HeaderValue::from_static("Sun, 22 Nov 2026 02:00:00 GMT"),
+        );
         let p = properties(206, &h).unwrap();
         assert_eq!(p.size, 4096);
         assert_eq!(p.content_type, "text/csv");

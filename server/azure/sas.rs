@@ -369,7 +369,9 @@ pub fn endpoint(
         _ => {
             return Err(GatewayError::invalid(
                 FIELD,
-                format!("a path-style endpoint must be <scheme>://<host>/{account} (the account only)"),
+                format!(
+                    "a path-style endpoint must be <scheme>://<host>/{account} (the account only)"
+                ),
             ))
         }
     }
@@ -521,8 +523,8 @@ impl fmt::Debug for UserDelegationKey {
 
 /// Parses a Get User Delegation Key answer.
 pub fn parse_user_delegation_key(xml: &str) -> Result<UserDelegationKey, GatewayError> {
-    let parsed: UserDelegationKeyXml =
-        quick_xml::de::from_str(xml.trim_start_matches('\u{feff}')).map_err(|e| {
+    let parsed: UserDelegationKeyXml = quick_xml::de::from_str(xml.trim_start_matches('\u{feff}'))
+        .map_err(|e| {
             GatewayError::Upstream(format!(
                 "{UPSTREAM} answered Get User Delegation Key with unusable XML: {}",
                 redact_xml_error(&e.to_string())
@@ -602,9 +604,9 @@ pub fn user_delegation_string_to_sign(plan: &SasPlan, key: &UserDelegationKey) -
 
 /// Base64(HMAC-SHA256(Base64Decode(key), string_to_sign)).
 pub fn sign(key_base64: &SecretString, string_to_sign: &str) -> Result<String, GatewayError> {
-    let key = BASE64.decode(key_base64.expose_secret()).map_err(|_| {
-        GatewayError::Upstream(format!("{UPSTREAM} delegation key is not base64"))
-    })?;
+    let key = BASE64
+        .decode(key_base64.expose_secret())
+        .map_err(|_| GatewayError::Upstream(format!("{UPSTREAM} delegation key is not base64")))?;
     let mut mac = Hmac::<Sha256>::new_from_slice(&key)
         .map_err(|_| GatewayError::Upstream("HMAC rejected the delegation key".into()))?;
     mac.update(string_to_sign.as_bytes());
@@ -612,7 +614,10 @@ pub fn sign(key_base64: &SecretString, string_to_sign: &str) -> Result<String, G
 }
 
 /// The user delegation SAS query string (no `?`).
-pub fn user_delegation_token(plan: &SasPlan, key: &UserDelegationKey) -> Result<SecretString, GatewayError> {
+pub fn user_delegation_token(
+    plan: &SasPlan,
+    key: &UserDelegationKey,
+) -> Result<SecretString, GatewayError> {
     let signature = sign(&key.value, &user_delegation_string_to_sign(plan, key))?;
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     q.append_pair("sv", SAS_VERSION);
@@ -818,9 +823,9 @@ mod tests {
     fn signature_is_hmac_sha256_of_the_string_to_sign() {
         // Known vector: HMAC-SHA256(key="key", "The quick brown fox jumps over the lazy dog")
         // = f7bc83f4...d8, base64 below.
-        let key = SecretString::from(BASE64.encode(b"key"));
+        let fox_key = SecretString::from(BASE64.encode(b"key"));
         assert_eq!(
-            sign(&key, "The quick brown fox jumps over the lazy dog").unwrap(),
+            sign(&fox_key, "The quick brown fox jumps over the lazy dog").unwrap(),
             "97yD9DBThCSxMpjmqm+xQ+9NWaFJRhdZl0edvC0aPNg="
         );
         let token = user_delegation_token(&blob_plan(), &key()).unwrap();
@@ -838,20 +843,31 @@ mod tests {
         assert!(!pairs.contains_key("st"));
         let sts = user_delegation_string_to_sign(&blob_plan(), &key());
         assert_eq!(pairs["sig"], sign(&key().value, &sts).unwrap());
-        assert!(token.expose_secret().contains("se=2026-11-22T03%3A00%3A00Z"));
+        assert!(token
+            .expose_secret()
+            .contains("se=2026-11-22T03%3A00%3A00Z"));
     }
 
     #[test]
     fn permissions_are_reordered_and_checked_per_resource() {
         use SasMethod::*;
         use SignedResource::*;
-        assert_eq!(canonical_permissions("wr", Blob, UserDelegation).unwrap(), "rw");
-        assert_eq!(canonical_permissions("ldrwr", Container, UserDelegation).unwrap(), "rwdl");
+        assert_eq!(
+            canonical_permissions("wr", Blob, UserDelegation).unwrap(),
+            "rw"
+        );
+        assert_eq!(
+            canonical_permissions("ldrwr", Container, UserDelegation).unwrap(),
+            "rwdl"
+        );
         assert_eq!(
             canonical_permissions("ipoemtfdlyxwcar", Container, UserDelegation).unwrap(),
             "racwdxyltfmeopi"
         );
-        assert_eq!(canonical_permissions("lwr", Container, ArmListServiceSas).unwrap(), "rwl");
+        assert_eq!(
+            canonical_permissions("lwr", Container, ArmListServiceSas).unwrap(),
+            "rwl"
+        );
         for (raw, resource, method) in [
             ("", Blob, UserDelegation),
             ("rl", Blob, UserDelegation),
@@ -881,7 +897,18 @@ mod tests {
             assert!(container_name(bad).is_err(), "{bad}");
         }
         assert!(blob_name("dir/sub/file name (1).csv").is_ok());
-        for bad in ["", "/lead", "trail/", "a//b", "a/../b", "./a", "end.", "a\\b", "a\nb", &"x".repeat(1025)] {
+        for bad in [
+            "",
+            "/lead",
+            "trail/",
+            "a//b",
+            "a/../b",
+            "./a",
+            "end.",
+            "a\\b",
+            "a\nb",
+            &"x".repeat(1025),
+        ] {
             assert!(blob_name(bad).is_err(), "{bad:?}");
         }
         assert_eq!(ip_range("").unwrap(), None);
@@ -898,8 +925,14 @@ mod tests {
         assert_eq!(k.signed_start, "2026-11-22T02:00:00Z");
         assert_eq!(k.signed_service, "b");
         let debug = format!("{k:?}");
-        assert!(debug.contains("redacted") && !debug.contains("c2VjcmV0"), "{debug}");
-        assert!(parse_user_delegation_key("<UserDelegationKey><SignedOid>x</SignedOid></UserDelegationKey>").is_err());
+        assert!(
+            debug.contains("redacted") && !debug.contains("c2VjcmV0"),
+            "{debug}"
+        );
+        assert!(parse_user_delegation_key(
+            "<UserDelegationKey><SignedOid>x</SignedOid></UserDelegationKey>"
+        )
+        .is_err());
         assert!(parse_user_delegation_key("not xml at all").is_err());
         let bad_value = "<UserDelegationKey><SignedOid>o</SignedOid><SignedTid>t</SignedTid><SignedStart>s</SignedStart>\
             <SignedExpiry>e</SignedExpiry><SignedService>b</SignedService><SignedVersion>v</SignedVersion><Value>***</Value></UserDelegationKey>";
@@ -923,16 +956,19 @@ mod tests {
         let p = plan(&s, SasMethod::UserDelegation, &input(), Cloud::Public).unwrap();
         assert_eq!(p.permissions, "rw");
         assert_eq!(p.resource, SignedResource::Blob);
-        assert_eq!(p.endpoint.as_str(), "https://devstoreaccount1.blob.core.windows.net/");
+        assert_eq!(
+            p.endpoint.as_str(),
+            "https://devstoreaccount1.blob.core.windows.net/"
+        );
         assert_eq!(
             p.resource_url().as_str(),
             "https://devstoreaccount1.blob.core.windows.net/data/a/b.txt"
         );
-        assert_eq!(p.canonicalized_resource(), "/blob/devstoreaccount1/data/a/b.txt");
         assert_eq!(
-            p.expiry.duration_since(s.clock.wall()).unwrap().as_secs().abs_diff(3600),
-            0
+            p.canonicalized_resource(),
+            "/blob/devstoreaccount1/data/a/b.txt"
         );
+        assert_eq!(p.expiry, whole_seconds(s.clock.wall() + DEFAULT_LIFETIME));
 
         let path_style = SasInput {
             blob_endpoint: "https://127.0.0.1:10000/devstoreaccount1".into(),
@@ -941,11 +977,17 @@ mod tests {
             ..input()
         };
         let p = plan(&s, SasMethod::UserDelegation, &path_style, Cloud::Public).unwrap();
-        assert_eq!(p.resource_url().as_str(), "https://127.0.0.1:10000/devstoreaccount1/data");
+        assert_eq!(
+            p.resource_url().as_str(),
+            "https://127.0.0.1:10000/devstoreaccount1/data"
+        );
         assert_eq!(p.canonicalized_resource(), "/blob/devstoreaccount1/data");
 
         let gov = plan(&s, SasMethod::UserDelegation, &input(), Cloud::UsGovernment).unwrap();
-        assert_eq!(gov.endpoint.host_str(), Some("devstoreaccount1.blob.core.usgovcloudapi.net"));
+        assert_eq!(
+            gov.endpoint.host_str(),
+            Some("devstoreaccount1.blob.core.usgovcloudapi.net")
+        );
 
         let field_of = |input: SasInput, method| match plan(&s, method, &input, Cloud::Public) {
             Err(GatewayError::InvalidArgument { field, .. }) => field,
@@ -953,36 +995,75 @@ mod tests {
         };
         let week = Duration::from_secs(7 * 24 * 3600);
         assert_eq!(
-            field_of(SasInput { expires_in: Some(week + Duration::from_secs(1)), ..input() }, SasMethod::UserDelegation),
+            field_of(
+                SasInput {
+                    expires_in: Some(week + Duration::from_secs(1)),
+                    ..input()
+                },
+                SasMethod::UserDelegation
+            ),
             "expires_in"
         );
-        assert_eq!(
-            field_of(SasInput { expires_in: Some(Duration::ZERO), ..input() }, SasMethod::UserDelegation),
-            "expires_in"
-        );
-        assert_eq!(
-            field_of(SasInput { blob_endpoint: "https://evil.example/devstoreaccount1".into(), ..input() }, SasMethod::UserDelegation),
-            "blob_endpoint"
-        );
-        assert_eq!(
-            field_of(SasInput { blob_endpoint: "https://127.0.0.1:10000/otheraccount".into(), ..input() }, SasMethod::UserDelegation),
-            "blob_endpoint"
-        );
-        assert_eq!(
-            field_of(SasInput { blob_endpoint: "https://other.blob.core.windows.net".into(), ..input() }, SasMethod::UserDelegation),
-            "blob_endpoint"
-        );
-        assert_eq!(field_of(input(), SasMethod::ArmListServiceSas), "subscription_id");
         assert_eq!(
             field_of(
-                SasInput { subscription_id: "6f1d2b8e-3c4a-4e5f-9a0b-1c2d3e4f5a6b".into(), ..input() },
+                SasInput {
+                    expires_in: Some(Duration::ZERO),
+                    ..input()
+                },
+                SasMethod::UserDelegation
+            ),
+            "expires_in"
+        );
+        assert_eq!(
+            field_of(
+                SasInput {
+                    blob_endpoint: "https://evil.example/devstoreaccount1".into(),
+                    ..input()
+                },
+                SasMethod::UserDelegation
+            ),
+            "blob_endpoint"
+        );
+        assert_eq!(
+            field_of(
+                SasInput {
+                    blob_endpoint: "https://127.0.0.1:10000/otheraccount".into(),
+                    ..input()
+                },
+                SasMethod::UserDelegation
+            ),
+            "blob_endpoint"
+        );
+        assert_eq!(
+            field_of(
+                SasInput {
+                    blob_endpoint: "https://other.blob.core.windows.net".into(),
+                    ..input()
+                },
+                SasMethod::UserDelegation
+            ),
+            "blob_endpoint"
+        );
+        assert_eq!(
+            field_of(input(), SasMethod::ArmListServiceSas),
+            "subscription_id"
+        );
+        assert_eq!(
+            field_of(
+                SasInput {
+                    subscription_id: "6f1d2b8e-3c4a-4e5f-9a0b-1c2d3e4f5a6b".into(),
+                    ..input()
+                },
                 SasMethod::ArmListServiceSas
             ),
             "resource_group"
         );
         assert_eq!(
             field_of(
-                SasInput { start: Some(s.clock.wall() + Duration::from_secs(7200)), ..input() },
+                SasInput {
+                    start: Some(s.clock.wall() + Duration::from_secs(7200)),
+                    ..input()
+                },
                 SasMethod::UserDelegation
             ),
             "start"

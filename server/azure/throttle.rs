@@ -50,7 +50,8 @@ pub async fn send_with_retry(
     loop {
         let remaining = match budget {
             Some(budget) => {
-                let left = budget.saturating_sub(state.clock.now().saturating_duration_since(started));
+                let left =
+                    budget.saturating_sub(state.clock.now().saturating_duration_since(started));
                 if left.is_zero() {
                     return Err(deadline(upstream));
                 }
@@ -76,7 +77,13 @@ pub async fn send_with_retry(
                 if delay > MAX_DELAY || remaining.is_some_and(|r| delay >= r) {
                     return Ok(response);
                 }
-                tracing::debug!(upstream, status, ?delay, attempt, "retrying upstream request");
+                tracing::debug!(
+                    upstream,
+                    status,
+                    ?delay,
+                    attempt,
+                    "retrying upstream request"
+                );
                 delay
             }
             Ok(Err(err)) if !err.is_timeout() => return Err(transport_error(upstream, &err)),
