@@ -34,6 +34,7 @@ use time::{format_description::well_known::Rfc3339, macros::format_description, 
 use crate::{
     authority::{TokenAuthority, VerifyError},
     http::{serve_https, RunningServer},
+    sample,
     tls::TestCa,
 };
 
@@ -57,10 +58,10 @@ pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-/// Subscription of the sample data `--emulator` serves.
-pub const SAMPLE_SUBSCRIPTION_ID: &str = "6f1d2b8e-3c4a-4e5f-9a0b-1c2d3e4f5a6b";
-/// Resource group of the sample data.
-pub const SAMPLE_RESOURCE_GROUP: &str = "emulator-rg";
+/// Subscription of the sample data `--emulator` serves ([`sample::SUBSCRIPTION_ID`]).
+pub const SAMPLE_SUBSCRIPTION_ID: &str = sample::SUBSCRIPTION_ID;
+/// Resource group of the sample data ([`sample::RESOURCE_GROUP`]).
+pub const SAMPLE_RESOURCE_GROUP: &str = sample::RESOURCE_GROUP;
 /// A second sample group, managed by another resource (shows `managedBy`).
 pub const SAMPLE_MANAGED_RESOURCE_GROUP: &str = "emulator-rg-managed";
 
@@ -203,15 +204,10 @@ impl ArmFake {
         Ok(Self { server, shared })
     }
 
-    /// Starts the fake with the sample data (see [`seed_sample`]), granting
-    /// `grantee_object_id` full access to the sample subscription.
-    pub async fn sample(
-        authority: Arc<TokenAuthority>,
-        ca: &TestCa,
-        grantee_object_id: &str,
-    ) -> io::Result<Self> {
+    /// Starts the fake with the sample data (see [`seed_sample`]).
+    pub async fn sample(authority: Arc<TokenAuthority>, ca: &TestCa) -> io::Result<Self> {
         let fake = Self::start(authority, ca).await?;
-        seed_sample(&fake, grantee_object_id);
+        seed_sample(&fake);
         Ok(fake)
     }
 
@@ -314,9 +310,11 @@ impl ArmFake {
 /// (eastus, tags env=emulator, owner=identity-gateway) and
 /// [`SAMPLE_MANAGED_RESOURCE_GROUP`] (westeurope, managedBy set), the storage
 /// account [`AZURITE_ACCOUNT`] in `emulator-rg` keyed with Azurite's
-/// well-known key (so its SAS tokens work against a local Azurite), and an
-/// Owner-like grant (`*`) on the subscription for `grantee_object_id`.
-pub fn seed_sample(fake: &ArmFake, grantee_object_id: &str) {
+/// well-known key (so its SAS tokens work against a local Azurite), and role
+/// assignments: the VM's system-assigned identity is Owner-like (`*`) on the
+/// subscription; `app-identity` may only read resource groups (so
+/// listServiceSas with it shows ARM's 403 AuthorizationFailed).
+pub fn seed_sample(fake: &ArmFake) {
     fake.add_resource_group(
         SAMPLE_SUBSCRIPTION_ID,
         ResourceGroup::new(SAMPLE_RESOURCE_GROUP, "eastus")
@@ -335,10 +333,12 @@ pub fn seed_sample(fake: &ArmFake, grantee_object_id: &str) {
         AZURITE_ACCOUNT_KEY,
         None,
     );
+    let subscription = format!("/subscriptions/{SAMPLE_SUBSCRIPTION_ID}");
+    fake.grant(sample::SYSTEM_OBJECT_ID, "*", &subscription);
     fake.grant(
-        grantee_object_id,
-        "*",
-        &format!("/subscriptions/{SAMPLE_SUBSCRIPTION_ID}"),
+        sample::USER_OBJECT_ID,
+        ACTION_READ_RESOURCE_GROUP,
+        &subscription,
     );
 }
 
@@ -386,7 +386,7 @@ fn answer(
 
     let claims = match authenticate(&shared.authority, headers) {
         Ok(claims) => claims,
-        Err(response) => return (response, None),
+        Err(refusal) => return (refusal.into_response(), None),
     };
     let oid = Some(claims.oid.clone());
 
@@ -470,10 +470,36 @@ fn valid_api_version(v: &str) -> bool {
         })
 }
 
+/// A refusal from ARM's front door: a 401 with a challenge or a 403.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// `error_description` of the 401 challenge.
+    challenge: Option<&'static str>,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = arm_error(self.status, self.code, &self.message);
+        if let Some(description) = self.challenge {
+            let challenge = format!(
+                "Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\", error_description=\"{description}\""
+            );
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
 fn authenticate(
     authority: &TokenAuthority,
     headers: &HeaderMap,
-) -> Result<crate::authority::Claims, Response> {
+) -> Result<crate::authority::Claims, Refusal> {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -527,17 +553,13 @@ fn authenticate(
         })
 }
 
-fn unauthorized(code: &str, message: &str, description: &str) -> Response {
-    let mut response = arm_error(StatusCode::UNAUTHORIZED, code, message);
-    let challenge = format!(
-        "Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\", error_description=\"{description}\""
-    );
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
+fn unauthorized(code: &'static str, message: &str, description: &'static str) -> Refusal {
+    Refusal {
+        status: StatusCode::UNAUTHORIZED,
+        code,
+        message: message.to_string(),
+        challenge: Some(description),
     }
-    response
 }
 
 fn authorize(
@@ -545,7 +567,7 @@ fn authorize(
     claims: &crate::authority::Claims,
     action: &str,
     scope: &str,
-) -> Result<(), Response> {
+) -> Result<(), Refusal> {
     let oid = claims.oid.to_ascii_lowercase();
     let scope_lower = scope.to_ascii_lowercase();
     let allowed = shared.data().grants.iter().any(|g| {
@@ -556,14 +578,15 @@ fn authorize(
     if allowed {
         Ok(())
     } else {
-        Err(arm_error(
-            StatusCode::FORBIDDEN,
-            "AuthorizationFailed",
-            &format!(
+        Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            code: "AuthorizationFailed",
+            message: format!(
                 "The client '{}' with object id '{}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
                 claims.appid, claims.oid
             ),
-        ))
+            challenge: None,
+        })
     }
 }
 
@@ -575,7 +598,7 @@ fn get_resource_group(
 ) -> Response {
     let scope = format!("/subscriptions/{subscription}/resourceGroups/{name}");
     if let Err(denied) = authorize(shared, claims, ACTION_READ_RESOURCE_GROUP, &scope) {
-        return denied;
+        return denied.into_response();
     }
     let data = shared.data();
     let Some(sub) = data.subscriptions.get(&subscription.to_ascii_lowercase()) else {
@@ -636,7 +659,7 @@ fn list_service_sas(
         "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Storage/storageAccounts/{account}"
     );
     if let Err(denied) = authorize(shared, claims, ACTION_LIST_SERVICE_SAS, &scope) {
-        return denied;
+        return denied.into_response();
     }
     let params: ServiceSasParameters = match serde_json::from_slice(body) {
         Ok(p) => p,
