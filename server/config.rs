@@ -179,7 +179,9 @@ pub struct KeyVaultConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SasConfig {
-    /// Longest SAS lifetime the gateway will issue.
+    /// Longest SAS lifetime (GetServiceSas `expires_in`) the gateway will
+    /// issue; longer requests get INVALID_ARGUMENT. User delegation SAS are
+    /// also held to 7 days, the most a delegation key lives.
     pub max_expiry_secs: u64,
 }
 

@@ -303,6 +303,13 @@ fn chunked(
     .boxed()
 }
 
+/// [`chunked`] for other modules' tests.
+#[cfg(test)]
+pub(crate) fn chunked_for_tests(response: reqwest::Response, stall: Duration) -> BlobBody {
+    let expected = response.content_length();
+    chunked(response, expected, stall, "test blob".into())
+}
+
 /// A URL for messages and audit lines: no query string (it could hold a SAS).
 pub fn display_url(url: &Url) -> String {
     let mut shown = url.clone();
@@ -383,6 +390,93 @@ pub fn storage_error(
 mod tests {
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue};
+
+    /// A response whose body arrives as `pieces`, each after its delay.
+    fn slow_response(pieces: Vec<(Duration, Vec<u8>)>) -> reqwest::Response {
+        let body = futures::stream::iter(pieces).then(|(delay, piece)| async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, std::io::Error>(piece)
+        });
+        reqwest::Response::from(tonic::codegen::http::Response::new(
+            reqwest::Body::wrap_stream(body),
+        ))
+    }
+
+    async fn drain(mut body: BlobBody) -> (Vec<Bytes>, Option<GatewayError>) {
+        let mut chunks = Vec::new();
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => chunks.push(chunk),
+                Err(e) => {
+                    assert!(body.next().await.is_none(), "nothing after an error");
+                    return (chunks, Some(e));
+                }
+            }
+        }
+        (chunks, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_but_steady_downloads_outlive_the_request_timeout() {
+        // 200 KiB arriving in 20 pieces 0.9 s apart (18 s in all) with a 1 s
+        // stall limit: never stalled, so it completes, re-chunked to 64 KiB.
+        let pieces: Vec<(Duration, Vec<u8>)> = (0..20)
+            .map(|i| (Duration::from_millis(900), vec![i as u8; 10 * 1024]))
+            .collect();
+        let total: usize = pieces.iter().map(|(_, p)| p.len()).sum();
+        let body = chunked(
+            slow_response(pieces),
+            Some(total as u64),
+            Duration::from_secs(1),
+            "blob x".into(),
+        );
+        let (chunks, error) = drain(body).await;
+        assert_eq!(error, None);
+        assert_eq!(
+            chunks.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [65536, 65536, 65536, 8192]
+        );
+        assert_eq!(chunks.iter().map(Bytes::len).sum::<usize>(), total);
+        assert_eq!(chunks[3][0], 19);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_download_fails_unavailable() {
+        let pieces = vec![
+            (Duration::ZERO, vec![1u8; 100]),
+            (Duration::from_secs(5), vec![2u8; 100]),
+        ];
+        let body = chunked(
+            slow_response(pieces),
+            Some(200),
+            Duration::from_secs(1),
+            "blob x".into(),
+        );
+        let (chunks, error) = drain(body).await;
+        assert!(
+            chunks.is_empty(),
+            "partial data is not passed on as complete chunks"
+        );
+        assert!(
+            matches!(&error, Some(GatewayError::Unavailable(m)) if m.contains("stalled")),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_short_body_is_an_error() {
+        let body = chunked(
+            slow_response(vec![(Duration::ZERO, vec![0u8; 10])]),
+            Some(20),
+            Duration::from_secs(1),
+            "blob x".into(),
+        );
+        let (_, error) = drain(body).await;
+        assert!(
+            matches!(&error, Some(GatewayError::Unavailable(m)) if m.contains("after 10 of 20 bytes")),
+            "{error:?}"
+        );
+    }
 
     #[test]
     fn account_comes_from_host_or_path() {

@@ -128,6 +128,63 @@ pub fn sanitize_message(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{azure::blob, clock::ManualClock, config::Config};
+    use futures::StreamExt;
+    use std::sync::Arc;
+
+    /// A loopback server answering 1200 bytes in 4 pieces, 400 ms apart:
+    /// 1.2 s in all, longer than a 1 s `request_timeout_secs`.
+    async fn slow_server() -> identity_gateway_emulator::http::RunningServer {
+        let router = axum::Router::new().route(
+            "/blob",
+            axum::routing::get(|| async {
+                let pieces = futures::stream::iter(0..4u8).then(|i| async move {
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                    }
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(vec![i; 300]))
+                });
+                axum::body::Body::from_stream(pieces)
+            }),
+        );
+        identity_gateway_emulator::http::serve_http(router, 0)
+            .await
+            .unwrap()
+    }
+
+    fn one_second_state() -> GatewayState {
+        let mut config = Config::default();
+        config.upstream.request_timeout_secs = 1;
+        GatewayState::with_clock(config, Arc::new(ManualClock::new())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn streamed_bodies_are_not_cut_by_the_whole_request_timeout() {
+        let server = slow_server().await;
+        let state = one_second_state();
+        let url = format!("{}/blob", server.base_url());
+
+        let response = send_with_retry(&state, None, "test", BodyUse::Streamed, || {
+            state.http.get(&url)
+        })
+        .await
+        .unwrap();
+        let mut body = blob::chunked_for_tests(response, Duration::from_secs(1));
+        let mut received = Vec::new();
+        while let Some(chunk) = body.next().await {
+            received.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(received.len(), 1200);
+        assert_eq!(received[1199], 3);
+
+        // The same body read as a buffered answer hits the 1 s limit.
+        let response = send_with_retry(&state, None, "test", BodyUse::Buffered, || {
+            state.http.get(&url)
+        })
+        .await
+        .unwrap();
+        assert!(response.bytes().await.is_err());
+    }
 
     #[test]
     fn messages_are_trimmed_to_one_clean_line() {
