@@ -249,6 +249,7 @@ pub async fn list_service_sas(
 ) -> Result<SecretString, GatewayError> {
     let subscription = subscription_id("subscription_id", subscription)?;
     let resource_group = resource_group_name("resource_group", resource_group)?;
+    let account = super::sas::account_name(account)?;
     let url = call.url(
         &[
             "subscriptions",
