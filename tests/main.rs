@@ -4,5 +4,6 @@
 mod common;
 
 mod binary;
-mod identity_sources;
+mod emulator;
+mod sources;
 mod token;
