@@ -169,7 +169,7 @@ pub struct UpstreamConfig {
     pub arm_endpoint: Option<Url>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyVaultConfig {
     /// Cache secrets this long (0 = off, the default: Key Vault is the source of truth).
@@ -248,14 +248,6 @@ impl Default for UpstreamConfig {
             request_timeout_secs: 60,
             max_body_bytes: 4 * 1024 * 1024,
             arm_endpoint: None,
-        }
-    }
-}
-
-impl Default for KeyVaultConfig {
-    fn default() -> Self {
-        Self {
-            secret_cache_ttl_secs: 0,
         }
     }
 }

@@ -4,5 +4,7 @@
 mod common;
 
 mod binary;
+mod emulator;
+mod sources;
 mod storage;
 mod token;
