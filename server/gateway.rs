@@ -78,7 +78,7 @@ impl GatewayState {
         budget: Option<Duration>,
         selector: &IdentitySelector,
         resource: &str,
-    ) -> Result<AccessToken, GatewayError> {
+    ) -> Result<Arc<AccessToken>, GatewayError> {
         let fetch = self.tokens.get(selector, resource, budget);
         match budget {
             None => fetch.await,

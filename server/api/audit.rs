@@ -3,13 +3,15 @@
 
 use tonic::Status;
 
+use super::request::CallerInfo;
+
 /// Logs the outcome of one RPC under the `audit` target.
-pub(super) fn record<T>(caller: &str, rpc: &str, target: &str, outcome: &Result<T, Status>) {
+pub(super) fn record<T>(caller: &CallerInfo, rpc: &str, target: &str, outcome: &Result<T, Status>) {
     match outcome {
-        Ok(_) => tracing::info!(target: "audit", caller, rpc, target, outcome = "ok"),
+        Ok(_) => tracing::info!(target: "audit", %caller, rpc, target, outcome = "ok"),
         Err(status) => tracing::info!(
             target: "audit",
-            caller,
+            %caller,
             rpc,
             target,
             outcome = ?status.code(),
