@@ -4,10 +4,22 @@
 //! # Layout
 //! - [`authority`]: the RS256 token authority every fake shares: IMDS mints
 //!   with it, the other fakes verify signature, audience and expiry with it.
+//! - [`keyvault`]: Key Vault secrets (401 challenge, versions, RBAC and
+//!   access-policy checks by token `oid`).
+//! - [`datalake_gen1`]: ADLS Gen1 WebHDFS (LISTSTATUS, GETFILESTATUS, the
+//!   two-step CREATE, MKDIRS).
+//! - [`datalake_gen2`]: ADLS Gen2 `dfs` List Paths with continuation.
+//! - [`faults`]: request logs, scripted failures and grants the fakes share.
 #![warn(missing_debug_implementations)]
 
 pub mod authority;
+pub mod datalake_gen1;
+pub mod datalake_gen2;
+mod datalake_tree;
+pub mod faults;
 pub mod http;
+pub mod keyvault;
 pub mod tls;
 
 pub use authority::{Claims, Principal, TokenAuthority, VerifyError};
+pub use datalake_tree::TreeError;
