@@ -6,8 +6,11 @@
 //! Upstream clients know nothing about gRPC: they take domain values and return
 //! [`crate::error::GatewayError`].
 
+pub mod datalake;
 pub mod guard;
 pub mod http;
+pub mod keyvault;
+pub mod throttle;
 
 pub use guard::HostGuard;
 
