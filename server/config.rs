@@ -101,6 +101,8 @@ pub struct Config {
     pub keyvault: KeyVaultConfig,
     pub sas: SasConfig,
     pub sql: SqlConfig,
+    /// Who may ask for what (see `policy`); no rules = any local process.
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// Where tokens come from and how hard the gateway may push the source.
@@ -211,6 +213,7 @@ impl Default for Config {
             keyvault: KeyVaultConfig::default(),
             sas: SasConfig::default(),
             sql: SqlConfig::default(),
+            policy: crate::policy::PolicyConfig::default(),
         }
     }
 }

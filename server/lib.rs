@@ -12,6 +12,8 @@
 //!   the exfiltration guard.
 //! - [`api`]: the tonic service; turns proto into domain calls and
 //!   [`error::GatewayError`] into gRPC statuses.
+//! - [`policy`]: which callers (socket peer credentials) may use which
+//!   identities, audiences, vaults, accounts and servers.
 //! - [`gateway`]: the shared state and [`gateway::serve`].
 //! - [`emulator_mode`]: `--emulator`, the gateway wired to in-process fakes.
 //! - [`clock`]: injected time, so tests move expiry without sleeping.
@@ -25,6 +27,7 @@ pub mod emulator_mode;
 pub mod error;
 pub mod gateway;
 pub mod identity;
+pub mod policy;
 pub mod transport;
 
 /// Generated protobuf and gRPC types of `identity_gateway.v1`.

@@ -4,6 +4,10 @@
 //! # Layout
 //! - [`authority`]: the RS256 token authority every fake shares: IMDS mints
 //!   with it, the other fakes verify signature, audience and expiry with it.
+//! - [`imds`]: the identity endpoints (IMDS, App Service, legacy MSI) that
+//!   mint those tokens, with request recording and fault injection.
+//! - [`sample`]: the sample tenant, VM and identities `--emulator` serves.
+//! - [`http`], [`tls`]: loopback HTTP/HTTPS serving and the test CA.
 //! - [`keyvault`]: Key Vault secrets (401 challenge, versions, RBAC and
 //!   access-policy checks by token `oid`).
 //! - [`datalake_gen1`]: ADLS Gen1 WebHDFS (LISTSTATUS, GETFILESTATUS, the
@@ -18,8 +22,14 @@ pub mod datalake_gen2;
 mod datalake_tree;
 pub mod faults;
 pub mod http;
+pub mod imds;
 pub mod keyvault;
+pub mod sample;
 pub mod tls;
 
 pub use authority::{Claims, Principal, TokenAuthority, VerifyError};
 pub use datalake_tree::TreeError;
+pub use imds::{
+    Flavor, IdentitySet, ImdsConfig, ImdsFake, RateLimits, RecordedRequest, ScriptedResponse,
+    UserAssigned,
+};
