@@ -172,8 +172,14 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyVaultConfig {
-    /// Cache secrets this long (0 = off, the default: Key Vault is the source of truth).
+    /// Cache secrets this long (0 = off, the default: Key Vault is the source
+    /// of truth). Entries are per identity, vault, name and version; callers
+    /// skip the cache with `bypass_cache`.
     pub secret_cache_ttl_secs: u64,
+    /// Retries of a throttled (429) or briefly failing (5xx) Key Vault or
+    /// Data Lake call, waiting what `Retry-After` says, within the caller's
+    /// deadline.
+    pub max_retries: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -254,6 +260,7 @@ impl Default for KeyVaultConfig {
     fn default() -> Self {
         Self {
             secret_cache_ttl_secs: 0,
+            max_retries: 3,
         }
     }
 }

@@ -199,13 +199,13 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 }
 
 /// The decoded path after `/webhdfs/v1`, as a key and as `/a/b` for messages.
-fn fs_path(uri: &Uri) -> Result<(Key, String), Response> {
+fn fs_path(uri: &Uri) -> Result<(Key, String), Box<Response>> {
     let raw = uri
         .path()
         .strip_prefix(WEBHDFS_PREFIX)
         .filter(|rest| rest.is_empty() || rest.starts_with('/'))
         .ok_or_else(|| {
-            remote_exception(
+            bad_request(
                 StatusCode::BAD_REQUEST,
                 "IllegalArgumentException",
                 "java.lang.IllegalArgumentException",
@@ -215,7 +215,7 @@ fn fs_path(uri: &Uri) -> Result<(Key, String), Response> {
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| {
-            remote_exception(
+            bad_request(
                 StatusCode::BAD_REQUEST,
                 "IllegalArgumentException",
                 "java.lang.IllegalArgumentException",
@@ -223,7 +223,7 @@ fn fs_path(uri: &Uri) -> Result<(Key, String), Response> {
             )
         })?;
     let key = datalake_tree::split(&decoded).map_err(|e| {
-        remote_exception(
+        bad_request(
             StatusCode::BAD_REQUEST,
             "IllegalArgumentException",
             "java.lang.IllegalArgumentException",
@@ -245,11 +245,11 @@ impl Inner {
     ) -> Response {
         let (key, display) = match fs_path(uri) {
             Ok(p) => p,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         let claims = match self.authenticate(headers, seen) {
             Ok(claims) => claims,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         let op = query_param(uri, "op")
             .unwrap_or_default()
@@ -315,15 +315,15 @@ impl Inner {
         &self,
         headers: &HeaderMap,
         seen: &mut Seen,
-    ) -> Result<crate::authority::Claims, Response> {
+    ) -> Result<crate::authority::Claims, Box<Response>> {
         let audience = lock(&self.audience).clone();
         let refuse = |message: &str| {
-            remote_exception(
+            Box::new(remote_exception(
                 StatusCode::UNAUTHORIZED,
                 "SecurityException",
                 "java.lang.SecurityException",
                 message,
-            )
+            ))
         };
         let Some(token) = bearer(headers) else {
             return Err(refuse(
@@ -538,6 +538,15 @@ fn fault_response(status: u16, retry_after: Option<u64>, op: &str) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
+}
+
+fn bad_request(
+    status: StatusCode,
+    exception: &str,
+    java_class: &str,
+    message: &str,
+) -> Box<Response> {
+    Box::new(remote_exception(status, exception, java_class, message))
 }
 
 fn remote_exception(

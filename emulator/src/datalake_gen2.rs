@@ -289,7 +289,7 @@ impl Inner {
         }
         let claims = match self.authenticate(headers, seen) {
             Ok(claims) => claims,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         if let Some(fault) = self.faults.next() {
             return fault_response(fault.status, fault.retry_after);
@@ -312,7 +312,7 @@ impl Inner {
         self.list_paths(uri, filesystem)
     }
 
-    fn authenticate(&self, headers: &HeaderMap, seen: &mut Seen) -> Result<Claims, Response> {
+    fn authenticate(&self, headers: &HeaderMap, seen: &mut Seen) -> Result<Claims, Box<Response>> {
         let audiences = lock(&self.audiences).clone();
         let tenant = self.authority.tenant_id().to_string();
         let refuse = |code: &str| {
@@ -329,7 +329,7 @@ impl Inner {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, value);
             }
-            response
+            Box::new(response)
         };
         let Some(token) = bearer(headers) else {
             return Err(refuse("NoAuthenticationInformation"));

@@ -471,7 +471,7 @@ impl Inner {
         }
         let claims = match self.authenticate(&settings, headers, seen) {
             Ok(claims) => claims,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         if let Some(fault) = self.faults.next() {
             return fault_response(fault.status, fault.retry_after);
@@ -480,7 +480,7 @@ impl Inner {
         match route {
             Route::ListSecrets => {
                 if let Err(r) = authorize(&settings, &claims, "list", None) {
-                    return r;
+                    return *r;
                 }
                 self.list_secrets(&base, uri)
             }
@@ -489,7 +489,7 @@ impl Inner {
                     return invalid_name(name);
                 }
                 if let Err(r) = authorize(&settings, &claims, "list", Some(name)) {
-                    return r;
+                    return *r;
                 }
                 self.list_versions(&base, uri, name)
             }
@@ -506,7 +506,7 @@ impl Inner {
         settings: &VaultSettings,
         headers: &HeaderMap,
         seen: &mut Seen,
-    ) -> Result<Claims, Response> {
+    ) -> Result<Claims, Box<Response>> {
         let challenge = format!(
             "Bearer authorization=\"https://login.windows.net/{}\", resource=\"{}\"",
             self.authority.tenant_id(),
@@ -519,7 +519,7 @@ impl Inner {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, value);
             }
-            response
+            Box::new(response)
         };
         let Some(token) = bearer(headers) else {
             return Err(refuse(
@@ -562,7 +562,7 @@ impl Inner {
             return invalid_name(name);
         }
         if let Err(response) = authorize(settings, claims, "get", Some(name)) {
-            return response;
+            return *response;
         }
         let secrets = lock(&self.secrets);
         let found = secrets.get(&name.to_lowercase()).and_then(|secret| {
@@ -775,7 +775,7 @@ fn authorize(
     claims: &Claims,
     operation: &str,
     secret: Option<&str>,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     if settings.grant.allows(&claims.oid) {
         return Ok(());
     }
@@ -817,7 +817,7 @@ fn authorize(
             ),
         ),
     };
-    Err(response)
+    Err(Box::new(response))
 }
 
 fn invalid_name(name: &str) -> Response {

@@ -113,7 +113,8 @@ impl Vault {
                 segments.push(version);
             }
         }
-        url.query_pairs_mut().append_pair("api-version", API_VERSION);
+        url.query_pairs_mut()
+            .append_pair("api-version", API_VERSION);
         url
     }
 }
@@ -250,14 +251,17 @@ struct Attributes {
 /// Parses a SecretBundle (IntDate attributes; optional contentType, tags,
 /// kid, managed). Name and version come from the id.
 pub fn parse_bundle(body: &[u8]) -> Result<Secret, GatewayError> {
-    let garbage = |why: String| GatewayError::Upstream(format!("{UPSTREAM} answered a secret the gateway cannot read: {why}"));
+    let garbage = |why: String| {
+        GatewayError::Upstream(format!(
+            "{UPSTREAM} answered a secret the gateway cannot read: {why}"
+        ))
+    };
     let bundle: Bundle =
         serde_json::from_slice(body).map_err(|e| garbage(format!("not a SecretBundle ({e})")))?;
     let value = bundle.value.ok_or_else(|| garbage("no value".into()))?;
     let id = bundle.id.ok_or_else(|| garbage("no id".into()))?;
-    let (name, version) = parse_secret_id(&id).ok_or_else(|| {
-        garbage("the id is not https://<vault>/secrets/<name>/<version>".into())
-    })?;
+    let (name, version) = parse_secret_id(&id)
+        .ok_or_else(|| garbage("the id is not https://<vault>/secrets/<name>/<version>".into()))?;
     let attributes = bundle.attributes;
     Ok(Secret {
         value: SecretString::from(value),
@@ -428,7 +432,11 @@ pub fn map_error(refusal: &Refusal<'_>, vault: &Vault, name: &str, version: &str
         )),
         _ => GatewayError::Upstream(format!(
             "Key Vault {host} answered {status}{}.{said}",
-            if code.is_empty() { String::new() } else { format!(" ({code})") }
+            if code.is_empty() {
+                String::new()
+            } else {
+                format!(" ({code})")
+            }
         )),
     }
 }
