@@ -509,6 +509,177 @@ fn storage_error(status: StatusCode, code: &str, message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::faults::{
+        testing::{Kit, OID, OTHER_OID},
+        Fault,
+    };
+
+    struct Answer {
+        status: u16,
+        headers: reqwest::header::HeaderMap,
+        body: Value,
+    }
+
+    async fn list(kit: &Kit, url: &str, token: Option<&str>, version: Option<&str>) -> Answer {
+        let mut request = kit.http.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(version) = version {
+            request = request.header("x-ms-version", version);
+        }
+        let response = request.send().await.unwrap();
+        Answer {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.json().await.unwrap_or(Value::Null),
+        }
+    }
+
+    async fn account(kit: &Kit) -> DataLakeGen2Fake {
+        let fake = DataLakeGen2Fake::start(Arc::clone(&kit.authority), &kit.ca)
+            .await
+            .unwrap();
+        fake.create_file("data", "dir1/file.bin", 456).unwrap();
+        fake.create_directory("data", "dir1/sub").unwrap();
+        fake.add_generated_dir("data", "many", 7).unwrap();
+        fake
+    }
+
+    #[tokio::test]
+    async fn list_paths_pages_with_x_ms_continuation() {
+        let kit = Kit::new();
+        let fake = account(&kit).await;
+        let token = kit.token_for(OID, STORAGE_AUDIENCE);
+        let base = format!(
+            "{}/data?resource=filesystem&recursive=true&maxResults=3",
+            fake.account_url()
+        );
+        let mut names = Vec::new();
+        let mut continuation: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut url = url::Url::parse(&base).unwrap();
+            if let Some(token) = &continuation {
+                url.query_pairs_mut().append_pair("continuation", token);
+            }
+            let answer = list(&kit, url.as_str(), Some(&token), Some("2025-05-05")).await;
+            assert_eq!(answer.status, 200);
+            assert_eq!(answer.headers["x-ms-version"], "2025-05-05");
+            for path in answer.body["paths"].as_array().unwrap() {
+                names.push(path["name"].as_str().unwrap().to_string());
+            }
+            pages += 1;
+            match answer.headers.get("x-ms-continuation") {
+                Some(next) => continuation = Some(next.to_str().unwrap().to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 4);
+        assert_eq!(names.len(), 11);
+        assert_eq!(&names[..3], ["dir1", "dir1/file.bin", "dir1/sub"]);
+        assert_eq!(names[4], "many/file-00000000");
+
+        let answer = list(
+            &kit,
+            &format!(
+                "{}/data?resource=filesystem&recursive=false&directory=dir1",
+                fake.account_url()
+            ),
+            Some(&token),
+            Some("2023-11-03"),
+        )
+        .await;
+        let paths = answer.body["paths"].as_array().unwrap();
+        assert_eq!(paths.len(), 2);
+        assert_eq!(paths[0]["contentLength"], "456");
+        assert!(paths[0].get("isDirectory").is_none());
+        assert_eq!(paths[1]["isDirectory"], "true");
+        assert!(answer.headers.get("x-ms-continuation").is_none());
+    }
+
+    #[tokio::test]
+    async fn refusals_carry_the_error_json_and_code_header() {
+        let kit = Kit::new();
+        let fake = account(&kit).await;
+        let token = kit.token_for(OID, STORAGE_AUDIENCE);
+        let base = fake.account_url();
+        let url = |fs: &str, extra: &str| {
+            format!("{base}/{fs}?resource=filesystem&recursive=false{extra}")
+        };
+        let v = Some("2025-05-05");
+
+        let answer = list(&kit, &url("data", ""), Some(&token), None).await;
+        assert_eq!(answer.status, 400);
+        assert_eq!(answer.headers["x-ms-error-code"], "MissingRequiredHeader");
+
+        let answer = list(&kit, &url("data", ""), None, v).await;
+        assert_eq!(answer.status, 401);
+        let challenge = answer.headers["www-authenticate"].to_str().unwrap();
+        assert_eq!(
+            challenge,
+            "Bearer authorization_uri=https://login.microsoftonline.com/dc822496-97fa-4380-991a-c8b4ba5d4f73/oauth2/authorize resource_id=https://storage.azure.com"
+        );
+        let vault = kit.token_for(OID, "https://vault.azure.net");
+        let answer = list(&kit, &url("data", ""), Some(&vault), v).await;
+        assert_eq!(answer.status, 401);
+        assert_eq!(answer.body["error"]["code"], "InvalidAuthenticationInfo");
+        assert_eq!(
+            answer.headers["x-ms-error-code"],
+            "InvalidAuthenticationInfo"
+        );
+        assert!(answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\nRequestId:"));
+
+        let answer = list(&kit, &url("nothere", ""), Some(&token), v).await;
+        assert_eq!(
+            (answer.status, answer.body["error"]["code"].as_str()),
+            (404, Some("FilesystemNotFound"))
+        );
+        let answer = list(&kit, &url("data", "&directory=missing"), Some(&token), v).await;
+        assert_eq!(
+            (answer.status, answer.body["error"]["code"].as_str()),
+            (404, Some("PathNotFound"))
+        );
+        let answer = list(&kit, &url("data", "&continuation=garbage"), Some(&token), v).await;
+        assert_eq!(
+            (answer.status, answer.body["error"]["code"].as_str()),
+            (400, Some("InvalidQueryParameterValue"))
+        );
+        let answer = list(
+            &kit,
+            &format!("{base}/data?resource=filesystem"),
+            Some(&token),
+            v,
+        )
+        .await;
+        assert_eq!(
+            answer.headers["x-ms-error-code"],
+            "MissingRequiredQueryParameter"
+        );
+        let answer = list(&kit, &url("Bad_Name", ""), Some(&token), v).await;
+        assert_eq!(answer.headers["x-ms-error-code"], "InvalidResourceName");
+
+        fake.set_grant(Grant::only([OTHER_OID]));
+        let answer = list(&kit, &url("data", ""), Some(&token), v).await;
+        assert_eq!(answer.status, 403);
+        assert_eq!(
+            answer.body["error"]["code"],
+            "AuthorizationPermissionMismatch"
+        );
+
+        fake.set_grant(Grant::Everyone);
+        fake.faults().push([Fault::throttle(2)]);
+        let answer = list(&kit, &url("data", ""), Some(&token), v).await;
+        assert_eq!(answer.status, 429);
+        assert_eq!(answer.headers["retry-after"], "2");
+        assert_eq!(answer.headers["x-ms-error-code"], "ServerBusy");
+        let audiences: Vec<Option<String>> =
+            fake.requests().into_iter().map(|r| r.audience).collect();
+        assert_eq!(audiences[2].as_deref(), Some("https://vault.azure.net"));
+    }
 
     #[test]
     fn filesystem_names_follow_the_service_pattern() {
