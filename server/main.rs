@@ -59,7 +59,6 @@ async fn run(mut config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("identity-gateway stopped");
-    drop(emulator);
     Ok(())
 }
 

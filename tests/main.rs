@@ -4,4 +4,5 @@
 mod common;
 
 mod binary;
+mod sources;
 mod token;

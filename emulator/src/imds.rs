@@ -58,6 +58,9 @@ pub const REDACTED_WRONG: &str = "** redacted (wrong secret) **";
 const JSON_UTF8: &str = "application/json; charset=utf-8";
 const MULTIPLE_USER_ASSIGNED: &str = "Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request";
 const APP_SERVICE_NO_IDENTITY: &str = "Unable to load the proper Managed Identity.";
+/// Requests recorded at most, so a long `--emulator` session cannot grow
+/// without bound; later ones are served but not recorded.
+pub const MAX_RECORDED_REQUESTS: usize = 100_000;
 /// Request headers a [`RecordedRequest`] keeps (lower-case).
 const RECORDED_HEADERS: &[&str] = &["metadata", "x-identity-header", "x-forwarded-for"];
 
@@ -287,7 +290,8 @@ impl ImdsFake {
         &self.shared.config.flavor
     }
 
-    /// Every request so far, in arrival order.
+    /// Every request so far, in arrival order (the first
+    /// [`MAX_RECORDED_REQUESTS`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
     }
@@ -398,7 +402,9 @@ impl Shared {
         let now = Instant::now();
         let mut state = self.lock();
         let index = state.requests.len();
-        state.requests.push(record);
+        if index < MAX_RECORDED_REQUESTS {
+            state.requests.push(record);
+        }
         state.in_flight += 1;
         state.max_concurrent_seen = state.max_concurrent_seen.max(state.in_flight);
         let guard = InFlight(self.clone());
