@@ -4,5 +4,7 @@
 mod common;
 
 mod binary;
+mod datalake;
+mod keyvault;
 mod sources;
 mod token;
