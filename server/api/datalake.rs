@@ -38,7 +38,7 @@ pub(super) async fn list_data_lake(
     let peer = request::peer(&request);
     let budget = request::budget(&request);
     let message = request.into_inner();
-    let mut target = message.account_url.clone();
+    let mut target = audit::url_target(&message.account_url);
     let outcome = async {
         let generation = match DataLakeGeneration::try_from(message.generation) {
             Ok(DataLakeGeneration::Unspecified) => None,

@@ -108,13 +108,11 @@ async fn within<T>(
     }
 }
 
-/// The audit target before validation: whatever the caller named, with no
-/// query string.
+/// The audit target before validation: what the caller named, without
+/// credentials or query string.
 fn describe(message: &GetSecretRequest) -> String {
     let vault = match &message.vault {
-        Some(get_secret_request::Vault::VaultUrl(url)) => {
-            url.split(['?', '#']).next().unwrap_or_default().to_string()
-        }
+        Some(get_secret_request::Vault::VaultUrl(url)) => audit::url_target(url),
         Some(get_secret_request::Vault::VaultName(name)) => name.clone(),
         None => String::new(),
     };
