@@ -169,23 +169,21 @@ pub struct UpstreamConfig {
     pub arm_endpoint: Option<Url>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyVaultConfig {
     /// Cache secrets this long (0 = off, the default: Key Vault is the source
     /// of truth). Entries are per identity, vault, name and version; callers
     /// skip the cache with `bypass_cache`.
     pub secret_cache_ttl_secs: u64,
-    /// Retries of a throttled (429) or briefly failing (5xx) Key Vault or
-    /// Data Lake call, waiting what `Retry-After` says, within the caller's
-    /// deadline.
-    pub max_retries: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SasConfig {
-    /// Longest SAS lifetime the gateway will issue.
+    /// Longest SAS lifetime (GetServiceSas `expires_in`) the gateway will
+    /// issue; longer requests get INVALID_ARGUMENT. User delegation SAS are
+    /// also held to 7 days, the most a delegation key lives.
     pub max_expiry_secs: u64,
 }
 
@@ -252,15 +250,6 @@ impl Default for UpstreamConfig {
             request_timeout_secs: 60,
             max_body_bytes: 4 * 1024 * 1024,
             arm_endpoint: None,
-        }
-    }
-}
-
-impl Default for KeyVaultConfig {
-    fn default() -> Self {
-        Self {
-            secret_cache_ttl_secs: 0,
-            max_retries: 3,
         }
     }
 }

@@ -380,7 +380,7 @@ async fn throttling_is_retried_then_gives_resource_exhausted() {
     vault.faults().push((0..10).map(|_| Fault::throttle(1)));
     let err = get(&gw, by_url(&vault, "app-password")).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    // Default keyvault.max_retries = 3: four attempts in all.
+    // Three retries: four attempts in all.
     assert_eq!(statuses(&vault)[2..], [429, 429, 429, 429]);
 }
 

@@ -5,6 +5,8 @@ mod common;
 
 mod binary;
 mod datalake;
+mod emulator;
 mod keyvault;
 mod sources;
+mod storage;
 mod token;

@@ -8,20 +8,20 @@
 //! the previous one (HTTP/2 flow control pushes back), so at most one page is
 //! in flight and a million-entry folder never sits in memory.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::stream;
 use tonic::{Request, Response, Status};
 
 use super::{audit, request, token::timestamp, ResponseStream};
 use crate::{
-    azure::{
-        datalake::{DataLakeClient, Entry, Generation, ListRequest, Listing, Page},
-        throttle::RetryLimits,
-    },
+    azure::datalake::{fetch_page, Entry, Generation, ListRequest, Listing, Page},
     error::GatewayError,
     gateway::GatewayState,
-    identity::{IdentitySelector, TokenCache},
+    identity::IdentitySelector,
     policy::Target,
     proto::{DataLakeEntry, DataLakeGeneration, ListDataLakeRequest, ListDataLakeResponse},
 };
@@ -31,7 +31,7 @@ use crate::{
 const MAX_EMPTY_PAGES: usize = 100;
 
 pub(super) async fn list_data_lake(
-    state: &GatewayState,
+    state: Arc<GatewayState>,
     request: Request<ListDataLakeRequest>,
 ) -> Result<Response<ResponseStream<ListDataLakeResponse>>, Status> {
     let caller = request::caller(&request);
@@ -76,18 +76,9 @@ pub(super) async fn list_data_lake(
             .check(peer, &selector, Target::StorageAccount(listing.account()))?;
 
         let pager = Pager {
-            client: DataLakeClient {
-                http: state.http.clone(),
-                clock: state.clock.clone(),
-                limits: RetryLimits {
-                    max_retries: state.config.keyvault.max_retries,
-                    ..RetryLimits::default()
-                },
-                max_body: state.config.upstream.max_body_bytes,
-            },
-            tokens: state.tokens.clone(),
-            selector,
             deadline: budget.map(|b| state.clock.now() + b),
+            state: Arc::clone(&state),
+            selector,
             listing,
         };
         let first = pager.fetch(continuation).await?;
@@ -127,8 +118,7 @@ enum Step {
 
 /// Everything a listing stream needs after the handler has returned.
 struct Pager {
-    client: DataLakeClient,
-    tokens: TokenCache,
+    state: Arc<GatewayState>,
     selector: IdentitySelector,
     deadline: Option<Instant>,
     listing: Listing,
@@ -143,18 +133,18 @@ impl Pager {
                 // From the cache almost always; fetched per page so a long
                 // listing outlives any one token.
                 let token = self
+                    .state
                     .tokens
                     .get(&self.selector, self.listing.audience(), left)
                     .await?;
-                let page = self
-                    .client
-                    .page(
-                        &self.listing,
-                        continuation.as_deref(),
-                        &token,
-                        self.deadline,
-                    )
-                    .await?;
+                let page = fetch_page(
+                    &self.state,
+                    &self.listing,
+                    continuation.as_deref(),
+                    &token,
+                    self.time_left()?,
+                )
+                .await?;
                 if !page.entries.is_empty() || page.continuation.is_none() {
                     return Ok(page);
                 }
@@ -179,7 +169,7 @@ impl Pager {
         let Some(deadline) = self.deadline else {
             return Ok(None);
         };
-        let left = deadline.saturating_duration_since(self.client.clock.now());
+        let left = deadline.saturating_duration_since(self.state.clock.now());
         if left.is_zero() {
             return Err(GatewayError::DeadlineExceeded(
                 "the caller's deadline passed during the Data Lake listing".into(),

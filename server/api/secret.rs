@@ -10,10 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::{audit, request, token::timestamp};
 use crate::{
-    azure::{
-        keyvault::{self, CacheKey, KeyVaultClient, Secret, Vault},
-        throttle::RetryLimits,
-    },
+    azure::keyvault::{self, CacheKey, Secret, Vault},
     error::GatewayError,
     gateway::GatewayState,
     policy::Target,
@@ -60,23 +57,17 @@ pub(super) async fn get_secret(
                 return Ok(to_proto(&secret));
             }
         }
-        let deadline = budget.map(|b| state.clock.now() + b);
-        let client = KeyVaultClient {
-            http: &state.http,
-            clock: state.clock.as_ref(),
-            limits: RetryLimits {
-                max_retries: state.config.keyvault.max_retries,
-                ..RetryLimits::default()
+        let fetch = keyvault::get_secret(
+            state,
+            &vault,
+            &message.name,
+            &version,
+            budget,
+            |audience, left| {
+                let selector = &selector;
+                async move { state.tokens_within(left, selector, &audience).await }
             },
-            max_body: state.config.upstream.max_body_bytes,
-        };
-        let fetch = client.get_secret(&vault, &message.name, &version, deadline, |audience| {
-            let selector = &selector;
-            async move {
-                let left = deadline.map(|d| d.saturating_duration_since(state.clock.now()));
-                state.tokens_within(left, selector, &audience).await
-            }
-        });
+        );
         let secret = within(budget, fetch).await?;
         let secret = Arc::new(secret);
         if state.secrets.enabled() {

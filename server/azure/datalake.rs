@@ -4,14 +4,11 @@
 //! `continuation`, token for `https://storage.azure.com/`).
 //!
 //! [`Listing`] validates a request (generation from the host, filesystem,
-//! path, page size, continuation) and passes the exfiltration guard; the
-//! [`DataLakeClient`] fetches ONE page at a time, so a caller can stream a
-//! folder of any size while holding a single page. Knows nothing about gRPC.
+//! path, page size, continuation) and passes the exfiltration guard;
+//! [`fetch_page`] fetches ONE page at a time, so a caller can stream a folder
+//! of any size while holding a single page. Knows nothing about gRPC.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::{header, StatusCode};
 use serde::Deserialize;
@@ -19,10 +16,10 @@ use url::Url;
 
 use super::{
     http::read_capped,
-    throttle::{send_with_retry, RetryLimits},
+    throttle::{sanitize_message, send_with_retry, BodyUse},
     HostGuard, Service,
 };
-use crate::{clock::Clock, error::GatewayError, identity::AccessToken};
+use crate::{error::GatewayError, gateway::GatewayState, identity::AccessToken};
 
 /// Entries per page when the caller does not say.
 pub const DEFAULT_PAGE_SIZE: u32 = 1000;
@@ -580,7 +577,6 @@ pub struct Refusal<'a> {
     pub body: &'a [u8],
     /// `x-ms-error-code` (Gen2).
     pub error_code: Option<&'a str>,
-    pub attempts: u32,
     pub sent_continuation: bool,
 }
 
@@ -601,7 +597,9 @@ pub fn map_error(listing: &Listing, refusal: &Refusal<'_>) -> GatewayError {
     };
     let upstream = listing.generation.upstream();
     let what = listing.describe();
-    let said = first_line(&message)
+    // Gen2 appends RequestId and Time lines; the first line is the message.
+    let said = Some(sanitize_message(&message))
+        .filter(|m| !m.is_empty())
         .map(|m| format!(" Azure said: {m}"))
         .unwrap_or_default();
     let code_part = if code.is_empty() {
@@ -635,12 +633,11 @@ pub fn map_error(listing: &Listing, refusal: &Refusal<'_>) -> GatewayError {
             format!("{upstream} refused the listing ({code_part}).{said}"),
         ),
         (429, _) | (_, "ThrottledException") => GatewayError::Throttled(format!(
-            "{upstream} kept throttling after {} attempt(s); retry later",
-            refusal.attempts
+            "{upstream} kept throttling after the gateway's retries; retry later"
         )),
         (500..=599, _) => GatewayError::Unavailable(format!(
-            "{upstream} answered {} after {} attempt(s).{said}",
-            refusal.status, refusal.attempts
+            "{upstream} answered {} after the gateway's retries.{said}",
+            refusal.status
         )),
         _ => GatewayError::Upstream(format!(
             "{upstream} answered {} ({code_part}).{said}",
@@ -649,99 +646,77 @@ pub fn map_error(listing: &Listing, refusal: &Refusal<'_>) -> GatewayError {
     }
 }
 
-/// The first non-empty line of an Azure message (Gen2 appends RequestId and
-/// Time lines), capped.
-fn first_line(message: &str) -> Option<String> {
-    let line = message.lines().map(str::trim).find(|l| !l.is_empty())?;
-    Some(line.chars().take(400).collect())
-}
-
-/// Fetches listing pages over the shared HTTP client. Cheap to clone; owns
-/// what it needs so a stream can keep it.
-#[derive(Debug, Clone)]
-pub struct DataLakeClient {
-    pub http: reqwest::Client,
-    pub clock: Arc<dyn Clock>,
-    pub limits: RetryLimits,
-    pub max_body: usize,
-}
-
-impl DataLakeClient {
-    /// The page after `continuation` (the first page when `None`).
-    pub async fn page(
-        &self,
-        listing: &Listing,
-        continuation: Option<&str>,
-        token: &AccessToken,
-        deadline: Option<Instant>,
-    ) -> Result<Page, GatewayError> {
-        let url = listing.page_url(continuation);
-        let upstream = listing.generation.upstream();
-        let answer = send_with_retry(self.clock.as_ref(), self.limits, deadline, upstream, || {
-            let request = self
-                .http
-                .get(url.clone())
-                .bearer_auth(token.secret())
-                .header(header::ACCEPT, "application/json");
-            match listing.generation {
-                Generation::Gen1 => request,
-                Generation::Gen2 => request
-                    .header("x-ms-version", GEN2_VERSION)
-                    .header("x-ms-date", httpdate::fmt_http_date(self.clock.wall())),
-            }
-            .send()
-        })
-        .await?;
-        let status = answer.response.status();
-        let next = answer
-            .response
+/// Fetches the page of `listing` after `continuation` (the first page when
+/// `None`) with `token`, within `budget`, over the shared HTTP client.
+/// Throttling and passing server errors are retried ([`send_with_retry`]).
+pub async fn fetch_page(
+    state: &GatewayState,
+    listing: &Listing,
+    continuation: Option<&str>,
+    token: &AccessToken,
+    budget: Option<Duration>,
+) -> Result<Page, GatewayError> {
+    let url = listing.page_url(continuation);
+    let upstream = listing.generation.upstream();
+    let response = send_with_retry(state, budget, upstream, BodyUse::Buffered, || {
+        let request = state
+            .http
+            .get(url.clone())
+            .bearer_auth(token.secret())
+            .header(header::ACCEPT, "application/json");
+        match listing.generation {
+            Generation::Gen1 => request,
+            Generation::Gen2 => request
+                .header("x-ms-version", GEN2_VERSION)
+                .header("x-ms-date", httpdate::fmt_http_date(state.clock.wall())),
+        }
+    })
+    .await?;
+    let status = response.status();
+    let header = |name: &str| {
+        response
             .headers()
-            .get("x-ms-continuation")
+            .get(name)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
-            .map(str::to_string);
-        let error_code = answer
-            .response
-            .headers()
-            .get("x-ms-error-code")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = read_capped(answer.response, self.max_body, upstream).await?;
-        if !status.is_success() {
-            return Err(map_error(
-                listing,
-                &Refusal {
-                    status,
-                    body: &body,
-                    error_code: error_code.as_deref(),
-                    attempts: answer.attempts,
-                    sent_continuation: continuation.is_some(),
-                },
-            ));
+            .map(str::to_string)
+    };
+    let next = header("x-ms-continuation");
+    let error_code = header("x-ms-error-code");
+    let body = read_capped(response, state.config.upstream.max_body_bytes, upstream).await?;
+    if !status.is_success() {
+        return Err(map_error(
+            listing,
+            &Refusal {
+                status,
+                body: &body,
+                error_code: error_code.as_deref(),
+                sent_continuation: continuation.is_some(),
+            },
+        ));
+    }
+    match listing.generation {
+        Generation::Gen1 => {
+            let mut entries = parse_gen1(&body, &listing.directory)?;
+            let asked = listing.gen1_list_size() as usize;
+            let page = listing.page_size as usize;
+            // A full answer means more may follow; the look-ahead entry (when
+            // one was asked for) is not part of this page.
+            let continuation = if entries.len() >= asked && !entries.is_empty() {
+                entries.truncate(page);
+                entries.last().map(|e| e.name.clone())
+            } else {
+                None
+            };
+            Ok(Page {
+                entries,
+                continuation,
+            })
         }
-        match listing.generation {
-            Generation::Gen1 => {
-                let mut entries = parse_gen1(&body, &listing.directory)?;
-                let asked = listing.gen1_list_size() as usize;
-                let page = listing.page_size as usize;
-                // A full answer means more may follow; the look-ahead entry
-                // (when one was asked for) is not part of this page.
-                let continuation = if entries.len() >= asked && !entries.is_empty() {
-                    entries.truncate(page);
-                    entries.last().map(|e| e.name.clone())
-                } else {
-                    None
-                };
-                Ok(Page {
-                    entries,
-                    continuation,
-                })
-            }
-            Generation::Gen2 => Ok(Page {
-                entries: parse_gen2(&body)?,
-                continuation: next,
-            }),
-        }
+        Generation::Gen2 => Ok(Page {
+            entries: parse_gen2(&body)?,
+            continuation: next,
+        }),
     }
 }
 

@@ -21,10 +21,14 @@ use url::Url;
 
 use super::{
     http::read_capped,
-    throttle::{send_with_retry, RetryLimits},
+    throttle::{send_with_retry, BodyUse},
     Cloud, HostGuard, Service,
 };
-use crate::{clock::Clock, error::GatewayError, identity::AccessToken, identity::IdentitySelector};
+use crate::{
+    error::GatewayError,
+    gateway::GatewayState,
+    identity::{AccessToken, IdentitySelector},
+};
 
 /// The Key Vault data-plane API version the gateway speaks (a current GA).
 pub const API_VERSION: &str = "7.5";
@@ -360,7 +364,6 @@ pub fn challenge_allowed(resource: &str, vault_host: &str) -> bool {
 pub struct Refusal<'a> {
     pub status: StatusCode,
     pub body: &'a [u8],
-    pub attempts: u32,
     /// The audience of the token that was sent.
     pub audience: &'a str,
     /// The challenge's resource, on a 401.
@@ -372,7 +375,6 @@ pub fn map_error(refusal: &Refusal<'_>, vault: &Vault, name: &str, version: &str
     let Refusal {
         status,
         body,
-        attempts,
         audience,
         challenge,
     } = *refusal;
@@ -425,10 +427,10 @@ pub fn map_error(refusal: &Refusal<'_>, vault: &Vault, name: &str, version: &str
             ))
         }
         429 => GatewayError::Throttled(format!(
-            "Key Vault {host} kept throttling (429) after {attempts} attempt(s); retry later"
+            "Key Vault {host} kept throttling (429) after the gateway's retries; retry later"
         )),
         500..=599 => GatewayError::Unavailable(format!(
-            "Key Vault {host} answered {status} after {attempts} attempt(s).{said}"
+            "Key Vault {host} answered {status} after the gateway's retries.{said}"
         )),
         _ => GatewayError::Upstream(format!(
             "Key Vault {host} answered {status}{}.{said}",
@@ -458,81 +460,71 @@ fn azure_message(message: &str) -> String {
     }
 }
 
-/// Key Vault's Get Secret over the shared HTTP client.
-#[derive(Debug)]
-pub struct KeyVaultClient<'a> {
-    pub http: &'a reqwest::Client,
-    pub clock: &'a dyn Clock,
-    pub limits: RetryLimits,
-    /// Largest answer read into memory.
-    pub max_body: usize,
-}
-
-impl KeyVaultClient<'_> {
-    /// Gets `name` (latest when `version` is empty) with tokens from
-    /// `token_for(audience)`. On a 401 whose challenge names another audience
-    /// that is a parent domain of the vault host, asks once more with a
-    /// token for that audience (sovereign or private vaults).
-    pub async fn get_secret<F, Fut>(
-        &self,
-        vault: &Vault,
-        name: &str,
-        version: &str,
-        deadline: Option<Instant>,
-        token_for: F,
-    ) -> Result<Secret, GatewayError>
-    where
-        F: Fn(String) -> Fut,
-        Fut: Future<Output = Result<AccessToken, GatewayError>>,
-    {
-        let url = vault.secret_url(name, version);
-        let mut audience = vault.audience().to_string();
-        let mut followed_challenge = false;
-        loop {
-            let token = token_for(audience.clone()).await?;
-            let answer = send_with_retry(self.clock, self.limits, deadline, UPSTREAM, || {
-                self.http
-                    .get(url.clone())
-                    .bearer_auth(token.secret())
-                    .header(header::ACCEPT, "application/json")
-                    .send()
-            })
-            .await?;
-            let status = answer.response.status();
-            let challenge = answer
-                .response
-                .headers()
-                .get(header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(challenge_resource);
-            if status == StatusCode::UNAUTHORIZED && !followed_challenge {
-                if let Some(resource) = &challenge {
-                    if *resource != audience && challenge_allowed(resource, vault.host()) {
-                        tracing::info!(
-                            vault = vault.host(),
-                            from = %audience,
-                            to = %resource,
-                            "Key Vault challenge names another audience; retrying once with it"
-                        );
-                        followed_challenge = true;
-                        audience = resource.clone();
-                        continue;
-                    }
+/// Gets `name` (latest when `version` is empty) from `vault` over the
+/// shared HTTP client, with tokens from `token_for(audience)`, within
+/// `budget` (the caller's deadline). Throttling and passing server errors
+/// are retried ([`send_with_retry`]). On a 401 whose challenge names another
+/// audience that is a parent domain of the vault host, asks once more with
+/// a token for that audience (sovereign or private vaults).
+pub async fn get_secret<F, Fut>(
+    state: &GatewayState,
+    vault: &Vault,
+    name: &str,
+    version: &str,
+    budget: Option<Duration>,
+    token_for: F,
+) -> Result<Secret, GatewayError>
+where
+    F: Fn(String, Option<Duration>) -> Fut,
+    Fut: Future<Output = Result<AccessToken, GatewayError>>,
+{
+    let deadline = budget.map(|b| state.clock.now() + b);
+    let left = || deadline.map(|d| d.saturating_duration_since(state.clock.now()));
+    let url = vault.secret_url(name, version);
+    let mut audience = vault.audience().to_string();
+    let mut followed_challenge = false;
+    loop {
+        let token = token_for(audience.clone(), left()).await?;
+        let response = send_with_retry(state, left(), UPSTREAM, BodyUse::Buffered, || {
+            state
+                .http
+                .get(url.clone())
+                .bearer_auth(token.secret())
+                .header(header::ACCEPT, "application/json")
+        })
+        .await?;
+        let status = response.status();
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(challenge_resource);
+        if status == StatusCode::UNAUTHORIZED && !followed_challenge {
+            if let Some(resource) = &challenge {
+                if *resource != audience && challenge_allowed(resource, vault.host()) {
+                    tracing::info!(
+                        vault = vault.host(),
+                        from = %audience,
+                        to = %resource,
+                        "Key Vault challenge names another audience; retrying once with it"
+                    );
+                    followed_challenge = true;
+                    audience = resource.clone();
+                    continue;
                 }
             }
-            let body = read_capped(answer.response, self.max_body, UPSTREAM).await?;
-            if status.is_success() {
-                return parse_bundle(&body);
-            }
-            let refusal = Refusal {
-                status,
-                body: &body,
-                attempts: answer.attempts,
-                audience: &audience,
-                challenge: challenge.as_deref(),
-            };
-            return Err(map_error(&refusal, vault, name, version));
         }
+        let body = read_capped(response, state.config.upstream.max_body_bytes, UPSTREAM).await?;
+        if status.is_success() {
+            return parse_bundle(&body);
+        }
+        let refusal = Refusal {
+            status,
+            body: &body,
+            audience: &audience,
+            challenge: challenge.as_deref(),
+        };
+        return Err(map_error(&refusal, vault, name, version));
     }
 }
 

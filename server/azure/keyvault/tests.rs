@@ -199,7 +199,6 @@ fn error_answers_map_to_gateway_errors_with_azures_reason() {
             &Refusal {
                 status: StatusCode::from_u16(status).unwrap(),
                 body: body.as_bytes(),
-                attempts: 4,
                 audience: "https://vault.azure.net",
                 challenge: Some("https://vault.azure.net"),
             },
@@ -241,7 +240,7 @@ fn error_answers_map_to_gateway_errors_with_azures_reason() {
         matches!(&missing, GatewayError::NotFound(m) if m.contains("'db'") && m.contains("SecretNotFound")),
         "{missing}"
     );
-    assert!(matches!(map(429, "{}"), GatewayError::Throttled(m) if m.contains("4 attempt")));
+    assert!(matches!(map(429, "{}"), GatewayError::Throttled(m) if m.contains("retries")));
     assert!(matches!(map(503, "not json"), GatewayError::Unavailable(_)));
     assert!(
         matches!(map(401, r#"{"error":{"code":"Unauthorized","message":"AKV10022: Invalid audience."}}"#),
@@ -279,12 +278,13 @@ fn the_cache_is_per_identity_and_expires() {
     assert!(!format!("{cache:?}").contains("\"v\""));
 }
 
-/// A vault fake, an HTTP client trusting its CA (resolving the test vault
-/// host to it), a manual clock, and a token source that records audiences.
+/// A vault fake, gateway state whose HTTP client trusts the fake's CA (and
+/// resolves the test vault host to it) on a manual clock, and a token
+/// source that records the audiences asked for.
 struct Bench {
     authority: Arc<TokenAuthority>,
     fake: KeyVaultFake,
-    http: reqwest::Client,
+    state: GatewayState,
     clock: ManualClock,
     asked: Arc<Mutex<Vec<String>>>,
 }
@@ -301,8 +301,14 @@ impl Bench {
             .await
             .unwrap();
         let port = Url::parse(&fake.vault_url()).unwrap().port().unwrap();
-        let http = reqwest::Client::builder()
+        let clock = ManualClock::new();
+        let mut state =
+            GatewayState::with_clock(crate::config::Config::default(), Arc::new(clock.clone()))
+                .unwrap();
+        // The shared client, plus a name the fake answers for (no DNS here).
+        state.http = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem().as_bytes()).unwrap())
             .resolve(TEST_VAULT_HOST, SocketAddr::from(([127, 0, 0, 1], port)))
             .build()
@@ -310,19 +316,20 @@ impl Bench {
         Self {
             authority,
             fake,
-            http,
-            clock: ManualClock::new(),
+            state,
+            clock,
             asked: Arc::default(),
         }
     }
 
-    fn client(&self) -> KeyVaultClient<'_> {
-        KeyVaultClient {
-            http: &self.http,
-            clock: &self.clock,
-            limits: RetryLimits::default(),
-            max_body: 1 << 20,
-        }
+    async fn get(
+        &self,
+        vault: &Vault,
+        name: &str,
+        version: &str,
+        budget: Option<Duration>,
+    ) -> Result<Secret, GatewayError> {
+        get_secret(&self.state, vault, name, version, budget, self.tokens()).await
     }
 
     fn vault(&self) -> Vault {
@@ -333,8 +340,9 @@ impl Bench {
     /// Mints a real token for whatever audience the client asks for.
     fn tokens(
         &self,
-    ) -> impl Fn(String) -> futures::future::Ready<Result<AccessToken, GatewayError>> + '_ {
-        move |audience: String| {
+    ) -> impl Fn(String, Option<Duration>) -> futures::future::Ready<Result<AccessToken, GatewayError>>
+           + '_ {
+        move |audience: String, _left: Option<Duration>| {
             self.asked.lock().unwrap().push(audience.clone());
             let principal = Principal {
                 client_id: "652865a1-f931-4521-a1a5-055a83bce067".into(),
@@ -376,11 +384,7 @@ async fn secrets_are_read_with_every_field() {
             .expires(1_900_000_000),
     );
     let vault = bench.vault();
-    let secret = bench
-        .client()
-        .get_secret(&vault, "DB-password", "", None, bench.tokens())
-        .await
-        .unwrap();
+    let secret = bench.get(&vault, "DB-password", "", None).await.unwrap();
     assert_eq!(secret.value.expose_secret(), "second");
     assert_eq!(secret.name, "Db-Password");
     assert_eq!(secret.version, latest);
@@ -396,11 +400,7 @@ async fn secrets_are_read_with_every_field() {
     );
     assert!(secret.created.is_some() && secret.updated.is_some() && secret.enabled);
 
-    let first = bench
-        .client()
-        .get_secret(&vault, "db-password", &old, None, bench.tokens())
-        .await
-        .unwrap();
+    let first = bench.get(&vault, "db-password", &old, None).await.unwrap();
     assert_eq!(first.value.expose_secret(), "first");
     assert_eq!(
         bench.asked(),
@@ -424,8 +424,7 @@ async fn refusals_map_with_the_reason() {
         .set_secret("off", SecretSpec::new("x").disabled());
     bench.fake.set_secret("on", SecretSpec::new("x"));
     let vault = bench.vault();
-    let client = bench.client();
-    let get = |name: &'static str| client.get_secret(&vault, name, "", None, bench.tokens());
+    let get = |name: &'static str| bench.get(&vault, name, "", None);
 
     assert!(
         matches!(get("missing").await, Err(GatewayError::NotFound(m)) if m.contains("SecretNotFound"))
@@ -458,11 +457,7 @@ async fn throttling_is_retried_after_retry_after() {
         .faults()
         .push([Fault::throttle(2), Fault::status(503)]);
     let vault = bench.vault();
-    let secret = bench
-        .client()
-        .get_secret(&vault, "s", "", None, bench.tokens())
-        .await
-        .unwrap();
+    let secret = bench.get(&vault, "s", "", None).await.unwrap();
     assert_eq!(secret.value.expose_secret(), "v");
     let statuses: Vec<u16> = bench.fake.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [429, 503, 200]);
@@ -482,22 +477,16 @@ async fn persistent_throttling_ends_in_resource_exhausted_within_the_deadline() 
         .faults()
         .push((0..10).map(|_| Fault::throttle(1)));
     let vault = bench.vault();
-    let err = bench
-        .client()
-        .get_secret(&vault, "s", "", None, bench.tokens())
-        .await
-        .unwrap_err();
+    let err = bench.get(&vault, "s", "", None).await.unwrap_err();
     assert!(
-        matches!(&err, GatewayError::Throttled(m) if m.contains("4 attempt")),
+        matches!(&err, GatewayError::Throttled(m) if m.contains("429")),
         "{err}"
     );
-    assert_eq!(bench.fake.requests().len(), 4);
+    assert_eq!(bench.fake.requests().len(), 4, "three retries");
 
     // A Retry-After longer than the time left ends the call at once.
-    let deadline = bench.clock.now() + Duration::from_millis(500);
     let err = bench
-        .client()
-        .get_secret(&vault, "s", "", Some(deadline), bench.tokens())
+        .get(&vault, "s", "", Some(Duration::from_millis(500)))
         .await
         .unwrap_err();
     assert!(matches!(err, GatewayError::Throttled(_)));
@@ -520,11 +509,7 @@ async fn a_challenge_for_a_parent_domain_is_followed_once() {
         Cloud::Public,
     )
     .unwrap();
-    let secret = bench
-        .client()
-        .get_secret(&vault, "s", "", None, bench.tokens())
-        .await
-        .unwrap();
+    let secret = bench.get(&vault, "s", "", None).await.unwrap();
     assert_eq!(secret.value.expose_secret(), "sovereign");
     assert_eq!(
         bench.asked(),
@@ -551,11 +536,7 @@ async fn a_challenge_for_an_unrelated_audience_is_not_followed() {
     bench.fake.set_secret("s", SecretSpec::new("v"));
     bench.fake.set_audience("https://vault.test");
     let vault = bench.vault(); // https://localhost:<port>: vault.test is not its parent
-    let err = bench
-        .client()
-        .get_secret(&vault, "s", "", None, bench.tokens())
-        .await
-        .unwrap_err();
+    let err = bench.get(&vault, "s", "", None).await.unwrap_err();
     assert!(
         matches!(&err, GatewayError::PermissionDenied(m) if m.contains("401") && m.contains("https://vault.test") && m.contains("AKV10022")),
         "{err}"
