@@ -4,7 +4,9 @@
 mod common;
 
 mod binary;
+mod datalake;
 mod emulator;
+mod keyvault;
 mod sources;
 mod storage;
 mod token;
