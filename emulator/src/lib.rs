@@ -8,12 +8,16 @@
 //!   mint those tokens, with request recording and fault injection.
 //! - [`arm`]: Azure Resource Manager (resource groups; listServiceSas minting
 //!   real account-key SAS tokens), with ARM's auth errors and RBAC by `oid`.
+//! - [`blob`]: Blob Storage, path-style like Azurite (Get/Put Blob, Get User
+//!   Delegation Key), checking bearer tokens, data roles by `oid`, and
+//!   service and user delegation SAS signatures.
 //! - [`sample`]: the sample tenant, VM and identities `--emulator` serves.
 //! - [`http`], [`tls`]: loopback HTTP/HTTPS serving and the test CA.
 #![warn(missing_debug_implementations)]
 
 pub mod arm;
 pub mod authority;
+pub mod blob;
 pub mod http;
 pub mod imds;
 pub mod sample;
