@@ -5,6 +5,7 @@ mod common;
 
 mod binary;
 mod emulator;
+mod emulator_blob;
 mod sources;
 mod storage;
 mod token;

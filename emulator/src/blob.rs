@@ -180,7 +180,7 @@ impl Data {
             .unwrap_or_default()
             .as_nanos()
             / 100;
-        let value = (ticks as u64).wrapping_add(self.etag_counter) & 0x1F_FFFF_FFFF_FFFF;
+        let value = (ticks as u64).wrapping_add(self.etag_counter) & 0xF_FFFF_FFFF_FFFF;
         format!("\"0x8D{value:013X}\"")
     }
 }
