@@ -575,7 +575,7 @@ impl Operation {
 
 /// Who the request was authorized as.
 enum Access {
-    Token(Claims),
+    Token(Box<Claims>),
     Sas(SasGrant),
 }
 
@@ -632,7 +632,7 @@ fn answer(
     } else {
         let claims = authenticate_bearer(shared, headers, version.as_deref(), trace)?;
         require_role(shared, &account.name, &claims.oid, operation.role())?;
-        Access::Token(claims)
+        Access::Token(Box::new(claims))
     };
 
     let container = path.container.as_deref().unwrap_or_default();
