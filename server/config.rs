@@ -172,14 +172,18 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyVaultConfig {
-    /// Cache secrets this long (0 = off, the default: Key Vault is the source of truth).
+    /// Cache secrets this long (0 = off, the default: Key Vault is the source
+    /// of truth). Entries are per identity, vault, name and version; callers
+    /// skip the cache with `bypass_cache`.
     pub secret_cache_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SasConfig {
-    /// Longest SAS lifetime the gateway will issue.
+    /// Longest SAS lifetime (GetServiceSas `expires_in`) the gateway will
+    /// issue; longer requests get INVALID_ARGUMENT. User delegation SAS are
+    /// also held to 7 days, the most a delegation key lives.
     pub max_expiry_secs: u64,
 }
 

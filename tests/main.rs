@@ -4,6 +4,11 @@
 mod common;
 
 mod binary;
+mod datalake;
+mod emulator;
+mod emulator_blob;
+mod keyvault;
 mod sources;
 mod sql;
+mod storage;
 mod token;

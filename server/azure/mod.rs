@@ -6,9 +6,15 @@
 //! Upstream clients know nothing about gRPC: they take domain values and return
 //! [`crate::error::GatewayError`].
 
+pub mod arm;
+pub mod blob;
+pub mod datalake;
 pub mod guard;
 pub mod http;
+pub mod keyvault;
+pub mod sas;
 pub mod sql;
+pub mod throttle;
 
 pub use guard::HostGuard;
 
