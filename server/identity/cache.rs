@@ -255,7 +255,7 @@ impl TokenCache {
     ) -> bool {
         let entry = self.entry(selector, resource);
         let mut state = lock(&entry.state);
-        if state.cached.as_ref().is_some_and(|c| c.token == *rejected) {
+        if state.cached.as_ref().is_some_and(|c| *c.token == *rejected) {
             state.cached = None;
             true
         } else {

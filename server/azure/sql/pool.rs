@@ -344,10 +344,10 @@ impl SqlPools {
         audience: &str,
         rejected: &AccessToken,
         budget: Option<Duration>,
-    ) -> Result<Option<AccessToken>, GatewayError> {
+    ) -> Result<Option<Arc<AccessToken>>, GatewayError> {
         state.tokens.invalidate(identity, audience, rejected);
         let fresh = state.tokens_within(budget, identity, audience).await?;
-        Ok((fresh != *rejected).then_some(fresh))
+        Ok((*fresh != *rejected).then_some(fresh))
     }
 }
 
