@@ -725,13 +725,20 @@ async fn an_azure_sql_redirect_is_followed_to_an_allowed_host() {
     let env = TestEnv::new().await;
     let front = start_fake(&env, SqlFakeConfig::default()).await;
     let node = start_fake(&env, SqlFakeConfig::default()).await;
-    node.execute("UPDATE products SET name = 'Widget (node)' WHERE id = 1").unwrap();
+    node.execute("UPDATE products SET name = 'Widget (node)' WHERE id = 1")
+        .unwrap();
     front.set_redirect(Some(("localhost", node.port())));
     let gw = env.start(env.config()).await;
-    let result = run(&gw, request(&front, "SELECT name FROM products WHERE id = 1", vec![]))
-        .await
-        .unwrap();
-    assert_eq!(result.rows(0), vec![vec![Some(Kind::String("Widget (node)".into()))]]);
+    let result = run(
+        &gw,
+        request(&front, "SELECT name FROM products WHERE id = 1", vec![]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        result.rows(0),
+        vec![vec![Some(Kind::String("Widget (node)".into()))]]
+    );
     assert_eq!(front.logins().len(), 1);
     assert_eq!(node.logins().len(), 1);
 
@@ -739,13 +746,19 @@ async fn an_azure_sql_redirect_is_followed_to_an_allowed_host() {
     front.set_redirect(Some(("sql.evil.example", node.port())));
     let mut other_db = request(&front, "SELECT 1", vec![]);
     other_db.identity = Some(identity_gateway_client::proto::Identity {
-        selector: Some(identity_gateway_client::proto::identity::Selector::ClientId(
-            sample::USER_CLIENT_ID.into(),
-        )),
+        selector: Some(
+            identity_gateway_client::proto::identity::Selector::ClientId(
+                sample::USER_CLIENT_ID.into(),
+            ),
+        ),
     });
     let status = run(&gw, other_db).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("not following"), "{}", status.message());
+    assert!(
+        status.message().contains("not following"),
+        "{}",
+        status.message()
+    );
     assert_eq!(node.logins().len(), 1);
 }
 
@@ -761,7 +774,9 @@ async fn plain_tds_only_when_the_operator_turns_tls_off_for_an_allowed_host() {
     )
     .await;
     let gw = env.start(env.config()).await;
-    let status = run(&gw, request(&sql, "SELECT 1", vec![])).await.unwrap_err();
+    let status = run(&gw, request(&sql, "SELECT 1", vec![]))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("TLS"), "{}", status.message());
     assert!(sql.logins().is_empty(), "no token left the gateway");

@@ -123,7 +123,10 @@ async fn start_gateway(args: &Args, imds: &ImdsFake, ca: &TestCa) -> (Gateway, G
                 break client;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "gateway did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gateway did not start"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     (gateway, client)
@@ -177,16 +180,14 @@ async fn through_gateway(
     let _ = sampler.await;
     assert_eq!(received, rows);
     assert!(bytes > 0);
-    (rows as f64 / elapsed.as_secs_f64(), peak.load(Ordering::Relaxed))
+    (
+        rows as f64 / elapsed.as_secs_f64(),
+        peak.load(Ordering::Relaxed),
+    )
 }
 
 /// Streams `rows` rows with tiberius directly; returns rows/s.
-async fn direct(
-    authority: &TokenAuthority,
-    ca: &TestCa,
-    sql: &SqlFake,
-    rows: u64,
-) -> f64 {
+async fn direct(authority: &TokenAuthority, ca: &TestCa, sql: &SqlFake, rows: u64) -> f64 {
     let (token, _) = authority.mint(
         &sample::system_principal(),
         SQL_AUDIENCE,
@@ -291,8 +292,14 @@ async fn main() {
         median(&mut peaks) / 1024.0
     );
     let slow_rows = (args.rows / 10).min(100_000);
-    let (slow_rate, peak_slow) =
-        through_gateway(&client, &sql, pid, slow_rows, Some(Duration::from_millis(1))).await;
+    let (slow_rate, peak_slow) = through_gateway(
+        &client,
+        &sql,
+        pid,
+        slow_rows,
+        Some(Duration::from_millis(1)),
+    )
+    .await;
     println!(
         "| peak with a slow reader (1 ms pause per batch, {slow_rows} rows, {slow_rate:.0} rows/s) | {:.1} |",
         peak_slow as f64 / 1024.0
