@@ -312,7 +312,7 @@ impl SqlPools {
                         token = fresh;
                         continue;
                     }
-                    return Err(expired_error(&current, identity, &token));
+                    return Err(expired_error(&current, identity));
                 }
                 Err(ConnectError::Routed { host, port }) if !redirected => {
                     redirected = true;
@@ -351,12 +351,7 @@ impl SqlPools {
     }
 }
 
-fn expired_error(
-    target: &SqlTarget,
-    identity: &IdentitySelector,
-    token: &AccessToken,
-) -> GatewayError {
-    let _ = token;
+fn expired_error(target: &SqlTarget, identity: &IdentitySelector) -> GatewayError {
     GatewayError::PermissionDenied(format!(
         "Azure SQL {}:{} refused the {identity}'s token as expired, and the identity endpoint has no newer one; \
          check the VM's clock",
