@@ -224,7 +224,11 @@ where
         loop {
             let msg: Message = match read_message(&mut reader, MAX_REQUEST).await {
                 Ok(Some(msg)) => msg,
-                Ok(None) | Err(_) => return,
+                Ok(None) | Err(_) => {
+                    // The client is gone: stop whatever is still computing.
+                    interrupt.interrupt();
+                    return;
+                }
             };
             let input = match msg.ty {
                 PacketType::Attention => {
