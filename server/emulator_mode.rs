@@ -25,7 +25,7 @@ use identity_gateway_emulator::{
     keyvault::KeyVaultFake,
     sample,
     tls::TestCa,
-    ImdsConfig, ImdsFake, TokenAuthority,
+    ImdsConfig, ImdsFake, SqlFake, TokenAuthority,
 };
 use url::Url;
 
@@ -68,6 +68,8 @@ pub struct RunningEmulator {
     pub datalake_gen1: DataLakeGen1Fake,
     /// The fake ADLS Gen2 (dfs) account, filesystem `data`.
     pub datalake_gen2: DataLakeGen2Fake,
+    /// The fake Azure SQL (TDS over TLS): database `appdb`.
+    pub sql: SqlFake,
 }
 
 impl RunningEmulator {
@@ -100,6 +102,10 @@ impl RunningEmulator {
             ("Key Vault", self.keyvault.vault_url()),
             ("ADLS Gen1", self.datalake_gen1.account_url()),
             ("ADLS Gen2", self.datalake_gen2.account_url()),
+            (
+                "Azure SQL",
+                format!("{} (database {})", self.sql.server(), self.sql.database()),
+            ),
         ]
     }
 }
@@ -130,6 +136,9 @@ pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
     let datalake_gen2 = DataLakeGen2Fake::sample_on(authority.clone(), &ca, ports::DATA_LAKE_GEN2)
         .await
         .map_err(|e| format!("emulator: cannot start the fake ADLS Gen2: {e}"))?;
+    let sql = SqlFake::sample_on(authority.clone(), &ca, ports::SQL)
+        .await
+        .map_err(|e| format!("emulator: cannot start the fake Azure SQL: {e}"))?;
 
     config.identity.source = SourceKind::Imds;
     config.identity.imds_endpoint =
@@ -154,6 +163,7 @@ pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
         keyvault,
         datalake_gen1,
         datalake_gen2,
+        sql,
     })
 }
 
@@ -328,6 +338,14 @@ fn examples(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
                 emulator.datalake_gen1.account_url()
             )),
             &rpc("ListDataLake"),
+        ),
+        call(
+            Some(format!(
+                r#"{{"server":"{}","database":"{}","query":"SELECT id, name, price FROM dbo.products WHERE price > @P1","parameters":[{{"decimal":"20"}}]}}"#,
+                emulator.sql.server(),
+                emulator.sql.database()
+            )),
+            &rpc("QuerySql"),
         ),
         call(
             Some(format!(
