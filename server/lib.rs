@@ -13,6 +13,8 @@
 //! - [`api`]: the tonic service; turns proto into domain calls and
 //!   [`error::GatewayError`] into gRPC statuses.
 //! - [`gateway`]: the shared state and [`gateway::serve`].
+//! - [`identity_endpoint`]: opt-in App Service-compatible HTTP token endpoint
+//!   on loopback, for unmodified Azure SDKs.
 //! - [`emulator_mode`]: `--emulator`, the gateway wired to in-process fakes.
 //! - [`clock`]: injected time, so tests move expiry without sleeping.
 #![warn(missing_debug_implementations, unreachable_pub)]
@@ -25,6 +27,7 @@ pub mod emulator_mode;
 pub mod error;
 pub mod gateway;
 pub mod identity;
+pub mod identity_endpoint;
 pub mod transport;
 
 /// Generated protobuf and gRPC types of `identity_gateway.v1`.
