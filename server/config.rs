@@ -109,6 +109,8 @@ pub struct Config {
     pub sas: SasConfig,
     pub sql: SqlConfig,
     pub identity_endpoint: IdentityEndpointConfig,
+    /// Who may ask for what (see `policy`); no rules = any local process.
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// Where tokens come from and how hard the gateway may push the source.
@@ -232,6 +234,7 @@ impl Default for Config {
             sas: SasConfig::default(),
             sql: SqlConfig::default(),
             identity_endpoint: IdentityEndpointConfig::default(),
+            policy: crate::policy::PolicyConfig::default(),
         }
     }
 }

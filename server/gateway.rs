@@ -15,6 +15,7 @@ use crate::{
     clock::{Clock, SystemClock},
     config::Config,
     error::GatewayError,
+    policy::CallerPolicy,
     identity::{
         retry::RetryPolicy, AccessToken, CacheSettings, IdentitySelector, TokenCache, TokenSource,
     },
@@ -31,6 +32,8 @@ pub struct GatewayState {
     pub http: reqwest::Client,
     /// The exfiltration guard.
     pub hosts: HostGuard,
+    /// Who may ask for what.
+    pub policy: CallerPolicy,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -58,11 +61,13 @@ impl GatewayState {
         };
         let tokens = TokenCache::new(source, http.clone(), settings, Arc::clone(&clock));
         let hosts = HostGuard::new(&config.upstream.allowed_hosts, config.upstream.allow_http);
+        let policy = CallerPolicy::new(&config.policy);
         Ok(Self {
             config,
             tokens,
             http,
             hosts,
+            policy,
             clock,
         })
     }

@@ -12,6 +12,8 @@
 //!   the exfiltration guard.
 //! - [`api`]: the tonic service; turns proto into domain calls and
 //!   [`error::GatewayError`] into gRPC statuses.
+//! - [`policy`]: which callers (socket peer credentials) may use which
+//!   identities, audiences, vaults, accounts and servers.
 //! - [`gateway`]: the shared state and [`gateway::serve`].
 //! - [`identity_endpoint`]: opt-in App Service-compatible HTTP token endpoint
 //!   on loopback, for unmodified Azure SDKs.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod identity_endpoint;
+pub mod policy;
 pub mod transport;
 
 /// Generated protobuf and gRPC types of `identity_gateway.v1`.

@@ -1,1 +1,7 @@
+//! Integration tests: a real gateway on a Unix socket in a temp dir, the
+//! emulator's fakes on loopback, and `identity-gateway-client`.
 
+mod common;
+
+mod binary;
+mod token;

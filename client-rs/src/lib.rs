@@ -1,1 +1,199 @@
+//! Rust client for [identity-gateway]: managed-identity tokens (and Azure data)
+//! from the machine's gateway over a Unix socket, a Windows named pipe or
+//! loopback TCP.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), identity_gateway_client::Error> {
+//! use identity_gateway_client::{GatewayClient, Identity};
+//!
+//! let client = GatewayClient::connect("/run/identity-gateway/gateway.sock").await?;
+//! let token = client.get_token("https://vault.azure.net").await?;
+//! println!("token for {} expires at {:?}", token.resource, token.expires_on);
+//! let user = client
+//!     .get_token_for("https://storage.azure.com/", Identity::ClientId("<client-id>".into()))
+//!     .await?;
+//! # let _ = user; Ok(()) }
+//! ```
+//!
+//! Every RPC of the gateway is also reachable, fully typed, through
+//! [`GatewayClient::rpc`] and the generated [`proto`] types.
+//!
+//! [identity-gateway]: https://github.com/identity-gateway
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod connect;
+mod error;
+
+use std::{fmt, time::SystemTime};
+
+use futures::{Stream, StreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use tonic::transport::Channel;
+
+pub use connect::DEFAULT_SOCKET;
+pub use error::Error;
+
+/// Generated protobuf and gRPC types of `identity_gateway.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("identity_gateway.v1");
+}
+
+use proto::identity_gateway_client::IdentityGatewayClient;
+
+/// Which managed identity to use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Identity {
+    /// The VM's system-assigned identity.
+    #[default]
+    SystemAssigned,
+    /// A user-assigned identity by client id.
+    ClientId(String),
+    /// A user-assigned identity by object (principal) id.
+    ObjectId(String),
+    /// A user-assigned identity by ARM resource id.
+    ResourceId(String),
+}
+
+impl Identity {
+    /// The proto form (`None` for system-assigned).
+    pub fn to_proto(&self) -> Option<proto::Identity> {
+        use proto::identity::Selector;
+        let selector = match self {
+            Identity::SystemAssigned => return None,
+            Identity::ClientId(id) => Selector::ClientId(id.clone()),
+            Identity::ObjectId(id) => Selector::ObjectId(id.clone()),
+            Identity::ResourceId(id) => Selector::ResourceId(id.clone()),
+        };
+        Some(proto::Identity {
+            selector: Some(selector),
+        })
+    }
+}
+
+/// An access token. `Debug` never prints the token itself.
+#[derive(Clone)]
+pub struct Token {
+    /// The bearer token (a JWT).
+    pub access_token: SecretString,
+    /// Always "Bearer".
+    pub token_type: String,
+    /// When the token stops being valid.
+    pub expires_on: SystemTime,
+    /// The audience, exactly as requested.
+    pub resource: String,
+}
+
+impl Token {
+    /// The raw token, for an `Authorization: Bearer` header.
+    pub fn secret(&self) -> &str {
+        self.access_token.expose_secret()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &"** redacted **")
+            .field("token_type", &self.token_type)
+            .field("expires_on", &self.expires_on)
+            .field("resource", &self.resource)
+            .finish()
+    }
+}
+
+impl TryFrom<proto::GetTokenResponse> for Token {
+    type Error = Error;
+    fn try_from(reply: proto::GetTokenResponse) -> Result<Self, Error> {
+        let expires_on = reply
+            .expires_on
+            .ok_or_else(|| Error::Malformed("reply has no expires_on".into()))
+            .and_then(|ts| {
+                SystemTime::try_from(ts).map_err(|e| Error::Malformed(format!("bad expires_on: {e}")))
+            })?;
+        Ok(Token {
+            access_token: SecretString::from(reply.access_token),
+            token_type: reply.token_type,
+            expires_on,
+            resource: reply.resource,
+        })
+    }
+}
+
+/// A connection to the gateway. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct GatewayClient {
+    rpc: IdentityGatewayClient<Channel>,
+}
+
+impl GatewayClient {
+    /// Connects to `target`: a Unix socket path (`/run/...sock` or
+    /// `unix:///run/...sock`), a Windows pipe (`\\.\pipe\name`), or a URL
+    /// (`http://127.0.0.1:7777`).
+    pub async fn connect(target: &str) -> Result<Self, Error> {
+        let channel = connect::channel(target).await?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Connects to `$IDENTITY_GATEWAY_SOCKET`, or the default socket.
+    pub async fn connect_default() -> Result<Self, Error> {
+        let target =
+            std::env::var("IDENTITY_GATEWAY_SOCKET").unwrap_or_else(|_| DEFAULT_SOCKET.to_string());
+        Self::connect(&target).await
+    }
+
+    /// Wraps an existing channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            rpc: IdentityGatewayClient::new(channel).max_decoding_message_size(16 * 1024 * 1024),
+        }
+    }
+
+    /// The generated client, for every RPC with full control of the request.
+    pub fn rpc(&self) -> IdentityGatewayClient<Channel> {
+        self.rpc.clone()
+    }
+
+    /// A token for `resource` with the system-assigned identity.
+    pub async fn get_token(&self, resource: &str) -> Result<Token, Error> {
+        self.get_token_for(resource, Identity::SystemAssigned).await
+    }
+
+    /// A token for `resource` with the given identity.
+    pub async fn get_token_for(&self, resource: &str, identity: Identity) -> Result<Token, Error> {
+        let request = proto::GetTokenRequest {
+            resource: resource.to_string(),
+            identity: identity.to_proto(),
+        };
+        let reply = self.rpc().get_token(request).await?.into_inner();
+        Token::try_from(reply)
+    }
+
+    /// The current token for `resource`, then every refreshed one.
+    pub async fn watch_token(
+        &self,
+        resource: &str,
+        identity: Identity,
+    ) -> Result<impl Stream<Item = Result<Token, Error>> + Send + 'static, Error> {
+        let request = proto::WatchTokenRequest {
+            resource: resource.to_string(),
+            identity: identity.to_proto(),
+        };
+        let stream = self.rpc().watch_token(request).await?.into_inner();
+        Ok(stream.map(|item| item.map_err(Error::from).and_then(Token::try_from)))
+    }
+
+    /// A Key Vault secret's value and metadata.
+    pub async fn get_secret(
+        &self,
+        vault_url: &str,
+        name: &str,
+    ) -> Result<proto::GetSecretResponse, Error> {
+        let request = proto::GetSecretRequest {
+            vault: Some(proto::get_secret_request::Vault::VaultUrl(vault_url.to_string())),
+            name: name.to_string(),
+            ..Default::default()
+        };
+        Ok(self.rpc().get_secret(request).await?.into_inner())
+    }
+}

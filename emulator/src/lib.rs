@@ -4,10 +4,20 @@
 //! # Layout
 //! - [`authority`]: the RS256 token authority every fake shares: IMDS mints
 //!   with it, the other fakes verify signature, audience and expiry with it.
+//! - [`imds`]: the identity endpoints (IMDS, App Service, legacy MSI) that
+//!   mint those tokens, with request recording and fault injection.
+//! - [`sample`]: the sample tenant, VM and identities `--emulator` serves.
+//! - [`http`], [`tls`]: loopback HTTP/HTTPS serving and the test CA.
 #![warn(missing_debug_implementations)]
 
 pub mod authority;
 pub mod http;
+pub mod imds;
+pub mod sample;
 pub mod tls;
 
 pub use authority::{Claims, Principal, TokenAuthority, VerifyError};
+pub use imds::{
+    Flavor, IdentitySet, ImdsConfig, ImdsFake, RateLimits, RecordedRequest, ScriptedResponse,
+    UserAssigned,
+};

@@ -9,6 +9,7 @@ use crate::{
     azure::Cloud,
     error::GatewayError,
     identity::IdentitySelector,
+    policy::Caller,
     proto::{self, identity::Selector},
 };
 
@@ -128,6 +129,21 @@ pub fn cloud(value: i32) -> Result<Cloud, GatewayError> {
             format!("unknown cloud {value}"),
         )),
     }
+}
+
+/// The caller's peer credentials, for the caller policy.
+pub fn peer<T>(request: &Request<T>) -> Caller {
+    #[cfg(unix)]
+    if let Some(info) = request.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
+        if let Some(cred) = &info.peer_cred {
+            return Caller {
+                uid: Some(cred.uid()),
+                gid: Some(cred.gid()),
+            };
+        }
+    }
+    let _ = request;
+    Caller::default()
 }
 
 /// Who called, for the audit log: peer credentials on Unix sockets, the

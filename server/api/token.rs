@@ -10,6 +10,7 @@ use super::{audit, request, ResponseStream};
 use crate::{
     gateway::GatewayState,
     identity::AccessToken,
+    policy::Target,
     proto::{GetTokenRequest, GetTokenResponse, WatchTokenRequest},
 };
 
@@ -18,11 +19,13 @@ pub(super) async fn get_token(
     request: Request<GetTokenRequest>,
 ) -> Result<Response<GetTokenResponse>, Status> {
     let caller = request::caller(&request);
+    let peer = request::peer(&request);
     let budget = request::budget(&request);
     let message = request.into_inner();
     let outcome = async {
         let resource = request::resource(&message.resource)?;
         let selector = request::identity(message.identity)?;
+        state.policy.check(peer, &selector, Target::Token(resource))?;
         let token = state.tokens_within(budget, &selector, resource).await?;
         Ok(Response::new(to_proto(&token)))
     }
@@ -36,11 +39,13 @@ pub(super) async fn watch_token(
     request: Request<WatchTokenRequest>,
 ) -> Result<Response<ResponseStream<GetTokenResponse>>, Status> {
     let caller = request::caller(&request);
+    let peer = request::peer(&request);
     let budget = request::budget(&request);
     let message = request.into_inner();
     let outcome = async {
         let resource = request::resource(&message.resource)?;
         let selector = request::identity(message.identity)?;
+        state.policy.check(peer, &selector, Target::Token(resource))?;
         let (first, updates) = state.tokens.watch(&selector, resource, budget).await?;
         let first = futures::stream::once(async move { Ok(to_proto(&first)) });
         let next = WatchStream::from_changes(updates)

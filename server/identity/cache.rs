@@ -28,7 +28,7 @@ use futures::{
     FutureExt,
 };
 use rand::Rng;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::{
     governor::{Governor, Priority},
@@ -61,6 +61,17 @@ impl Default for CacheSettings {
     }
 }
 
+/// Something the cache did, for metrics, logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A token was fetched (cold or refresh).
+    Fetched { resource: String, background: bool },
+    /// A background refresh failed; the cached token stays in service.
+    RefreshFailed { resource: String },
+    /// A key was dropped (unused, or expired without a refresh).
+    Evicted { resource: String },
+}
+
 type Key = (IdentitySelector, String);
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, GatewayError>>>;
 
@@ -88,6 +99,7 @@ struct Inner {
     entries: Mutex<HashMap<Key, Arc<Entry>>>,
     upstream_requests: AtomicU64,
     refresh_failures: AtomicU64,
+    events: broadcast::Sender<CacheEvent>,
 }
 
 struct Entry {
@@ -164,6 +176,7 @@ impl TokenCache {
                 entries: Mutex::default(),
                 upstream_requests: AtomicU64::new(0),
                 refresh_failures: AtomicU64::new(0),
+                events: broadcast::channel(256).0,
             }),
         }
     }
@@ -215,6 +228,11 @@ impl TokenCache {
         self.inner.refresh_failures.load(Ordering::Relaxed)
     }
 
+    /// A feed of what the cache does (fetches, failed refreshes, evictions).
+    pub fn events(&self) -> broadcast::Receiver<CacheEvent> {
+        self.inner.events.subscribe()
+    }
+
     /// The source's name and endpoint, for the startup banner.
     pub fn source_description(&self) -> String {
         format!(
@@ -253,7 +271,7 @@ impl TokenCache {
             let result = cache
                 .fetch_with_retries(&task_entry.key, priority, budget)
                 .await;
-            cache.complete(&task_entry, &result);
+            cache.complete(&task_entry, &result, priority == Priority::Background);
             result
         });
         let fetch = async move {
@@ -270,7 +288,12 @@ impl TokenCache {
     }
 
     /// Stores a fetch's outcome and makes sure the key is being refreshed.
-    fn complete(&self, entry: &Arc<Entry>, result: &Result<AccessToken, GatewayError>) {
+    fn complete(
+        &self,
+        entry: &Arc<Entry>,
+        result: &Result<AccessToken, GatewayError>,
+        background: bool,
+    ) {
         let mut state = lock(&entry.state);
         state.in_flight = None;
         let Ok(token) = result else { return };
@@ -286,6 +309,10 @@ impl TokenCache {
         });
         state.used_since_fetch = false;
         entry.updates.send_replace(Some(token.clone()));
+        let _ = self.inner.events.send(CacheEvent::Fetched {
+            resource: entry.key.1.clone(),
+            background,
+        });
         if !state.refreshing {
             state.refreshing = true;
             let cache = self.clone();
@@ -328,6 +355,9 @@ impl TokenCache {
                 Ok(_) => retry_at = None,
                 Err(error) => {
                     self.inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.inner.events.send(CacheEvent::RefreshFailed {
+                        resource: entry.key.1.clone(),
+                    });
                     let left = expires_at.saturating_duration_since(clock.now());
                     if left.is_zero() {
                         tracing::warn!(resource = %entry.key.1, identity = %entry.key.0, %error, "token expired and could not be refreshed");

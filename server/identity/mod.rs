@@ -17,7 +17,7 @@ use std::{fmt, time::SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 
-pub use cache::{CacheSettings, TokenCache};
+pub use cache::{CacheEvent, CacheSettings, TokenCache};
 pub use source::{SourceKind, TokenSource};
 
 /// Which managed identity a token is for.

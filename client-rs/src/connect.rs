@@ -1,0 +1,68 @@
+//! Dialing the gateway: Unix socket, Windows named pipe, or TCP URL.
+
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::Error;
+
+/// Where a system install listens.
+pub const DEFAULT_SOCKET: &str = "/run/identity-gateway/gateway.sock";
+
+pub(crate) async fn channel(target: &str) -> Result<Channel, Error> {
+    let connect_error = |e: &dyn std::fmt::Display| Error::Connect {
+        target: target.to_string(),
+        message: e.to_string(),
+    };
+    if target.starts_with("http://") || target.starts_with("https://") {
+        return Endpoint::from_shared(target.to_string())
+            .map_err(|e| connect_error(&e))?
+            .connect()
+            .await
+            .map_err(|e| connect_error(&source_chain(&e)));
+    }
+    // The URI is a placeholder: the connector below decides where bytes go.
+    let endpoint = Endpoint::from_static("http://identity-gateway.local");
+    #[cfg(windows)]
+    if target.starts_with(r"\\") {
+        let name = target.to_string();
+        return endpoint
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let name = name.clone();
+                async move {
+                    let pipe = tokio::net::windows::named_pipe::ClientOptions::new().open(&name)?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(pipe))
+                }
+            }))
+            .await
+            .map_err(|e| connect_error(&source_chain(&e)));
+    }
+    #[cfg(unix)]
+    {
+        let path = target.strip_prefix("unix://").unwrap_or(target).to_string();
+        endpoint
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(|e| connect_error(&source_chain(&e)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = endpoint;
+        Err(connect_error(&"Unix sockets are not available on this platform; use a pipe or URL"))
+    }
+}
+
+fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
