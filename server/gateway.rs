@@ -15,10 +15,10 @@ use crate::{
     clock::{Clock, SystemClock},
     config::Config,
     error::GatewayError,
-    policy::CallerPolicy,
     identity::{
         retry::RetryPolicy, AccessToken, CacheSettings, IdentitySelector, TokenCache, TokenSource,
     },
+    policy::CallerPolicy,
     proto::{identity_gateway_server::IdentityGatewayServer, FILE_DESCRIPTOR_SET},
     transport::Listeners,
 };

@@ -35,6 +35,7 @@ use crate::{
     error::GatewayError,
     gateway::GatewayState,
     identity::IdentitySelector,
+    policy::{Caller, Target},
     proto::{self, identity::Selector},
 };
 
@@ -132,9 +133,7 @@ pub fn header_file_path(config: &Config) -> PathBuf {
 
 /// Starts the endpoint when `[identity_endpoint] listen` (or
 /// `--identity-endpoint`) is set: binds, writes a fresh secret, serves.
-pub async fn start(
-    state: &Arc<GatewayState>,
-) -> Result<Option<RunningIdentityEndpoint>, String> {
+pub async fn start(state: &Arc<GatewayState>) -> Result<Option<RunningIdentityEndpoint>, String> {
     let Some(listen) = state.config.identity_endpoint.listen else {
         return Ok(None);
     };
@@ -191,9 +190,9 @@ fn new_secret() -> SecretString {
 /// Writes the secret to a fresh 0600 file next to `path` and renames it over
 /// `path`, so no reader ever sees a partial or wider-permission file.
 fn write_secret(path: &Path, secret: &SecretString) -> io::Result<()> {
-    let file_name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "the path names no file")
-    })?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
@@ -221,17 +220,14 @@ struct EndpointState {
     secret: Arc<SecretString>,
 }
 
-/// The HTTP routes: the token path (both spellings App Service uses).
+/// The HTTP routes: the token path, matched case-insensitively (App Service
+/// itself is reached as both `/msi/token` and `/MSI/token`).
 fn router(gateway: Arc<GatewayState>, secret: SecretString) -> Router {
     let state = EndpointState {
         gateway,
         secret: Arc::new(secret),
     };
-    Router::new()
-        .route(TOKEN_PATH, axum::routing::any(token))
-        .route("/MSI/token", axum::routing::any(token))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; use /msi/token") })
-        .with_state(state)
+    Router::new().fallback(token).with_state(state)
 }
 
 /// An App Service-style error body.
@@ -241,7 +237,12 @@ fn error(status: StatusCode, message: &str) -> Response {
         "message": message,
         "correlationId": uuid::Uuid::new_v4().to_string(),
     });
-    (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 async fn token(
@@ -251,6 +252,9 @@ async fn token(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    if !uri.path().eq_ignore_ascii_case(TOKEN_PATH) {
+        return error(StatusCode::NOT_FOUND, "no such path; use /msi/token");
+    }
     let caller = format!("tcp={peer}");
     let (response, resource, outcome) = answer(&state, &method, &uri, &headers).await;
     tracing::info!(
@@ -308,10 +312,21 @@ async fn answer(
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string(), None),
     };
     let resource = query.resource.clone();
-    let fetched = state
-        .gateway
-        .tokens_within(Some(TOKEN_BUDGET), &query.selector, &query.resource)
-        .await;
+    let gateway = &state.gateway;
+    // Callers here have no peer credentials: the policy treats them like
+    // loopback-TCP gRPC callers (only rules naming no uid/gid apply).
+    let fetched = match gateway.policy.check(
+        Caller::default(),
+        &query.selector,
+        Target::Token(&query.resource),
+    ) {
+        Ok(()) => {
+            gateway
+                .tokens_within(Some(TOKEN_BUDGET), &query.selector, &query.resource)
+                .await
+        }
+        Err(e) => Err(e),
+    };
     match fetched {
         Ok(token) => {
             let expires_on = token
@@ -348,7 +363,11 @@ fn refuse(
     message: &str,
     resource: Option<String>,
 ) -> (Response, Option<String>, String) {
-    (error(status, message), resource, format!("{status}: {message}"))
+    (
+        error(status, message),
+        resource,
+        format!("{status}: {message}"),
+    )
 }
 
 /// The HTTP status an SDK expects for each failure: 400 means "no such
@@ -465,76 +484,72 @@ mod tests {
 
     use axum::{
         body::Body,
-        extract::Query,
         http::{Request, StatusCode},
-        Json,
     };
-    use identity_gateway_emulator::{
-        http::{serve_http, RunningServer},
-        Principal, TokenAuthority,
-    };
+    use identity_gateway_emulator::{sample, ImdsConfig, ImdsFake, TokenAuthority};
     use tower::ServiceExt;
 
     use super::*;
     use crate::identity::SourceKind;
 
-    const CLIENT_ID: &str = "a5842c85-1131-4c68-b205-cabb41b6c022";
+    const CLIENT_ID: &str = sample::USER_CLIENT_ID;
 
-    /// A minimal IMDS stand-in minting with the emulator's authority.
-    async fn imds(authority: Arc<TokenAuthority>) -> RunningServer {
-        let route = move |Query(q): Query<std::collections::HashMap<String, String>>| {
-            let authority = Arc::clone(&authority);
-            async move {
-                let principal = Principal {
-                    client_id: q.get("client_id").cloned().unwrap_or_else(|| {
-                        "652865a1-f931-4521-a1a5-055a83bce067".into()
-                    }),
-                    object_id: "72f5fd3e-9ee8-4f05-a3a0-60539e85b40e".into(),
-                    mirid: "/subscriptions/s/resourcegroups/rg/providers/Microsoft.Compute/virtualMachines/vm".into(),
-                };
-                let resource = q.get("resource").cloned().unwrap_or_default();
-                let now = SystemTime::now();
-                let (jwt, claims) =
-                    authority.mint(&principal, &resource, now, Duration::from_secs(3600));
-                Json(json!({
-                    "access_token": jwt,
-                    "client_id": principal.client_id,
-                    "expires_in": "3600",
-                    "expires_on": claims.exp.to_string(),
-                    "not_before": claims.nbf.to_string(),
-                    "resource": resource,
-                    "token_type": "Bearer",
-                }))
-            }
-        };
-        let app = Router::new().route("/metadata/identity/oauth2/token", axum::routing::get(route));
-        serve_http(app, 0).await.expect("bind the IMDS stand-in")
+    #[tokio::test]
+    async fn the_caller_policy_applies_as_to_a_tcp_caller() {
+        let f = fixture().await;
+        let mut config = f.app_config.clone();
+        config.policy = toml::from_str(
+            "[[rules]]\nresources = [\"https://vault.azure.net\"]\n[[rules]]\nuids = [0]\n",
+        )
+        .expect("policy");
+        let app = router(
+            Arc::new(GatewayState::new(config).expect("state")),
+            SecretString::from(f.secret.clone()),
+        );
+        let ok = "/msi/token?resource=https://vault.azure.net&api-version=2019-08-01";
+        let (status, body) = call(&app, ok, Some(&f.secret)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let refused = "/msi/token?resource=https://storage.azure.com/&api-version=2019-08-01";
+        let (status, body) = call(&app, refused, Some(&f.secret)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(
+            body["message"].as_str().unwrap_or("").contains("policy"),
+            "{body}"
+        );
     }
 
     struct Fixture {
         authority: Arc<TokenAuthority>,
-        _imds: RunningServer,
+        _imds: ImdsFake,
         app: Router,
+        app_config: Config,
         secret: String,
     }
 
     async fn fixture() -> Fixture {
-        let authority = Arc::new(TokenAuthority::generate("dc822496-97fa-4380-991a-c8b4ba5d4f73"));
-        let imds = imds(Arc::clone(&authority)).await;
+        let authority = Arc::new(TokenAuthority::generate(sample::TENANT_ID));
+        let imds = ImdsFake::start(Arc::clone(&authority), ImdsConfig::default())
+            .await
+            .expect("fake IMDS");
         let mut config = Config::default();
         config.identity.source = SourceKind::Imds;
         config.identity.imds_endpoint = url::Url::parse(&imds.base_url()).expect("url");
-        let gateway = Arc::new(GatewayState::new(config).expect("state"));
+        let gateway = Arc::new(GatewayState::new(config.clone()).expect("state"));
         let secret = "0123456789abcdef".repeat(4);
         Fixture {
             authority,
             _imds: imds,
             app: router(gateway, SecretString::from(secret.clone())),
+            app_config: config,
             secret,
         }
     }
 
-    async fn call(app: &Router, uri: &str, secret: Option<&str>) -> (StatusCode, serde_json::Value) {
+    async fn call(
+        app: &Router,
+        uri: &str,
+        secret: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
         let mut request = Request::get(uri);
         if let Some(secret) = secret {
             request = request.header("X-IDENTITY-HEADER", secret);
@@ -598,13 +613,19 @@ mod tests {
         let uri = "/msi/token?resource=https://vault.azure.net&api-version=2019-08-01";
         let (status, body) = call(&f.app, uri, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(body["message"].as_str().unwrap_or("").contains("X-IDENTITY-HEADER"));
+        assert!(body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("X-IDENTITY-HEADER"));
         assert!(body.get("access_token").is_none());
         let mut wrong = f.secret.clone();
         wrong.replace_range(0..1, "f");
         let (status, body) = call(&f.app, uri, Some(&wrong)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert!(!body.to_string().contains(&f.secret), "never echo the secret");
+        assert!(
+            !body.to_string().contains(&f.secret),
+            "never echo the secret"
+        );
         let (status, _) = call(&f.app, uri, Some("")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
@@ -674,7 +695,11 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "s3cret");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("ls").count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]

@@ -147,13 +147,25 @@ mod tests {
         CallerPolicy::new(&config)
     }
 
-    const ALICE: Caller = Caller { uid: Some(1000), gid: Some(1000) };
-    const BOB: Caller = Caller { uid: Some(1001), gid: Some(1001) };
+    const ALICE: Caller = Caller {
+        uid: Some(1000),
+        gid: Some(1000),
+    };
+    const BOB: Caller = Caller {
+        uid: Some(1001),
+        gid: Some(1001),
+    };
 
     #[test]
     fn no_rules_allows_everything() {
         let p = CallerPolicy::default();
-        assert!(p.check(Caller::default(), &IdentitySelector::SystemAssigned, Target::Token("x")).is_ok());
+        assert!(p
+            .check(
+                Caller::default(),
+                &IdentitySelector::SystemAssigned,
+                Target::Token("x")
+            )
+            .is_ok());
     }
 
     #[test]
@@ -169,14 +181,31 @@ mod tests {
             "#,
         );
         let sys = IdentitySelector::SystemAssigned;
-        assert!(p.check(ALICE, &sys, Target::Token("https://vault.azure.net")).is_ok());
-        let err = p.check(ALICE, &sys, Target::Token("https://vault.azure.net/")).unwrap_err();
-        assert!(err.to_string().contains("token resource 'https://vault.azure.net/'"), "{err}");
+        assert!(p
+            .check(ALICE, &sys, Target::Token("https://vault.azure.net"))
+            .is_ok());
+        let err = p
+            .check(ALICE, &sys, Target::Token("https://vault.azure.net/"))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("token resource 'https://vault.azure.net/'"),
+            "{err}"
+        );
         let user = IdentitySelector::ClientId("c".into());
-        assert!(p.check(ALICE, &user, Target::Token("https://vault.azure.net")).is_err());
-        let err = p.check(BOB, &sys, Target::Token("https://vault.azure.net")).unwrap_err();
+        assert!(p
+            .check(ALICE, &user, Target::Token("https://vault.azure.net"))
+            .is_err());
+        let err = p
+            .check(BOB, &sys, Target::Token("https://vault.azure.net"))
+            .unwrap_err();
         assert!(err.to_string().contains("no rule allows uid 1001"), "{err}");
-        let staff = Caller { uid: Some(5), gid: Some(2000) };
-        assert!(p.check(staff, &user, Target::Vault("any.vault.azure.net")).is_ok());
+        let staff = Caller {
+            uid: Some(5),
+            gid: Some(2000),
+        };
+        assert!(p
+            .check(staff, &user, Target::Vault("any.vault.azure.net"))
+            .is_ok());
     }
 }

@@ -49,11 +49,16 @@ async fn emulator_binary_serves_tokens_and_drains_on_sigterm() {
         .unwrap();
     assert!(banner.contains("identity-gateway"), "{banner}");
 
-    let client = GatewayClient::connect(socket.to_str().unwrap()).await.unwrap();
+    let client = GatewayClient::connect(socket.to_str().unwrap())
+        .await
+        .unwrap();
     let token = client.get_token("https://vault.azure.net").await.unwrap();
     let claims = jwt_claims(token.secret());
     assert_eq!(claims["aud"], "https://vault.azure.net");
-    assert!(claims["iss"].as_str().unwrap().starts_with("https://sts.windows.net/"));
+    assert!(claims["iss"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://sts.windows.net/"));
 
     // A second instance must not steal a live socket.
     let second = Command::new(BIN)
@@ -77,12 +82,22 @@ async fn emulator_binary_serves_tokens_and_drains_on_sigterm() {
 
 #[test]
 fn bad_flags_are_usage_errors() {
-    let out = Command::new(BIN).args(["--tcp", "0.0.0.0:7777", "--socket", "/nonexistent/x.sock"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--tcp", "0.0.0.0:7777", "--socket", "/nonexistent/x.sock"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
     let help = Command::new(BIN).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--socket", "--tcp", "--imds-endpoint", "--config", "--emulator", "IDENTITY_GATEWAY_SOCKET"] {
+    for flag in [
+        "--socket",
+        "--tcp",
+        "--imds-endpoint",
+        "--config",
+        "--emulator",
+        "IDENTITY_GATEWAY_SOCKET",
+    ] {
         assert!(text.contains(flag), "--help mentions {flag}");
     }
 }

@@ -4,4 +4,5 @@
 mod common;
 
 mod binary;
+mod identity_endpoint;
 mod token;

@@ -31,7 +31,11 @@ async fn repeated_requests_are_served_from_one_upstream_call() {
     assert_eq!(claims.oid, sample::SYSTEM_OBJECT_ID);
     assert_eq!(first.resource, VAULT);
     assert_eq!(first.token_type, "Bearer");
-    let exp = first.expires_on.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let exp = first
+        .expires_on
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     assert_eq!(exp, claims.exp, "expires_on is the token's exp");
 }
 
@@ -45,7 +49,13 @@ async fn two_hundred_concurrent_cold_callers_make_one_upstream_call() {
         tokio::spawn(async move { client.get_token(VAULT).await })
     });
     let tokens: Vec<_> = futures::future::join_all(calls).await;
-    let first = tokens[0].as_ref().unwrap().as_ref().unwrap().secret().to_string();
+    let first = tokens[0]
+        .as_ref()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .secret()
+        .to_string();
     for token in &tokens {
         assert_eq!(token.as_ref().unwrap().as_ref().unwrap().secret(), first);
     }
@@ -57,9 +67,21 @@ async fn user_assigned_selectors_reach_imds_as_the_right_parameter() {
     let env = TestEnv::new().await;
     let gw = env.start(env.config()).await;
     let selectors = [
-        (Identity::ClientId(sample::USER_CLIENT_ID.into()), "client_id", sample::USER_CLIENT_ID),
-        (Identity::ObjectId(sample::USER_OBJECT_ID.into()), "object_id", sample::USER_OBJECT_ID),
-        (Identity::ResourceId(sample::USER_RESOURCE_ID.into()), "msi_res_id", sample::USER_RESOURCE_ID),
+        (
+            Identity::ClientId(sample::USER_CLIENT_ID.into()),
+            "client_id",
+            sample::USER_CLIENT_ID,
+        ),
+        (
+            Identity::ObjectId(sample::USER_OBJECT_ID.into()),
+            "object_id",
+            sample::USER_OBJECT_ID,
+        ),
+        (
+            Identity::ResourceId(sample::USER_RESOURCE_ID.into()),
+            "msi_res_id",
+            sample::USER_RESOURCE_ID,
+        ),
     ];
     for (i, (identity, param, value)) in selectors.into_iter().enumerate() {
         let token = gw.client.get_token_for(VAULT, identity).await.unwrap();
@@ -73,9 +95,15 @@ async fn user_assigned_selectors_reach_imds_as_the_right_parameter() {
             "{param} missing from {:?}",
             request.query
         );
-        assert!(request.query.iter().any(|(k, v)| k == "resource" && v == VAULT));
+        assert!(request
+            .query
+            .iter()
+            .any(|(k, v)| k == "resource" && v == VAULT));
         assert!(request.query.iter().any(|(k, _)| k == "api-version"));
-        assert!(request.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("metadata") && v == "true"));
+        assert!(request
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("metadata") && v == "true"));
     }
 }
 
@@ -83,8 +111,16 @@ async fn user_assigned_selectors_reach_imds_as_the_right_parameter() {
 async fn trailing_slash_resources_are_distinct_audiences() {
     let env = TestEnv::new().await;
     let gw = env.start(env.config()).await;
-    let bare = gw.client.get_token("https://management.azure.com").await.unwrap();
-    let slash = gw.client.get_token("https://management.azure.com/").await.unwrap();
+    let bare = gw
+        .client
+        .get_token("https://management.azure.com")
+        .await
+        .unwrap();
+    let slash = gw
+        .client
+        .get_token("https://management.azure.com/")
+        .await
+        .unwrap();
     assert_ne!(bare.secret(), slash.secret());
     env.verify(bare.secret(), "https://management.azure.com");
     env.verify(slash.secret(), "https://management.azure.com/");
@@ -95,7 +131,8 @@ async fn trailing_slash_resources_are_distinct_audiences() {
 #[tokio::test]
 async fn gone_then_ok_recovers_after_backoff() {
     let env = TestEnv::new().await;
-    env.imds.script([ScriptedResponse::status(410), ScriptedResponse::status(410)]);
+    env.imds
+        .script([ScriptedResponse::status(410), ScriptedResponse::status(410)]);
     let (gw, clock) = env.start_manual(env.config()).await;
     let token = gw.client.get_token(VAULT).await.unwrap();
     env.verify(token.secret(), VAULT);
@@ -113,7 +150,10 @@ async fn throttled_with_retry_after_waits_at_least_that_long() {
     gw.client.get_token(VAULT).await.unwrap();
     assert_eq!(env.imds.token_requests(), 2);
     assert!(
-        clock.backoffs().iter().any(|d| *d >= Duration::from_secs(7)),
+        clock
+            .backoffs()
+            .iter()
+            .any(|d| *d >= Duration::from_secs(7)),
         "Retry-After honoured: {:?}",
         clock.backoffs()
     );
@@ -122,7 +162,8 @@ async fn throttled_with_retry_after_waits_at_least_that_long() {
 #[tokio::test]
 async fn persistent_server_errors_give_unavailable_after_bounded_retries() {
     let env = TestEnv::new().await;
-    env.imds.script((0..10).map(|_| ScriptedResponse::status(503)));
+    env.imds
+        .script((0..10).map(|_| ScriptedResponse::status(503)));
     let (gw, _clock) = env.start_manual(env.config()).await;
     let err = gw.client.get_token(VAULT).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
@@ -135,13 +176,21 @@ async fn bad_request_is_final_and_not_retried() {
     let (gw, clock) = env.start_manual(env.config()).await;
     let err = gw
         .client
-        .get_token_for(VAULT, Identity::ClientId("00000000-0000-4000-8000-00000000dead".into()))
+        .get_token_for(
+            VAULT,
+            Identity::ClientId("00000000-0000-4000-8000-00000000dead".into()),
+        )
         .await
         .unwrap_err();
-    let Error::IdentityUnavailable(message) = &err else { panic!("{err:?}") };
+    let Error::IdentityUnavailable(message) = &err else {
+        panic!("{err:?}")
+    };
     assert!(message.contains("Identity not found"), "{message}");
     assert!(message.contains("may not be enabled"), "{message}");
-    assert!(message.contains("00000000-0000-4000-8000-00000000dead"), "{message}");
+    assert!(
+        message.contains("00000000-0000-4000-8000-00000000dead"),
+        "{message}"
+    );
     assert_eq!(env.imds.token_requests(), 1);
     assert!(clock.backoffs().is_empty());
 }
@@ -163,8 +212,16 @@ async fn unreachable_imds_is_unavailable_with_guidance() {
     request.set_timeout(Duration::from_secs(5));
     let status = gw.client.rpc().get_token(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("cannot reach IMDS"), "{}", status.message());
-    assert!(status.message().contains("managed identity"), "{}", status.message());
+    assert!(
+        status.message().contains("cannot reach IMDS"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("managed identity"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
@@ -187,14 +244,36 @@ async fn malformed_requests_name_the_field() {
     let gw = env.start(env.config()).await;
     let cases = [
         ("", Identity::SystemAssigned, "resource"),
-        ("https://vault.azure.net/.default", Identity::SystemAssigned, "resource"),
-        ("https://vault.azure.net\r\nX: y", Identity::SystemAssigned, "resource"),
-        (VAULT, Identity::ClientId("abc&resource=https://evil".into()), "identity.client_id"),
-        (VAULT, Identity::ResourceId("/subscriptions/x".into()), "identity.resource_id"),
+        (
+            "https://vault.azure.net/.default",
+            Identity::SystemAssigned,
+            "resource",
+        ),
+        (
+            "https://vault.azure.net\r\nX: y",
+            Identity::SystemAssigned,
+            "resource",
+        ),
+        (
+            VAULT,
+            Identity::ClientId("abc&resource=https://evil".into()),
+            "identity.client_id",
+        ),
+        (
+            VAULT,
+            Identity::ResourceId("/subscriptions/x".into()),
+            "identity.resource_id",
+        ),
     ];
     for (resource, identity, field) in cases {
-        let err = gw.client.get_token_for(resource, identity).await.unwrap_err();
-        let Error::InvalidArgument(message) = &err else { panic!("{err:?}") };
+        let err = gw
+            .client
+            .get_token_for(resource, identity)
+            .await
+            .unwrap_err();
+        let Error::InvalidArgument(message) = &err else {
+            panic!("{err:?}")
+        };
         assert!(message.contains(field), "{message} should name {field}");
     }
     assert_eq!(env.imds.token_requests(), 0, "nothing bad reached IMDS");
@@ -224,8 +303,23 @@ async fn refresh_ahead_renews_before_expiry_and_watchers_get_the_new_token() {
     tokio::task::yield_now().await;
     assert_eq!(env.imds.token_requests(), 1, "not refreshed too early");
     clock.advance(Duration::from_secs(31));
-    let event = next_event(&mut events, |e| matches!(e, CacheEvent::Fetched { background: true, .. })).await;
-    assert_eq!(event, CacheEvent::Fetched { resource: VAULT.into(), background: true });
+    let event = next_event(&mut events, |e| {
+        matches!(
+            e,
+            CacheEvent::Fetched {
+                background: true,
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(
+        event,
+        CacheEvent::Fetched {
+            resource: VAULT.into(),
+            background: true
+        }
+    );
     assert_eq!(env.imds.token_requests(), 2);
     let second = tokio::time::timeout(Duration::from_secs(10), watch.next())
         .await
@@ -249,16 +343,33 @@ async fn failing_refresh_keeps_serving_the_cached_token_until_expiry() {
     let mut events = gw.state.tokens.events();
     let cached = gw.client.get_token(VAULT).await.unwrap();
 
-    env.imds.script((0..6).map(|_| ScriptedResponse::status(500)));
+    env.imds
+        .script((0..6).map(|_| ScriptedResponse::status(500)));
     clock.advance(Duration::from_secs(3600 - 299));
-    next_event(&mut events, |e| matches!(e, CacheEvent::RefreshFailed { .. })).await;
+    next_event(&mut events, |e| {
+        matches!(e, CacheEvent::RefreshFailed { .. })
+    })
+    .await;
     assert!(gw.state.tokens.refresh_failures() >= 1);
     let during = gw.client.get_token(VAULT).await.unwrap();
-    assert_eq!(during.secret(), cached.secret(), "cached token still served");
+    assert_eq!(
+        during.secret(),
+        cached.secret(),
+        "cached token still served"
+    );
 
     // Once IMDS is back, a later refresh attempt succeeds before expiry.
     clock.advance(Duration::from_secs(60));
-    next_event(&mut events, |e| matches!(e, CacheEvent::Fetched { background: true, .. })).await;
+    next_event(&mut events, |e| {
+        matches!(
+            e,
+            CacheEvent::Fetched {
+                background: true,
+                ..
+            }
+        )
+    })
+    .await;
     let after = gw.client.get_token(VAULT).await.unwrap();
     env.verify(after.secret(), VAULT);
 }
@@ -272,12 +383,20 @@ async fn the_governor_keeps_the_gateway_under_imds_limits() {
     let gw = env.start(env.config()).await;
     let calls = (0..40).map(|i| {
         let client = gw.client.clone();
-        tokio::spawn(async move { client.get_token(&format!("https://app-{i}.example.test")).await })
+        tokio::spawn(async move {
+            client
+                .get_token(&format!("https://app-{i}.example.test"))
+                .await
+        })
     });
     for result in futures::future::join_all(calls).await {
         result.unwrap().unwrap();
     }
-    assert_eq!(env.imds.throttled(), 0, "IMDS never had to throttle the gateway");
+    assert_eq!(
+        env.imds.throttled(),
+        0,
+        "IMDS never had to throttle the gateway"
+    );
     assert!(env.imds.max_concurrent_seen() <= 5);
     assert_eq!(env.imds.token_requests(), 40);
 }
@@ -286,8 +405,9 @@ async fn the_governor_keeps_the_gateway_under_imds_limits() {
 async fn health_and_reflection_answer() {
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
     };
     let env = TestEnv::new().await;
     let gw = env.start(env.config()).await;
@@ -295,7 +415,9 @@ async fn health_and_reflection_answer() {
 
     let mut health = HealthClient::new(channel.clone());
     let status = health
-        .check(HealthCheckRequest { service: "identity_gateway.v1.IdentityGateway".into() })
+        .check(HealthCheckRequest {
+            service: "identity_gateway.v1.IdentityGateway".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -317,7 +439,10 @@ async fn health_and_reflection_answer() {
         panic!("expected a service list")
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(names.contains(&"identity_gateway.v1.IdentityGateway"), "{names:?}");
+    assert!(
+        names.contains(&"identity_gateway.v1.IdentityGateway"),
+        "{names:?}"
+    );
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 }
 
@@ -343,24 +468,35 @@ async fn caller_policy_uses_the_sockets_peer_credentials() {
     let mut config = env.config();
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
-    config.policy.rules = vec![
-        Rule {
-            uids: vec![me],
-            identities: vec!["system".into()],
-            resources: vec![VAULT.into()],
-            ..Rule::default()
-        },
-    ];
+    config.policy.rules = vec![Rule {
+        uids: vec![me],
+        identities: vec!["system".into()],
+        resources: vec![VAULT.into()],
+        ..Rule::default()
+    }];
     let gw = env.start(config).await;
     gw.client.get_token(VAULT).await.unwrap();
-    let err = gw.client.get_token("https://storage.azure.com/").await.unwrap_err();
-    let Error::PermissionDenied(message) = &err else { panic!("{err:?}") };
-    assert!(message.contains(&format!("uid {me}")) && message.contains("storage.azure.com"), "{message}");
+    let err = gw
+        .client
+        .get_token("https://storage.azure.com/")
+        .await
+        .unwrap_err();
+    let Error::PermissionDenied(message) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        message.contains(&format!("uid {me}")) && message.contains("storage.azure.com"),
+        "{message}"
+    );
     let err = gw
         .client
         .get_token_for(VAULT, Identity::ClientId(sample::USER_CLIENT_ID.into()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert_eq!(env.imds.token_requests(), 1, "refused calls never reach IMDS");
+    assert_eq!(
+        env.imds.token_requests(),
+        1,
+        "refused calls never reach IMDS"
+    );
 }

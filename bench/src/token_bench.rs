@@ -59,7 +59,10 @@ async fn main() {
     let args = parse_args();
     println!("# identity-gateway token benchmarks");
     println!("gateway binary: {}", args.gateway.display());
-    println!("cores: {}", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "cores: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     external_gateway(&args).await;
     cold_callers().await;
     imds_limits().await;
@@ -107,7 +110,11 @@ fn tower_service(
 > + Clone {
     tower::service_fn(move |_| {
         let path = path.clone();
-        async move { Ok(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        async move {
+            Ok(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        }
     })
 }
 
@@ -131,21 +138,32 @@ async fn external_gateway(args: &Args) {
                 break ch;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "gateway did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gateway did not start"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let startup = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!("\n## startup and idle memory (gateway with --emulator fakes in-process)");
-    println!("socket answering health check after spawn: {:.1} ms", startup.as_secs_f64() * 1e3);
+    println!(
+        "socket answering health check after spawn: {:.1} ms",
+        startup.as_secs_f64() * 1e3
+    );
     println!("idle RSS: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
 
     let client = GatewayClient::from_channel(channel.clone());
     client.get_token(RESOURCE).await.expect("warm the cache");
 
     println!("\n## cached GetToken vs empty unary RPC (health Check), same server, UDS");
-    println!("{} rounds of {:.1} s per kind per concurrency, interleaved; medians", args.rounds, args.seconds_per_round);
-    println!("| callers | empty RPC/s | GetToken/s | ratio | empty p50/p99 µs | GetToken p50/p99 µs |");
+    println!(
+        "{} rounds of {:.1} s per kind per concurrency, interleaved; medians",
+        args.rounds, args.seconds_per_round
+    );
+    println!(
+        "| callers | empty RPC/s | GetToken/s | ratio | empty p50/p99 µs | GetToken p50/p99 µs |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for callers in [1usize, 16, 64, 256] {
         let mut empty = Vec::new();
@@ -157,7 +175,13 @@ async fn external_gateway(args: &Args) {
         let (e, t) = (Summary::median(&empty), Summary::median(&token));
         println!(
             "| {callers} | {:.0} | {:.0} | {:.2} | {:.0}/{:.0} | {:.0}/{:.0} |",
-            e.rate, t.rate, t.rate / e.rate, e.p50, e.p99, t.p50, t.p99
+            e.rate,
+            t.rate,
+            t.rate / e.rate,
+            e.p50,
+            e.p99,
+            t.p50,
+            t.p99
         );
     }
     println!("RSS after load: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
@@ -183,11 +207,20 @@ impl Summary {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        Summary { rate: med(|s| s.rate), p50: med(|s| s.p50), p99: med(|s| s.p99) }
+        Summary {
+            rate: med(|s| s.rate),
+            p50: med(|s| s.p50),
+            p99: med(|s| s.p99),
+        }
     }
 }
 
-async fn run_round(callers: usize, seconds: f64, kind: Kind, channel: &tonic::transport::Channel) -> Summary {
+async fn run_round(
+    callers: usize,
+    seconds: f64,
+    kind: Kind,
+    channel: &tonic::transport::Channel,
+) -> Summary {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
@@ -200,7 +233,10 @@ async fn run_round(callers: usize, seconds: f64, kind: Kind, channel: &tonic::tr
                     let t0 = Instant::now();
                     match kind {
                         Kind::Health => {
-                            health.check(HealthCheckRequest::default()).await.expect("health");
+                            health
+                                .check(HealthCheckRequest::default())
+                                .await
+                                .expect("health");
                         }
                         Kind::Token => {
                             client.get_token(RESOURCE).await.expect("token");
@@ -220,11 +256,22 @@ async fn run_round(callers: usize, seconds: f64, kind: Kind, channel: &tonic::tr
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_by(f64::total_cmp);
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Summary { rate: all.len() as f64 / elapsed, p50: pct(0.50), p99: pct(0.99) }
+    Summary {
+        rate: all.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
 }
 
 /// A gateway in this process (so the fake IMDS's counters are readable).
-async fn in_process(imds: ImdsConfig) -> (ImdsFake, GatewayClient, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+async fn in_process(
+    imds: ImdsConfig,
+) -> (
+    ImdsFake,
+    GatewayClient,
+    tempfile::TempDir,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let authority = Arc::new(TokenAuthority::generate(sample::TENANT_ID));
     let fake = ImdsFake::start(authority, imds).await.expect("fake IMDS");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -238,7 +285,9 @@ async fn in_process(imds: ImdsConfig) -> (ImdsFake, GatewayClient, tempfile::Tem
     tokio::spawn(identity_gateway::serve(state, listeners, async move {
         let _ = stopped.await;
     }));
-    let client = GatewayClient::connect(config.socket.to_str().expect("path")).await.expect("connect");
+    let client = GatewayClient::connect(config.socket.to_str().expect("path"))
+        .await
+        .expect("connect");
     (fake, client, dir, stop)
 }
 
@@ -268,7 +317,11 @@ async fn imds_limits() {
     let calls = (0..100).flat_map(|_| {
         (0..20).map(|r| {
             let client = client.clone();
-            tokio::spawn(async move { client.get_token(&format!("https://resource-{r}.example.test")).await })
+            tokio::spawn(async move {
+                client
+                    .get_token(&format!("https://resource-{r}.example.test"))
+                    .await
+            })
         })
     });
     let results = futures::future::join_all(calls.collect::<Vec<_>>()).await;

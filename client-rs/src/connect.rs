@@ -52,7 +52,9 @@ pub(crate) async fn channel(target: &str) -> Result<Channel, Error> {
     #[cfg(not(unix))]
     {
         let _ = endpoint;
-        Err(connect_error(&"Unix sockets are not available on this platform; use a pipe or URL"))
+        Err(connect_error(
+            &"Unix sockets are not available on this platform; use a pipe or URL",
+        ))
     }
 }
 

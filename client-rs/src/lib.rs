@@ -109,7 +109,8 @@ impl TryFrom<proto::GetTokenResponse> for Token {
             .expires_on
             .ok_or_else(|| Error::Malformed("reply has no expires_on".into()))
             .and_then(|ts| {
-                SystemTime::try_from(ts).map_err(|e| Error::Malformed(format!("bad expires_on: {e}")))
+                SystemTime::try_from(ts)
+                    .map_err(|e| Error::Malformed(format!("bad expires_on: {e}")))
             })?;
         Ok(Token {
             access_token: SecretString::from(reply.access_token),
@@ -190,7 +191,9 @@ impl GatewayClient {
         name: &str,
     ) -> Result<proto::GetSecretResponse, Error> {
         let request = proto::GetSecretRequest {
-            vault: Some(proto::get_secret_request::Vault::VaultUrl(vault_url.to_string())),
+            vault: Some(proto::get_secret_request::Vault::VaultUrl(
+                vault_url.to_string(),
+            )),
             name: name.to_string(),
             ..Default::default()
         };

@@ -134,7 +134,10 @@ pub fn cloud(value: i32) -> Result<Cloud, GatewayError> {
 /// The caller's peer credentials, for the caller policy.
 pub fn peer<T>(request: &Request<T>) -> Caller {
     #[cfg(unix)]
-    if let Some(info) = request.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
+    if let Some(info) = request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+    {
         if let Some(cred) = &info.peer_cred {
             return Caller {
                 uid: Some(cred.uid()),

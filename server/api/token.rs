@@ -25,7 +25,9 @@ pub(super) async fn get_token(
     let outcome = async {
         let resource = request::resource(&message.resource)?;
         let selector = request::identity(message.identity)?;
-        state.policy.check(peer, &selector, Target::Token(resource))?;
+        state
+            .policy
+            .check(peer, &selector, Target::Token(resource))?;
         let token = state.tokens_within(budget, &selector, resource).await?;
         Ok(Response::new(to_proto(&token)))
     }
@@ -45,7 +47,9 @@ pub(super) async fn watch_token(
     let outcome = async {
         let resource = request::resource(&message.resource)?;
         let selector = request::identity(message.identity)?;
-        state.policy.check(peer, &selector, Target::Token(resource))?;
+        state
+            .policy
+            .check(peer, &selector, Target::Token(resource))?;
         let (first, updates) = state.tokens.watch(&selector, resource, budget).await?;
         let first = futures::stream::once(async move { Ok(to_proto(&first)) });
         let next = WatchStream::from_changes(updates)
