@@ -7,7 +7,7 @@ import os
 import uuid
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -66,6 +66,16 @@ def resolve_target(socket_path: Optional[str] = None, target: Optional[str] = No
         return target
     path = socket_path or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
     return "unix:" + os.path.abspath(os.fspath(path))
+
+
+def channel_options(target: str, options: Optional[Sequence[Tuple[str, Any]]]) -> List[Tuple[str, Any]]:
+    """Channel options for ``target``. Over a Unix socket gRPC core would send
+    the socket path as the HTTP/2 ``:authority``, which the gateway's HTTP/2
+    stack rejects (RST_STREAM PROTOCOL_ERROR): send ``localhost`` instead."""
+    merged = list(options or ())
+    if target.startswith("unix:") and not any(name == "grpc.default_authority" for name, _ in merged):
+        merged.append(("grpc.default_authority", "localhost"))
+    return merged
 
 
 def scope_to_resource(scopes: Sequence[str]) -> str:

@@ -60,7 +60,8 @@ def connect(
     forever. The channel connects lazily, so a missing gateway shows up as
     :class:`~identity_gateway.errors.Unavailable` on the first call.
     """
-    channel = grpc.insecure_channel(convert.resolve_target(socket_path, target), options=list(options or ()))
+    resolved = convert.resolve_target(socket_path, target)
+    channel = grpc.insecure_channel(resolved, options=convert.channel_options(resolved, options))
     return Client(channel, timeout=timeout)
 
 

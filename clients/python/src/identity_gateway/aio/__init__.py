@@ -40,7 +40,8 @@ def connect(
 ) -> "AsyncClient":
     """Like :func:`identity_gateway.connect`, on a ``grpc.aio`` channel. Call it
     from inside a running event loop."""
-    channel = grpc.aio.insecure_channel(convert.resolve_target(socket_path, target), options=list(options or ()))
+    resolved = convert.resolve_target(socket_path, target)
+    channel = grpc.aio.insecure_channel(resolved, options=convert.channel_options(resolved, options))
     return AsyncClient(channel, timeout=timeout)
 
 
