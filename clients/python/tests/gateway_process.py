@@ -166,15 +166,15 @@ class GatewayProcess:
         self.emulator = Emulator.parse(self.stdout_lines)
         return self
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM, then wait (bounded) for the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=STOP_TIMEOUT)
+            return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=STOP_TIMEOUT)
-            raise self._fail(f"the gateway ignored SIGTERM for {STOP_TIMEOUT}s")
+            raise self._fail(f"the gateway ignored SIGTERM for {timeout}s")
         finally:
             self._stderr.close()
