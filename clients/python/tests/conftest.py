@@ -105,12 +105,14 @@ def _is_implemented(socket: Path, rpc: str) -> bool:
     return _implemented[rpc]
 
 
+def skip_unless_implemented(socket: Path, *rpcs: str) -> None:
+    for rpc in rpcs:
+        if rpc in _PROBES and not _is_implemented(socket, rpc):
+            pytest.skip(f"{rpc} answers UNIMPLEMENTED in this gateway build")
+
+
 @pytest.fixture(autouse=True)
 def _skip_unimplemented_rpcs(request) -> None:
     marker = request.node.get_closest_marker("rpc")
-    if marker is None:
-        return
-    gateway = request.getfixturevalue("gateway")
-    for rpc in marker.args:
-        if not _is_implemented(gateway.socket, rpc):
-            pytest.skip(f"{rpc} answers UNIMPLEMENTED in this gateway build")
+    if marker is not None:
+        skip_unless_implemented(request.getfixturevalue("gateway").socket, *marker.args)
