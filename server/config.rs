@@ -177,7 +177,7 @@ pub struct UpstreamConfig {
     pub arm_endpoint: Option<Url>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyVaultConfig {
     /// Cache secrets this long (0 = off, the default: Key Vault is the source of truth).
@@ -187,7 +187,9 @@ pub struct KeyVaultConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SasConfig {
-    /// Longest SAS lifetime the gateway will issue.
+    /// Longest SAS lifetime (GetServiceSas `expires_in`) the gateway will
+    /// issue; longer requests get INVALID_ARGUMENT. User delegation SAS are
+    /// also held to 7 days, the most a delegation key lives.
     pub max_expiry_secs: u64,
 }
 
@@ -267,14 +269,6 @@ impl Default for UpstreamConfig {
             request_timeout_secs: 60,
             max_body_bytes: 4 * 1024 * 1024,
             arm_endpoint: None,
-        }
-    }
-}
-
-impl Default for KeyVaultConfig {
-    fn default() -> Self {
-        Self {
-            secret_cache_ttl_secs: 0,
         }
     }
 }

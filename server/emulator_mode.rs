@@ -1,21 +1,257 @@
 //! `--emulator`: starts the emulator's fakes in-process on loopback and points
-//! the gateway's configuration at them. Filled in once the emulator crate
-//! serves them.
+//! the gateway's configuration at them, so a newcomer can call every RPC with
+//! no Azure account.
+//!
+//! This module owns the wiring only: which fakes run, the trust anchor (the
+//! emulator's test CA, written to a private temp dir) and the config rewrite.
+//! The fakes themselves live in the `identity-gateway-emulator` crate.
+//!
+//! Adding a fake takes one field in [`RunningEmulator`], one line in
+//! [`start`] and one line in [`RunningEmulator::endpoints`].
 
-use crate::config::Config;
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-/// Handles of the running fakes; dropping it stops them.
+use identity_gateway_emulator::{sample, tls::TestCa, ImdsConfig, ImdsFake, TokenAuthority};
+use url::Url;
+
+use crate::{config::Config, identity::SourceKind};
+
+/// Hosts the fakes serve on; tokens may be sent there (any port) in emulator mode.
+const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "localhost"];
+
+/// Handles of the running fakes; dropping it stops them and removes the CA file.
 #[derive(Debug)]
 pub struct RunningEmulator {
-    _private: (),
+    authority: Arc<TokenAuthority>,
+    ca: Arc<TestCa>,
+    ca_file: PathBuf,
+    /// Holds the CA file; removed on drop.
+    _ca_dir: tempfile::TempDir,
+    /// The fake IMDS the gateway takes its tokens from.
+    pub imds: ImdsFake,
 }
 
-/// Starts the fakes and rewrites `config` to use them.
-pub async fn start(_config: &mut Config) -> Result<RunningEmulator, String> {
-    Err("the built-in emulator is not available in this build yet".into())
+impl RunningEmulator {
+    /// The authority that mints (IMDS) and verifies (every other fake) tokens.
+    pub fn authority(&self) -> Arc<TokenAuthority> {
+        self.authority.clone()
+    }
+
+    /// The test CA the HTTPS and TDS fakes present certificates from.
+    pub fn ca(&self) -> Arc<TestCa> {
+        self.ca.clone()
+    }
+
+    /// The test CA's certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.ca.ca_pem()
+    }
+
+    /// Where the CA certificate was written (also in `upstream.ca_files`).
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// (name, base URL) of every running fake, for the banner.
+    pub fn endpoints(&self) -> Vec<(&'static str, String)> {
+        vec![("IMDS", self.imds.base_url())]
+    }
 }
 
-/// What `--emulator` prints: where it listens and how to call it.
-pub fn banner(config: &Config, _emulator: &RunningEmulator) -> String {
-    format!("identity-gateway (emulator) on {}", config.socket.display())
+/// Starts the fakes and rewrites `config` to use them: IMDS as the token
+/// source, the test CA trusted, plain HTTP and loopback hosts allowed.
+pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
+    let authority = Arc::new(TokenAuthority::generate(sample::TENANT_ID));
+    let ca = Arc::new(TestCa::generate(&["localhost", "127.0.0.1"]));
+    let (ca_dir, ca_file) = write_ca(ca.ca_pem())?;
+    let imds = ImdsFake::start(authority.clone(), ImdsConfig::default())
+        .await
+        .map_err(|e| format!("emulator: cannot start the fake IMDS: {e}"))?;
+
+    config.identity.source = SourceKind::Imds;
+    config.identity.imds_endpoint =
+        Url::parse(&imds.base_url()).map_err(|e| format!("emulator: fake IMDS URL: {e}"))?;
+    config.upstream.ca_files.push(ca_file.clone());
+    config.upstream.allow_http = true;
+    for host in LOOPBACK_HOSTS {
+        if !config.upstream.allowed_hosts.iter().any(|h| h == host) {
+            config.upstream.allowed_hosts.push((*host).to_string());
+        }
+    }
+    Ok(RunningEmulator {
+        authority,
+        ca,
+        ca_file,
+        _ca_dir: ca_dir,
+        imds,
+    })
+}
+
+/// Writes the CA certificate into a fresh 0700 temp dir.
+fn write_ca(pem: &str) -> Result<(tempfile::TempDir, PathBuf), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("identity-gateway-emulator-")
+        .tempdir()
+        .map_err(|e| format!("emulator: cannot create a temp dir for the test CA: {e}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).map_err(
+            |e| {
+                format!(
+                    "emulator: cannot make {} private: {e}",
+                    dir.path().display()
+                )
+            },
+        )?;
+    }
+    let path = dir.path().join("emulator-ca.pem");
+    std::fs::write(&path, pem)
+        .map_err(|e| format!("emulator: cannot write {}: {e}", path.display()))?;
+    Ok((dir, path))
+}
+
+/// What `--emulator` prints: where it listens, who it is, and commands to
+/// copy and paste.
+pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
+    let socket = shell_quote(&config.socket.display().to_string());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "identity-gateway is running against the built-in emulator (no Azure account needed)."
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "  gRPC socket:  {}", config.socket.display());
+    if let Some(tcp) = config.tcp {
+        let _ = writeln!(out, "  gRPC TCP:     {tcp}");
+    }
+    for (name, url) in emulator.endpoints() {
+        let label = format!("fake {name}:");
+        let _ = writeln!(out, "  {label:<13} {url}");
+    }
+    let _ = writeln!(out, "  test CA:      {}", emulator.ca_file().display());
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  Sample identities (tenant {}, VM {} in resource group {}):",
+        sample::TENANT_ID,
+        sample::VM_NAME,
+        sample::RESOURCE_GROUP
+    );
+    let _ = writeln!(
+        out,
+        "    system-assigned            client_id {}  object_id {}",
+        sample::SYSTEM_CLIENT_ID,
+        sample::SYSTEM_OBJECT_ID
+    );
+    let _ = writeln!(
+        out,
+        "    user-assigned {:<12} client_id {}  object_id {}",
+        sample::USER_IDENTITY_NAME,
+        sample::USER_CLIENT_ID,
+        sample::USER_OBJECT_ID
+    );
+    let _ = writeln!(out, "      resource_id {}", sample::USER_RESOURCE_ID);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  Try it (with grpcurl, https://github.com/fullstorydev/grpcurl; the server offers reflection):"
+    );
+    let _ = writeln!(
+        out,
+        "    grpcurl -plaintext -unix {socket} -d '{{\"resource\":\"https://vault.azure.net\"}}' identity_gateway.v1.IdentityGateway/GetToken"
+    );
+    let _ = writeln!(
+        out,
+        "    grpcurl -plaintext -unix {socket} -d '{{\"resource\":\"https://storage.azure.com/\",\"identity\":{{\"client_id\":\"{}\"}}}}' identity_gateway.v1.IdentityGateway/GetToken",
+        sample::USER_CLIENT_ID
+    );
+    let _ = writeln!(
+        out,
+        "    grpcurl -plaintext -unix {socket} grpc.health.v1.Health/Check"
+    );
+    let _ = write!(out, "    grpcurl -plaintext -unix {socket} list");
+    out
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything beyond a plain path.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn start_points_the_config_at_the_fakes() {
+        let mut config = Config {
+            emulator: true,
+            socket: PathBuf::from("./identity-gateway.sock"),
+            ..Config::default()
+        };
+        let emulator = start(&mut config).await.unwrap();
+        assert_eq!(config.identity.source, SourceKind::Imds);
+        assert_eq!(
+            config.identity.imds_endpoint.as_str().trim_end_matches('/'),
+            emulator.imds.base_url()
+        );
+        assert!(config.upstream.allow_http);
+        for host in LOOPBACK_HOSTS {
+            assert!(config.upstream.allowed_hosts.iter().any(|h| h == host));
+        }
+        let ca_file = emulator.ca_file().to_path_buf();
+        assert_eq!(config.upstream.ca_files, vec![ca_file.clone()]);
+        assert_eq!(
+            std::fs::read_to_string(&ca_file).unwrap(),
+            emulator.ca_pem()
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = ca_file.parent().unwrap();
+            let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        // The shared HTTP client accepts the rewritten config.
+        crate::azure::http::build_client(&config.upstream).unwrap();
+        assert_eq!(emulator.authority().tenant_id(), sample::TENANT_ID);
+
+        let banner = banner(&config, &emulator);
+        for needle in [
+            "./identity-gateway.sock",
+            "grpcurl -plaintext -unix ./identity-gateway.sock -d '{\"resource\":\"https://vault.azure.net\"}' identity_gateway.v1.IdentityGateway/GetToken",
+            "grpc.health.v1.Health/Check",
+            sample::SYSTEM_CLIENT_ID,
+            sample::USER_CLIENT_ID,
+            sample::USER_RESOURCE_ID,
+            &emulator.imds.base_url(),
+        ] {
+            assert!(banner.contains(needle), "banner lacks {needle}:\n{banner}");
+        }
+
+        drop(emulator);
+        assert!(!ca_file.exists(), "the CA dir is removed with the emulator");
+    }
+
+    #[test]
+    fn socket_paths_are_quoted_for_the_shell() {
+        assert_eq!(
+            shell_quote("./identity-gateway.sock"),
+            "./identity-gateway.sock"
+        );
+        assert_eq!(shell_quote("/tmp/my dir/x.sock"), "'/tmp/my dir/x.sock'");
+        assert_eq!(shell_quote("/tmp/it's.sock"), r"'/tmp/it'\''s.sock'");
+    }
 }

@@ -67,7 +67,6 @@ async fn run(mut config: Config) -> Result<(), String> {
         endpoint.stop().await;
     }
     tracing::info!("identity-gateway stopped");
-    drop(emulator);
     Ok(())
 }
 

@@ -4,5 +4,8 @@
 mod common;
 
 mod binary;
+mod emulator;
 mod identity_endpoint;
+mod sources;
+mod storage;
 mod token;

@@ -88,7 +88,14 @@ async fn user_assigned_selectors_reach_imds_as_the_right_parameter() {
         let claims = env.verify(token.secret(), VAULT);
         assert_eq!(claims.oid, sample::USER_OBJECT_ID);
         assert_eq!(claims.appid, sample::USER_CLIENT_ID);
-        assert_eq!(claims.xms_mirid, sample::USER_RESOURCE_ID);
+        // IMDS writes the segment as lower-case `resourcegroups`.
+        assert!(
+            claims
+                .xms_mirid
+                .eq_ignore_ascii_case(sample::USER_RESOURCE_ID),
+            "{}",
+            claims.xms_mirid
+        );
         let request = &env.imds.requests()[i];
         assert!(
             request.query.iter().any(|(k, v)| k == param && v == value),

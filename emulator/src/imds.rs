@@ -58,6 +58,14 @@ pub const REDACTED_WRONG: &str = "** redacted (wrong secret) **";
 const JSON_UTF8: &str = "application/json; charset=utf-8";
 const MULTIPLE_USER_ASSIGNED: &str = "Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request";
 const APP_SERVICE_NO_IDENTITY: &str = "Unable to load the proper Managed Identity.";
+/// How long an admitted request counts against `RateLimits::per_second`: one
+/// second, less an allowance for scheduling and network jitter, so a client
+/// that spaces its requests evenly at exactly the limit is not refused
+/// because one request was delayed on its way in.
+pub const RATE_WINDOW: Duration = Duration::from_millis(900);
+/// Requests recorded at most, so a long `--emulator` session cannot grow
+/// without bound; later ones are served but not recorded.
+pub const MAX_RECORDED_REQUESTS: usize = 100_000;
 /// Request headers a [`RecordedRequest`] keeps (lower-case).
 const RECORDED_HEADERS: &[&str] = &["metadata", "x-identity-header", "x-forwarded-for"];
 
@@ -148,7 +156,8 @@ impl Default for ImdsConfig {
 /// Request limits enforced by the fake; past them it answers 429.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
-    /// Requests admitted in any sliding one-second window.
+    /// Requests admitted in any sliding one-second window (measured on
+    /// arrival, with [`RATE_WINDOW`]'s allowance for jitter).
     pub per_second: u32,
     /// Requests in flight at once.
     pub concurrent: usize,
@@ -287,7 +296,8 @@ impl ImdsFake {
         &self.shared.config.flavor
     }
 
-    /// Every request so far, in arrival order.
+    /// Every request so far, in arrival order (the first
+    /// [`MAX_RECORDED_REQUESTS`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
     }
@@ -336,6 +346,15 @@ impl ImdsFake {
     pub fn clear_token_cache(&self) {
         self.shared.lock().tokens.clear();
     }
+
+    /// Turns IMDS's token cache on (the default) or off. Off, every request
+    /// mints a fresh token: useful when the gateway runs on a manual clock
+    /// that has moved past the wall-clock expiry of a cached token.
+    pub fn set_token_caching(&self, enabled: bool) {
+        let mut state = self.shared.lock();
+        state.caching_disabled = !enabled;
+        state.tokens.clear();
+    }
 }
 
 /// State shared by the server task and the handles.
@@ -366,6 +385,7 @@ struct FakeState {
     throttled: usize,
     /// Like real IMDS, one token per (identity object id, resource).
     tokens: HashMap<(String, String), CachedToken>,
+    caching_disabled: bool,
 }
 
 #[derive(Clone)]
@@ -398,7 +418,9 @@ impl Shared {
         let now = Instant::now();
         let mut state = self.lock();
         let index = state.requests.len();
-        state.requests.push(record);
+        if index < MAX_RECORDED_REQUESTS {
+            state.requests.push(record);
+        }
         state.in_flight += 1;
         state.max_concurrent_seen = state.max_concurrent_seen.max(state.in_flight);
         let guard = InFlight(self.clone());
@@ -408,7 +430,7 @@ impl Shared {
                 while state
                     .window
                     .front()
-                    .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+                    .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
                 {
                     state.window.pop_front();
                 }
@@ -729,10 +751,13 @@ impl Shared {
         let cached = if bypass_cache {
             None
         } else {
-            self.lock()
+            let state = self.lock();
+            state
                 .tokens
                 .get(&key)
-                .filter(|t| t.expires_on.saturating_sub(now_secs) > lifetime / 2)
+                .filter(|t| {
+                    !state.caching_disabled && t.expires_on.saturating_sub(now_secs) > lifetime / 2
+                })
                 .cloned()
         };
         let token = match cached {
@@ -1388,10 +1413,7 @@ mod tests {
             let claims = claims_of(&answer, VAULT);
             assert_eq!(claims.appid, s::USER_CLIENT_ID);
             assert_eq!(claims.oid, s::USER_OBJECT_ID);
-            assert_eq!(
-                claims.xms_mirid,
-                "/subscriptions/bc11a95a-f59f-49b7-9000-1ee2ebe3dc79/resourcegroups/emulator-rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/app-identity"
-            );
+            assert_eq!(claims.xms_mirid, s::USER_RESOURCE_ID);
         }
         for selector in [
             ("client_id", s::SYSTEM_CLIENT_ID),
@@ -1500,6 +1522,21 @@ mod tests {
         fake.clear_token_cache();
         let fresh = imds_get(&fake, &vault_query(&[])).await;
         assert_ne!(bypass.field("access_token"), fresh.field("access_token"));
+        fake.set_token_caching(false);
+        let uncached = imds_get(&fake, &vault_query(&[])).await;
+        let uncached_again = imds_get(&fake, &vault_query(&[])).await;
+        assert_ne!(fresh.field("access_token"), uncached.field("access_token"));
+        assert_ne!(
+            uncached.field("access_token"),
+            uncached_again.field("access_token")
+        );
+        fake.set_token_caching(true);
+        let cached = imds_get(&fake, &vault_query(&[])).await;
+        let cached_again = imds_get(&fake, &vault_query(&[])).await;
+        assert_eq!(
+            cached.field("access_token"),
+            cached_again.field("access_token")
+        );
     }
 
     #[tokio::test]
@@ -1828,7 +1865,7 @@ mod tests {
         }
         assert_eq!(oneshot(&shared).await, 429);
         assert_eq!(probe.throttled(), 1);
-        tokio::time::advance(Duration::from_millis(999)).await;
+        tokio::time::advance(RATE_WINDOW - Duration::from_millis(1)).await;
         assert_eq!(oneshot(&shared).await, 429, "still within the window");
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(

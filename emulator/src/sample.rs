@@ -47,14 +47,13 @@ pub fn system_principal() -> Principal {
     }
 }
 
-/// `app-identity`, with `xms_mirid` in the lower-case `resourcegroups` form
-/// real tokens carry.
+/// `app-identity`; its tokens' `xms_mirid` is [`USER_RESOURCE_ID`] exactly.
 pub fn user_assigned() -> UserAssigned {
     UserAssigned {
         principal: Principal {
             client_id: USER_CLIENT_ID.into(),
             object_id: USER_OBJECT_ID.into(),
-            mirid: USER_RESOURCE_ID.replace("/resourceGroups/", "/resourcegroups/"),
+            mirid: USER_RESOURCE_ID.into(),
         },
         resource_id: USER_RESOURCE_ID.into(),
     }
@@ -91,9 +90,7 @@ mod tests {
             assert_eq!(parsed.hyphenated().to_string(), id, "lower-case GUID");
         }
         let set = identities();
-        assert_eq!(
-            set.user_assigned[0].principal.mirid.to_lowercase(),
-            USER_RESOURCE_ID.to_lowercase()
-        );
+        assert_eq!(set.user_assigned[0].principal.mirid, USER_RESOURCE_ID);
+        assert_eq!(set.user_assigned[0].resource_id, USER_RESOURCE_ID);
     }
 }

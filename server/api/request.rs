@@ -102,8 +102,16 @@ pub fn resource(resource: &str) -> Result<&str, GatewayError> {
     Ok(resource)
 }
 
-/// Time left before the caller's deadline (`grpc-timeout`), if it set one.
+/// Time left before the caller's deadline (`grpc-timeout`), if it set one,
+/// less a small margin so the caller gets the gateway's DEADLINE_EXCEEDED
+/// (which says what it was waiting for) rather than its own timer's.
 pub fn budget<T>(request: &Request<T>) -> Option<Duration> {
+    let timeout = grpc_timeout(request)?;
+    let margin = (timeout / 10).min(Duration::from_millis(50));
+    Some(timeout - margin)
+}
+
+fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
     let raw = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
@@ -206,7 +214,7 @@ mod tests {
         let mut r = Request::new(());
         r.metadata_mut()
             .insert("grpc-timeout", "250m".parse().unwrap());
-        assert_eq!(budget(&r), Some(Duration::from_millis(250)));
+        assert_eq!(budget(&r), Some(Duration::from_millis(225)));
         r.metadata_mut()
             .insert("grpc-timeout", "bogus".parse().unwrap());
         assert_eq!(budget(&r), None);

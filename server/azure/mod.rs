@@ -6,8 +6,12 @@
 //! Upstream clients know nothing about gRPC: they take domain values and return
 //! [`crate::error::GatewayError`].
 
+pub mod arm;
+pub mod blob;
 pub mod guard;
 pub mod http;
+pub mod sas;
+pub mod throttle;
 
 pub use guard::HostGuard;
 

@@ -10,8 +10,9 @@
 //!   until it really expires; the failure is logged and counted.
 //! - Every fetch passes the [`Governor`] (IMDS's limits) and the
 //!   [`RetryPolicy`].
-//! - Keys nobody used since the last fetch (and nobody watches) are dropped
-//!   at refresh time instead of being renewed forever.
+//! - Keys nobody used for a while (the token's lifetime, at least an hour)
+//!   and nobody watches are dropped at refresh time instead of being renewed
+//!   forever.
 
 use std::{
     collections::HashMap,
@@ -113,7 +114,7 @@ struct EntryState {
     cached: Option<Cached>,
     in_flight: Option<SharedFetch>,
     refreshing: bool,
-    used_since_fetch: bool,
+    last_used: Option<Instant>,
 }
 
 struct Cached {
@@ -146,6 +147,18 @@ impl Cached {
             .min(Duration::from_secs(60))
             .mul_f64(jitter.clamp(0.0, 1.0));
         self.expires_at - lead - spread
+    }
+}
+
+impl EntryState {
+    /// Used within the token's lifetime (at least an hour): worth renewing.
+    fn in_use(&self, cached: &Cached, now: Instant) -> bool {
+        let window = cached
+            .expires_at
+            .saturating_duration_since(cached.fetched_at)
+            .max(Duration::from_secs(3600));
+        self.last_used
+            .is_some_and(|used| now.saturating_duration_since(used) < window)
     }
 }
 
@@ -192,7 +205,7 @@ impl TokenCache {
         let entry = self.entry(selector, resource);
         let fetch = {
             let mut state = lock(&entry.state);
-            state.used_since_fetch = true;
+            state.last_used = Some(self.inner.clock.now());
             if let Some(cached) = &state.cached {
                 if cached.usable_at(self.inner.clock.now()) {
                     return Ok(cached.token.clone());
@@ -307,7 +320,6 @@ impl TokenCache {
             fetched_at: now,
             expires_at: now + left,
         });
-        state.used_since_fetch = false;
         entry.updates.send_replace(Some(token.clone()));
         let _ = self.inner.events.send(CacheEvent::Fetched {
             resource: entry.key.1.clone(),
@@ -337,12 +349,12 @@ impl TokenCache {
             clock.sleep_until(wake).await;
             let (fetch, expires_at) = {
                 let mut state = lock(&entry.state);
-                let watched = entry.updates.receiver_count() > 0;
-                let Some(expires_at) = state.cached.as_ref().map(|c| c.expires_at) else {
+                let Some(cached) = state.cached.as_ref() else {
                     break;
                 };
-                if !state.used_since_fetch && !watched {
-                    tracing::debug!(resource = %entry.key.1, identity = %entry.key.0, "token unused since last fetch; not refreshing");
+                let expires_at = cached.expires_at;
+                if !state.in_use(cached, clock.now()) && entry.updates.receiver_count() == 0 {
+                    tracing::debug!(resource = %entry.key.1, identity = %entry.key.0, "token unused for a while; not refreshing");
                     break;
                 }
                 let budget = expires_at.saturating_duration_since(clock.now());
@@ -373,11 +385,11 @@ impl TokenCache {
         }
         let mut state = lock(&entry.state);
         state.refreshing = false;
-        let expired = state
-            .cached
-            .as_ref()
-            .is_none_or(|c| !c.usable_at(clock.now()));
-        if !state.used_since_fetch && entry.updates.receiver_count() == 0 || expired {
+        let now = clock.now();
+        let keep = state.cached.as_ref().is_some_and(|c| {
+            c.usable_at(now) && (state.in_use(c, now) || entry.updates.receiver_count() > 0)
+        });
+        if !keep {
             state.cached = None;
             drop(state);
             let mut entries = lock(&self.inner.entries);

@@ -42,7 +42,8 @@ impl Governor {
     pub fn new(max_concurrent: usize, max_per_second: u32, clock: Arc<dyn Clock>) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            interval: Duration::from_secs(1) / max_per_second.max(1),
+            // 10% headroom: the endpoint counts arrivals, which jitter.
+            interval: Duration::from_millis(1100) / max_per_second.max(1),
             next_slot: Mutex::new(None),
             foreground_waiting: AtomicUsize::new(0),
             foreground_done: Notify::new(),

@@ -68,8 +68,10 @@ impl TestEnv {
 
     /// A gateway configuration pointing at this environment.
     pub fn config(&self) -> Config {
-        let mut config = Config::default();
-        config.socket = self.dir.path().join("gw.sock");
+        let mut config = Config {
+            socket: self.dir.path().join("gw.sock"),
+            ..Config::default()
+        };
         config.identity.source = SourceKind::Imds;
         config.identity.imds_endpoint = self.imds.base_url().parse().expect("IMDS URL");
         config.upstream.ca_files = vec![self.ca_file.clone()];
