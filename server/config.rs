@@ -180,7 +180,9 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyVaultConfig {
-    /// Cache secrets this long (0 = off, the default: Key Vault is the source of truth).
+    /// Cache secrets this long (0 = off, the default: Key Vault is the source
+    /// of truth). Entries are per identity, vault, name and version; callers
+    /// skip the cache with `bypass_cache`.
     pub secret_cache_ttl_secs: u64,
 }
 

@@ -11,7 +11,7 @@ use tonic::transport::Server;
 
 use crate::{
     api::GatewayService,
-    azure::{http, HostGuard},
+    azure::{http, keyvault::SecretCache, HostGuard},
     clock::{Clock, SystemClock},
     config::Config,
     error::GatewayError,
@@ -34,6 +34,8 @@ pub struct GatewayState {
     pub hosts: HostGuard,
     /// Who may ask for what.
     pub policy: CallerPolicy,
+    /// GetSecret's short-lived cache (off unless `keyvault.secret_cache_ttl_secs`).
+    pub secrets: SecretCache,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -62,12 +64,14 @@ impl GatewayState {
         let tokens = TokenCache::new(source, http.clone(), settings, Arc::clone(&clock));
         let hosts = HostGuard::new(&config.upstream.allowed_hosts, config.upstream.allow_http);
         let policy = CallerPolicy::new(&config.policy);
+        let secrets = SecretCache::new(Duration::from_secs(config.keyvault.secret_cache_ttl_secs));
         Ok(Self {
             config,
             tokens,
             http,
             hosts,
             policy,
+            secrets,
             clock,
         })
     }
@@ -78,7 +82,7 @@ impl GatewayState {
         budget: Option<Duration>,
         selector: &IdentitySelector,
         resource: &str,
-    ) -> Result<AccessToken, GatewayError> {
+    ) -> Result<Arc<AccessToken>, GatewayError> {
         let fetch = self.tokens.get(selector, resource, budget);
         match budget {
             None => fetch.await,

@@ -4,8 +4,10 @@
 mod common;
 
 mod binary;
+mod datalake;
 mod emulator;
 mod identity_endpoint;
+mod keyvault;
 mod sources;
 mod storage;
 mod token;

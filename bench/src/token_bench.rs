@@ -56,6 +56,27 @@ fn parse_args() -> Args {
 
 #[tokio::main]
 async fn main() {
+    // `token-bench --drive SOCKET KIND COUNT`: send COUNT sequential calls of
+    // KIND (health|token) and exit; for instruction counting under callgrind.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--drive") {
+        let (socket, kind, count) = (&argv[2], &argv[3], argv[4].parse::<usize>().expect("count"));
+        let channel = health_channel(Path::new(socket)).await.expect("connect");
+        let client = GatewayClient::from_channel(channel.clone());
+        let mut health = HealthClient::new(channel);
+        for _ in 0..count {
+            match kind.as_str() {
+                "health" => drop(
+                    health
+                        .check(HealthCheckRequest::default())
+                        .await
+                        .expect("health"),
+                ),
+                _ => drop(client.get_token(RESOURCE).await.expect("token")),
+            }
+        }
+        return;
+    }
     let args = parse_args();
     println!("# identity-gateway token benchmarks");
     println!("gateway binary: {}", args.gateway.display());

@@ -3,17 +3,53 @@
 
 use tonic::Status;
 
+use super::request::CallerInfo;
+
 /// Logs the outcome of one RPC under the `audit` target.
-pub(super) fn record<T>(caller: &str, rpc: &str, target: &str, outcome: &Result<T, Status>) {
+pub(super) fn record<T>(caller: &CallerInfo, rpc: &str, target: &str, outcome: &Result<T, Status>) {
     match outcome {
-        Ok(_) => tracing::info!(target: "audit", caller, rpc, target, outcome = "ok"),
+        Ok(_) => tracing::info!(target: "audit", %caller, rpc, target, outcome = "ok"),
         Err(status) => tracing::info!(
             target: "audit",
-            caller,
+            %caller,
             rpc,
             target,
             outcome = ?status.code(),
             message = status.message()
         ),
+    }
+}
+
+/// A caller-supplied URL as an audit target: scheme, host, port and path
+/// only (no credentials, query or fragment, where SAS signatures and the
+/// like would sit), or a placeholder when it does not parse.
+pub(super) fn url_target(raw: &str) -> String {
+    match url::Url::parse(raw.trim()) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "(not a URL)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_target;
+
+    #[test]
+    fn url_targets_drop_credentials_queries_and_fragments() {
+        assert_eq!(
+            url_target("https://user:pw@acct.dfs.core.windows.net/fs?sig=abc#x"),
+            "https://acct.dfs.core.windows.net/fs"
+        );
+        assert_eq!(
+            url_target("https://v.vault.azure.net/"),
+            "https://v.vault.azure.net"
+        );
+        assert_eq!(url_target("sig=abc"), "(not a URL)");
     }
 }

@@ -76,7 +76,7 @@ impl IdentityGateway for GatewayService {
         &self,
         request: Request<ListDataLakeRequest>,
     ) -> Result<Response<Self::ListDataLakeStream>, Status> {
-        datalake::list_data_lake(&self.state, request).await
+        datalake::list_data_lake(Arc::clone(&self.state), request).await
     }
 
     async fn get_service_sas(

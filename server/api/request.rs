@@ -139,43 +139,63 @@ pub fn cloud(value: i32) -> Result<Cloud, GatewayError> {
     }
 }
 
-/// The caller's peer credentials, for the caller policy.
-pub fn peer<T>(request: &Request<T>) -> Caller {
-    #[cfg(unix)]
-    if let Some(info) = request
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-    {
-        if let Some(cred) = &info.peer_cred {
-            return Caller {
-                uid: Some(cred.uid()),
-                gid: Some(cred.gid()),
-            };
-        }
-    }
-    let _ = request;
-    Caller::default()
+/// Who called, as the transport saw it: peer credentials on Unix sockets, the
+/// address on TCP. Cheap to take; formatted only when the audit line is
+/// actually written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallerInfo {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    pid: Option<i32>,
+    addr: Option<std::net::SocketAddr>,
 }
 
-/// Who called, for the audit log: peer credentials on Unix sockets, the
-/// address on TCP.
-pub fn caller<T>(request: &Request<T>) -> String {
+impl CallerInfo {
+    /// The identity the caller policy judges.
+    pub fn policy_caller(&self) -> Caller {
+        Caller {
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+}
+
+impl std::fmt::Display for CallerInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.uid, self.gid, self.pid, self.addr) {
+            (Some(uid), Some(gid), Some(pid), _) => write!(f, "uid={uid} gid={gid} pid={pid}"),
+            (Some(uid), Some(gid), None, _) => write!(f, "uid={uid} gid={gid}"),
+            (_, _, _, Some(addr)) => write!(f, "tcp={addr}"),
+            _ => f.write_str("unknown"),
+        }
+    }
+}
+
+/// Who called, for the audit log and the caller policy.
+pub fn caller<T>(request: &Request<T>) -> CallerInfo {
     #[cfg(unix)]
     if let Some(info) = request
         .extensions()
         .get::<tonic::transport::server::UdsConnectInfo>()
     {
         if let Some(cred) = &info.peer_cred {
-            return match cred.pid() {
-                Some(pid) => format!("uid={} gid={} pid={pid}", cred.uid(), cred.gid()),
-                None => format!("uid={} gid={}", cred.uid(), cred.gid()),
+            return CallerInfo {
+                uid: Some(cred.uid()),
+                gid: Some(cred.gid()),
+                pid: cred.pid(),
+                addr: None,
             };
         }
     }
-    match request.remote_addr() {
-        Some(addr) => format!("tcp={addr}"),
-        None => "unknown".into(),
+    CallerInfo {
+        addr: request.remote_addr(),
+        ..CallerInfo::default()
     }
+}
+
+/// The caller's peer credentials, for the caller policy.
+pub fn peer<T>(request: &Request<T>) -> Caller {
+    caller(request).policy_caller()
 }
 
 #[cfg(test)]

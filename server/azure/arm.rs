@@ -140,7 +140,7 @@ impl ArmCall<'_> {
         Ok(url)
     }
 
-    async fn token(&self) -> Result<crate::identity::AccessToken, GatewayError> {
+    async fn token(&self) -> Result<std::sync::Arc<crate::identity::AccessToken>, GatewayError> {
         self.state
             .tokens_within(
                 self.budget,

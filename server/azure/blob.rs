@@ -131,7 +131,7 @@ pub async fn storage_token(
     state: &GatewayState,
     budget: Option<Duration>,
     selector: &IdentitySelector,
-) -> Result<AccessToken, GatewayError> {
+) -> Result<std::sync::Arc<AccessToken>, GatewayError> {
     state
         .tokens_within(budget, selector, Service::Storage.audience(Cloud::Public))
         .await

@@ -8,8 +8,10 @@
 
 pub mod arm;
 pub mod blob;
+pub mod datalake;
 pub mod guard;
 pub mod http;
+pub mod keyvault;
 pub mod sas;
 pub mod throttle;
 

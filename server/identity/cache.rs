@@ -19,7 +19,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, RwLock,
     },
     time::{Duration, Instant},
 };
@@ -74,7 +74,10 @@ pub enum CacheEvent {
 }
 
 type Key = (IdentitySelector, String);
-type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, GatewayError>>>;
+type SharedFetch = Shared<BoxFuture<'static, Result<Arc<AccessToken>, GatewayError>>>;
+/// Entries by identity, then by resource: looked up with borrowed keys, so a
+/// cache hit allocates nothing.
+type Entries = HashMap<IdentitySelector, HashMap<Box<str>, Arc<Entry>>>;
 
 /// The machine-wide token cache. Cheap to clone.
 #[derive(Clone)]
@@ -97,7 +100,7 @@ struct Inner {
     governor: Governor,
     settings: CacheSettings,
     clock: Arc<dyn Clock>,
-    entries: Mutex<HashMap<Key, Arc<Entry>>>,
+    entries: RwLock<Entries>,
     upstream_requests: AtomicU64,
     refresh_failures: AtomicU64,
     events: broadcast::Sender<CacheEvent>,
@@ -106,7 +109,7 @@ struct Inner {
 struct Entry {
     key: Key,
     state: Mutex<EntryState>,
-    updates: watch::Sender<Option<AccessToken>>,
+    updates: watch::Sender<Option<Arc<AccessToken>>>,
 }
 
 #[derive(Default)]
@@ -118,7 +121,7 @@ struct EntryState {
 }
 
 struct Cached {
-    token: AccessToken,
+    token: Arc<AccessToken>,
     fetched_at: Instant,
     expires_at: Instant,
 }
@@ -162,6 +165,14 @@ impl EntryState {
     }
 }
 
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these short, await-free locks would be a bug in
     // this module; the state they guard stays consistent, so keep going.
@@ -186,7 +197,7 @@ impl TokenCache {
                 http,
                 settings,
                 clock,
-                entries: Mutex::default(),
+                entries: RwLock::default(),
                 upstream_requests: AtomicU64::new(0),
                 refresh_failures: AtomicU64::new(0),
                 events: broadcast::channel(256).0,
@@ -201,14 +212,14 @@ impl TokenCache {
         selector: &IdentitySelector,
         resource: &str,
         budget: Option<Duration>,
-    ) -> Result<AccessToken, GatewayError> {
+    ) -> Result<Arc<AccessToken>, GatewayError> {
         let entry = self.entry(selector, resource);
         let fetch = {
             let mut state = lock(&entry.state);
             state.last_used = Some(self.inner.clock.now());
             if let Some(cached) = &state.cached {
                 if cached.usable_at(self.inner.clock.now()) {
-                    return Ok(cached.token.clone());
+                    return Ok(Arc::clone(&cached.token));
                 }
             }
             self.shared_fetch(&entry, &mut state, Priority::Foreground, budget)
@@ -223,7 +234,7 @@ impl TokenCache {
         selector: &IdentitySelector,
         resource: &str,
         budget: Option<Duration>,
-    ) -> Result<(AccessToken, watch::Receiver<Option<AccessToken>>), GatewayError> {
+    ) -> Result<(Arc<AccessToken>, watch::Receiver<Option<Arc<AccessToken>>>), GatewayError> {
         let entry = self.entry(selector, resource);
         let mut receiver = entry.updates.subscribe();
         let token = self.get(selector, resource, budget).await?;
@@ -256,11 +267,17 @@ impl TokenCache {
     }
 
     fn entry(&self, selector: &IdentitySelector, resource: &str) -> Arc<Entry> {
-        let key = (selector.clone(), resource.to_string());
-        let mut entries = lock(&self.inner.entries);
-        Arc::clone(entries.entry(key.clone()).or_insert_with(|| {
+        if let Some(entry) = read(&self.inner.entries)
+            .get(selector)
+            .and_then(|by_resource| by_resource.get(resource))
+        {
+            return Arc::clone(entry);
+        }
+        let mut entries = write(&self.inner.entries);
+        let by_resource = entries.entry(selector.clone()).or_default();
+        Arc::clone(by_resource.entry(resource.into()).or_insert_with(|| {
             Arc::new(Entry {
-                key,
+                key: (selector.clone(), resource.to_string()),
                 state: Mutex::default(),
                 updates: watch::channel(None).0,
             })
@@ -304,12 +321,13 @@ impl TokenCache {
     fn complete(
         &self,
         entry: &Arc<Entry>,
-        result: &Result<AccessToken, GatewayError>,
+        result: &Result<Arc<AccessToken>, GatewayError>,
         background: bool,
     ) {
         let mut state = lock(&entry.state);
         state.in_flight = None;
         let Ok(token) = result else { return };
+        let token = Arc::clone(token);
         let now = self.inner.clock.now();
         let left = token
             .expires_on
@@ -392,12 +410,18 @@ impl TokenCache {
         if !keep {
             state.cached = None;
             drop(state);
-            let mut entries = lock(&self.inner.entries);
-            if entries
-                .get(&entry.key)
-                .is_some_and(|e| Arc::ptr_eq(e, &entry))
-            {
-                entries.remove(&entry.key);
+            let mut entries = write(&self.inner.entries);
+            let (selector, resource) = &entry.key;
+            if let Some(by_resource) = entries.get_mut(selector) {
+                if by_resource
+                    .get(resource.as_str())
+                    .is_some_and(|e| Arc::ptr_eq(e, &entry))
+                {
+                    by_resource.remove(resource.as_str());
+                }
+                if by_resource.is_empty() {
+                    entries.remove(selector);
+                }
             }
         }
     }
@@ -407,7 +431,7 @@ impl TokenCache {
         (selector, resource): &Key,
         priority: Priority,
         budget: Option<Duration>,
-    ) -> Result<AccessToken, GatewayError> {
+    ) -> Result<Arc<AccessToken>, GatewayError> {
         let inner = &self.inner;
         let start = inner.clock.now();
         let mut attempt = 0u32;
@@ -441,7 +465,7 @@ impl TokenCache {
             let error = match result {
                 Ok(token) => {
                     tracing::debug!(%resource, identity = %selector, attempts = attempt + 1, "token fetched");
-                    return Ok(token);
+                    return Ok(Arc::new(token));
                 }
                 Err(error) => error,
             };
@@ -480,7 +504,7 @@ mod tests {
     fn refresh_times_follow_the_design() {
         let t0 = Instant::now();
         let day = Cached {
-            token: dummy(),
+            token: Arc::new(dummy()),
             fetched_at: t0,
             expires_at: t0 + Duration::from_secs(86_400),
         };
@@ -489,7 +513,7 @@ mod tests {
             t0 + Duration::from_secs(43_200)
         );
         let hour = Cached {
-            token: dummy(),
+            token: Arc::new(dummy()),
             fetched_at: t0,
             expires_at: t0 + Duration::from_secs(3600),
         };
