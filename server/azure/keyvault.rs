@@ -476,7 +476,7 @@ pub async fn get_secret<F, Fut>(
 ) -> Result<Secret, GatewayError>
 where
     F: Fn(String, Option<Duration>) -> Fut,
-    Fut: Future<Output = Result<AccessToken, GatewayError>>,
+    Fut: Future<Output = Result<std::sync::Arc<AccessToken>, GatewayError>>,
 {
     let deadline = budget.map(|b| state.clock.now() + b);
     let left = || deadline.map(|d| d.saturating_duration_since(state.clock.now()));

@@ -340,7 +340,10 @@ impl Bench {
     /// Mints a real token for whatever audience the client asks for.
     fn tokens(
         &self,
-    ) -> impl Fn(String, Option<Duration>) -> futures::future::Ready<Result<AccessToken, GatewayError>>
+    ) -> impl Fn(
+        String,
+        Option<Duration>,
+    ) -> futures::future::Ready<Result<std::sync::Arc<AccessToken>, GatewayError>>
            + '_ {
         move |audience: String, _left: Option<Duration>| {
             self.asked.lock().unwrap().push(audience.clone());
@@ -355,12 +358,12 @@ impl Bench {
                 SystemTime::now(),
                 Duration::from_secs(3600),
             );
-            futures::future::ready(Ok(AccessToken {
+            futures::future::ready(Ok(std::sync::Arc::new(AccessToken {
                 token: SecretString::from(jwt),
                 token_type: "Bearer".into(),
                 expires_on: SystemTime::now() + Duration::from_secs(3600),
                 resource: audience,
-            }))
+            })))
         }
     }
 
