@@ -7,7 +7,9 @@
 //! The fakes themselves live in the `identity-gateway-emulator` crate.
 //!
 //! Adding a fake takes one field in [`RunningEmulator`], one line in
-//! [`start`] and one line in [`RunningEmulator::endpoints`].
+//! [`start`] and one line in [`RunningEmulator::endpoints`] (plus the config
+//! line pointing the gateway at it, where the gateway has one: ARM does;
+//! Storage URLs come in each request, so the banner prints them).
 
 use std::{
     fmt::Write as _,
@@ -15,7 +17,13 @@ use std::{
     sync::Arc,
 };
 
-use identity_gateway_emulator::{sample, tls::TestCa, ImdsConfig, ImdsFake, TokenAuthority};
+use identity_gateway_emulator::{
+    arm::ArmFake,
+    blob::{self, BlobFake},
+    sample,
+    tls::TestCa,
+    ImdsConfig, ImdsFake, TokenAuthority,
+};
 use url::Url;
 
 use crate::{config::Config, identity::SourceKind};
@@ -33,6 +41,11 @@ pub struct RunningEmulator {
     _ca_dir: tempfile::TempDir,
     /// The fake IMDS the gateway takes its tokens from.
     pub imds: ImdsFake,
+    /// The fake ARM (`upstream.arm_endpoint`): the sample resource groups and
+    /// storage account.
+    pub arm: ArmFake,
+    /// The fake Blob Storage, path-style: the sample account's blobs.
+    pub blob: BlobFake,
 }
 
 impl RunningEmulator {
@@ -58,12 +71,18 @@ impl RunningEmulator {
 
     /// (name, base URL) of every running fake, for the banner.
     pub fn endpoints(&self) -> Vec<(&'static str, String)> {
-        vec![("IMDS", self.imds.base_url())]
+        vec![
+            ("IMDS", self.imds.base_url()),
+            ("ARM", self.arm.base_url()),
+            ("Blob", self.blob.base_url()),
+        ]
     }
 }
 
 /// Starts the fakes and rewrites `config` to use them: IMDS as the token
-/// source, the test CA trusted, plain HTTP and loopback hosts allowed.
+/// source, the fake ARM as `upstream.arm_endpoint`, the test CA trusted,
+/// plain HTTP and loopback hosts allowed (the Blob fake is reached through
+/// the URLs callers pass, on a loopback host).
 pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
     let authority = Arc::new(TokenAuthority::generate(sample::TENANT_ID));
     let ca = Arc::new(TestCa::generate(&["localhost", "127.0.0.1"]));
@@ -71,10 +90,18 @@ pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
     let imds = ImdsFake::start(authority.clone(), ImdsConfig::default())
         .await
         .map_err(|e| format!("emulator: cannot start the fake IMDS: {e}"))?;
+    let arm = ArmFake::sample(authority.clone(), &ca)
+        .await
+        .map_err(|e| format!("emulator: cannot start the fake ARM: {e}"))?;
+    let blob = BlobFake::sample(authority.clone(), &ca)
+        .await
+        .map_err(|e| format!("emulator: cannot start the fake Blob Storage: {e}"))?;
 
     config.identity.source = SourceKind::Imds;
     config.identity.imds_endpoint =
         Url::parse(&imds.base_url()).map_err(|e| format!("emulator: fake IMDS URL: {e}"))?;
+    config.upstream.arm_endpoint =
+        Some(Url::parse(&arm.base_url()).map_err(|e| format!("emulator: fake ARM URL: {e}"))?);
     config.upstream.ca_files.push(ca_file.clone());
     config.upstream.allow_http = true;
     for host in LOOPBACK_HOSTS {
@@ -88,6 +115,8 @@ pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
         ca_file,
         _ca_dir: ca_dir,
         imds,
+        arm,
+        blob,
     })
 }
 
@@ -118,7 +147,6 @@ fn write_ca(pem: &str) -> Result<(tempfile::TempDir, PathBuf), String> {
 /// What `--emulator` prints: where it listens, who it is, and commands to
 /// copy and paste.
 pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
-    let socket = shell_quote(&config.socket.display().to_string());
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -159,23 +187,101 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "  Try it (with grpcurl, https://github.com/fullstorydev/grpcurl; the server offers reflection):"
+        "  Sample data: subscription {} with resource groups {} and {};",
+        sample::SUBSCRIPTION_ID,
+        sample::RESOURCE_GROUP,
+        identity_gateway_emulator::arm::SAMPLE_MANAGED_RESOURCE_GROUP
     );
     let _ = writeln!(
         out,
-        "    grpcurl -plaintext -unix {socket} -d '{{\"resource\":\"https://vault.azure.net\"}}' identity_gateway.v1.IdentityGateway/GetToken"
+        "    storage account {} with blobs {}/{} and {}/{}",
+        blob::SAMPLE_ACCOUNT,
+        blob::SAMPLE_CONTAINER,
+        blob::SAMPLE_BLOB,
+        blob::SAMPLE_CONTAINER,
+        blob::SAMPLE_BINARY_BLOB
     );
     let _ = writeln!(
         out,
-        "    grpcurl -plaintext -unix {socket} -d '{{\"resource\":\"https://storage.azure.com/\",\"identity\":{{\"client_id\":\"{}\"}}}}' identity_gateway.v1.IdentityGateway/GetToken",
-        sample::USER_CLIENT_ID
+        "    (the system-assigned identity may read and write them; {} may not)",
+        sample::USER_IDENTITY_NAME
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  Try it (with grpcurl, https://github.com/fullstorydev/grpcurl; the server offers reflection."
     );
     let _ = writeln!(
         out,
-        "    grpcurl -plaintext -unix {socket} grpc.health.v1.Health/Check"
+        "  With grpcurl 1.9.1 or older, write -unix <socket> where these say unix:<socket>):"
     );
-    let _ = write!(out, "    grpcurl -plaintext -unix {socket} list");
+    for line in examples(config, emulator) {
+        let _ = writeln!(out, "    {line}");
+    }
+    out.truncate(out.trim_end().len());
     out
+}
+
+/// Ready-to-paste grpcurl commands against the sample data: tokens,
+/// ReadBlob, GetServiceSas (user delegation, signed for the Blob fake's
+/// endpoint), GetResourceGroup, health and listing.
+///
+/// Flags come before the address: grpcurl stops reading flags at the first
+/// positional argument. The address is `unix:<socket>`, because `-unix
+/// <socket>` dials TCP in grpcurl 1.9.2 and 1.9.3.
+fn examples(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
+    let target = shell_quote(&format!("unix:{}", config.socket.display()));
+    let call = |data: Option<String>, method: &str| match data {
+        Some(data) => format!("grpcurl -plaintext -d '{data}' {target} {method}"),
+        None => format!("grpcurl -plaintext {target} {method}"),
+    };
+    let rpc = |name: &str| format!("identity_gateway.v1.IdentityGateway/{name}");
+    let blob_url = emulator.blob.blob_url(
+        blob::SAMPLE_ACCOUNT,
+        blob::SAMPLE_CONTAINER,
+        blob::SAMPLE_BLOB,
+    );
+    let ca = shell_quote(&emulator.ca_file().display().to_string());
+    vec![
+        call(
+            Some(r#"{"resource":"https://vault.azure.net"}"#.into()),
+            &rpc("GetToken"),
+        ),
+        call(
+            Some(format!(
+                r#"{{"resource":"https://storage.azure.com/","identity":{{"client_id":"{}"}}}}"#,
+                sample::USER_CLIENT_ID
+            )),
+            &rpc("GetToken"),
+        ),
+        call(
+            Some(format!(r#"{{"blob_url":"{blob_url}"}}"#)),
+            &rpc("ReadBlob"),
+        ),
+        call(
+            Some(format!(
+                r#"{{"account":"{}","container":"{}","blob":"{}","permissions":"r","blob_endpoint":"{}"}}"#,
+                blob::SAMPLE_ACCOUNT,
+                blob::SAMPLE_CONTAINER,
+                blob::SAMPLE_BLOB,
+                emulator.blob.base_url()
+            )),
+            &rpc("GetServiceSas"),
+        ),
+        format!(
+            r#"  then, with no token: curl --cacert {ca} "<its url, each \u0026 written as &>""#
+        ),
+        call(
+            Some(format!(
+                r#"{{"subscription_id":"{}","name":"{}"}}"#,
+                sample::SUBSCRIPTION_ID,
+                sample::RESOURCE_GROUP
+            )),
+            &rpc("GetResourceGroup"),
+        ),
+        call(None, "grpc.health.v1.Health/Check"),
+        call(None, "list"),
+    ]
 }
 
 /// Quotes `s` for a POSIX shell when it holds anything beyond a plain path.
@@ -207,6 +313,14 @@ mod tests {
             config.identity.imds_endpoint.as_str().trim_end_matches('/'),
             emulator.imds.base_url()
         );
+        assert_eq!(
+            config
+                .upstream
+                .arm_endpoint
+                .as_ref()
+                .map(|u| u.as_str().trim_end_matches('/').to_string()),
+            Some(emulator.arm.base_url())
+        );
         assert!(config.upstream.allow_http);
         for host in LOOPBACK_HOSTS {
             assert!(config.upstream.allowed_hosts.iter().any(|h| h == host));
@@ -229,10 +343,28 @@ mod tests {
         assert_eq!(emulator.authority().tenant_id(), sample::TENANT_ID);
 
         let banner = banner(&config, &emulator);
+        let blob_base = emulator.blob.base_url();
+        let read_blob = format!(
+            "grpcurl -plaintext -d '{{\"blob_url\":\"{blob_base}/data/hello.txt\"}}' unix:./identity-gateway.sock identity_gateway.v1.IdentityGateway/ReadBlob"
+        );
+        let get_sas = format!(
+            "grpcurl -plaintext -d '{{\"account\":\"devstoreaccount1\",\"container\":\"data\",\"blob\":\"hello.txt\",\"permissions\":\"r\",\"blob_endpoint\":\"{blob_base}\"}}' unix:./identity-gateway.sock identity_gateway.v1.IdentityGateway/GetServiceSas"
+        );
+        let get_group = format!(
+            "grpcurl -plaintext -d '{{\"subscription_id\":\"{}\",\"name\":\"emulator-rg\"}}' unix:./identity-gateway.sock identity_gateway.v1.IdentityGateway/GetResourceGroup",
+            sample::SUBSCRIPTION_ID
+        );
+        let ca_hint = format!("curl --cacert {}", ca_file.display());
         for needle in [
+            read_blob.as_str(),
+            &get_sas,
+            &get_group,
+            &ca_hint,
+            &emulator.arm.base_url(),
+            &blob_base,
             "./identity-gateway.sock",
-            "grpcurl -plaintext -unix ./identity-gateway.sock -d '{\"resource\":\"https://vault.azure.net\"}' identity_gateway.v1.IdentityGateway/GetToken",
-            "grpc.health.v1.Health/Check",
+            "grpcurl -plaintext -d '{\"resource\":\"https://vault.azure.net\"}' unix:./identity-gateway.sock identity_gateway.v1.IdentityGateway/GetToken",
+            "grpcurl -plaintext unix:./identity-gateway.sock grpc.health.v1.Health/Check",
             sample::SYSTEM_CLIENT_ID,
             sample::USER_CLIENT_ID,
             sample::USER_RESOURCE_ID,

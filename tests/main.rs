@@ -6,6 +6,7 @@ mod common;
 mod binary;
 mod datalake;
 mod emulator;
+mod emulator_blob;
 mod identity_endpoint;
 mod keyvault;
 mod sources;

@@ -8,6 +8,9 @@
 //!   mint those tokens, with request recording and fault injection.
 //! - [`arm`]: Azure Resource Manager (resource groups; listServiceSas minting
 //!   real account-key SAS tokens), with ARM's auth errors and RBAC by `oid`.
+//! - [`blob`]: Blob Storage, path-style like Azurite (Get/Put Blob, Get User
+//!   Delegation Key), checking bearer tokens, data roles by `oid`, and
+//!   service and user delegation SAS signatures.
 //! - [`sample`]: the sample tenant, VM and identities `--emulator` serves.
 //! - [`http`], [`tls`]: loopback HTTP/HTTPS serving and the test CA.
 //! - [`keyvault`]: Key Vault secrets (401 challenge, versions, RBAC and
@@ -20,6 +23,7 @@
 
 pub mod arm;
 pub mod authority;
+pub mod blob;
 pub mod datalake_gen1;
 pub mod datalake_gen2;
 mod datalake_tree;
