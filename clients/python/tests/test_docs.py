@@ -136,3 +136,16 @@ def test_sdk_snippet(gateway, emulator):
                               timeout=RUN_TIMEOUT)
         assert done.returncode == 0, done.stderr
         assert re.search(r"expires_on \d{10}", done.stdout), done.stdout
+
+
+def test_the_banners_grpcurl_commands_work(gateway, emulator):
+    """What `--emulator` tells a newcomer to paste must work as printed."""
+    grpcurl = require_tool(str(REPO / ".tools" / "bin" / "grpcurl"), "scripts/tools/grpcurl.sh installs it")
+    commands = [line.strip() for line in emulator.lines if line.strip().startswith("grpcurl ")]
+    assert commands, "the banner shows no grpcurl command"
+    env = dict(os.environ, PATH=f"{Path(grpcurl).parent}{os.pathsep}{os.environ['PATH']}")
+    for command in commands:
+        skip_unless_implemented(gateway.socket, _rpc_of(command))
+        done = subprocess.run(["bash", "-c", command], cwd=gateway.workdir, env=env, capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT)
+        assert done.returncode == 0 and done.stdout.strip(), f"{command}\n{done.stdout}\n{done.stderr}"
