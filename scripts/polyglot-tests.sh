@@ -16,7 +16,6 @@ cd "$repo"
 python="$(bash scripts/tools/python.sh | tail -n1)"
 bash scripts/tools/grpcurl.sh >/dev/null
 bash scripts/tools/node.sh
-bash scripts/tools/azurite.sh >/dev/null  # the blob store behind ReadBlob and SAS tests
 
 echo "polyglot-tests: cargo build --bin identity-gateway" >&2
 # The binary's path, from cargo itself (whatever CARGO_TARGET_DIR says).

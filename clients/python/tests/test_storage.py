@@ -1,6 +1,6 @@
-"""GetResourceGroup, GetServiceSas and ReadBlob through the Python client.
-Blobs live in a real Azurite (HTTPS, bearer tokens checked) behind a gateway
-that trusts Azurite's CA through its config file."""
+"""GetResourceGroup, GetServiceSas and ReadBlob through the Python client,
+against the emulator's ARM and Blob Storage fakes (which check the bearer
+token's signature and audience, and verify SAS signatures)."""
 
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs
@@ -9,12 +9,8 @@ import pytest
 import requests
 
 import identity_gateway
-from azurite import Azurite
 from conftest import RESOURCE_GROUP, STORAGE_ACCOUNT, SUBSCRIPTION_ID, USER_CLIENT_ID
-from gateway_process import GatewayProcess
 
-X_MS_VERSION = "2025-11-05"
-CONTENT = b"vehicle,speed\n1,54\n2,57\n" * 100
 
 
 @pytest.mark.rpc("GetResourceGroup")
@@ -74,74 +70,67 @@ def test_read_blob_refuses_hosts_outside_storage(client):
         client.read_blob_bytes("https://evil.example/c/b.txt")
 
 
-# ------------------------------------------------------------ against Azurite
+# ------------------------------------------------------------ the emulator's Blob Storage
+
+HELLO = b"hello from the identity-gateway emulator\n"
 
 
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory):
-    server = Azurite(tmp_path_factory.mktemp("azurite"))
-    yield server
-    server.stop()
+def sample_binary() -> bytes:
+    """`sample-1mib.bin`: 1 MiB of a fixed xorshift32 sequence (emulator/src/blob.rs)."""
+    state, out = 0x9E3779B9, bytearray(1024 * 1024)
+    for i in range(len(out)):
+        state ^= (state << 13) & 0xFFFFFFFF
+        state ^= state >> 17
+        state ^= (state << 5) & 0xFFFFFFFF
+        out[i] = state >> 24
+    return bytes(out)
 
 
-@pytest.fixture(scope="module")
-def storage_gateway(tmp_path_factory, azurite):
-    """A gateway that also trusts Azurite's CA (the emulator adds its own)."""
-    workdir = tmp_path_factory.mktemp("storage-gateway")
-    config = workdir / "gateway.toml"
-    config.write_text(f'[upstream]\nca_files = ["{azurite.ca}"]\n')
-    process = GatewayProcess(workdir, extra_args=["--config", str(config)]).start()
-    with identity_gateway.connect(str(process.socket)) as client:
-        yield client
-    assert process.stop() == 0, process.stderr()
-
-
-@pytest.fixture(scope="module")
-def blob_url(storage_gateway, azurite):
-    """Uploads a blob the way any app on the VM would: with a Storage token from the gateway."""
-    token = storage_gateway.get_token("https://storage.azure.com/").access_token
-    session = requests.Session()
-    session.trust_env = False
-    headers = {"Authorization": f"Bearer {token}", "x-ms-version": X_MS_VERSION}
-    created = session.put(f"{azurite.endpoint}/samples?restype=container", headers=headers,
-                          verify=str(azurite.ca), timeout=30)
-    assert created.status_code in (201, 409), created.text
-    url = f"{azurite.endpoint}/samples/vehicles.csv"
-    uploaded = session.put(url, data=CONTENT, verify=str(azurite.ca), timeout=30,
-                           headers={**headers, "x-ms-blob-type": "BlockBlob", "Content-Type": "text/csv"})
-    assert uploaded.status_code == 201, uploaded.text
-    return url
+@pytest.fixture
+def blob_base(_skip_unimplemented_rpcs, emulator):
+    return emulator.fake_url("Blob Storage", "blob")
 
 
 @pytest.mark.rpc("ReadBlob")
-def test_read_blob(storage_gateway, blob_url):
-    with storage_gateway.read_blob(blob_url) as stream:
-        assert stream.properties.size == len(CONTENT)
-        assert stream.properties.content_type == "text/csv"
+def test_read_blob(client, blob_base):
+    with client.read_blob(f"{blob_base}/data/hello.txt") as stream:
+        assert stream.properties.size == len(HELLO)
+        assert stream.properties.content_type.startswith("text/plain")
         assert stream.properties.etag
-        chunks = list(stream)
-    assert b"".join(chunks) == CONTENT
-    assert storage_gateway.read_blob_bytes(blob_url, offset=9, length=5) == CONTENT[9:14]
+        assert stream.read() == HELLO
+    assert client.read_blob_bytes(f"{blob_base}/data/hello.txt", offset=6, length=4) == HELLO[6:10]
 
 
 @pytest.mark.rpc("ReadBlob")
-def test_a_missing_blob_is_not_found(storage_gateway, azurite, blob_url):
+def test_a_large_blob_streams_in_chunks(client, blob_base):
+    with client.read_blob(f"{blob_base}/data/sample-1mib.bin") as stream:
+        chunks = list(stream)
+    assert len(chunks) > 1
+    assert b"".join(chunks) == sample_binary()
+
+
+@pytest.mark.rpc("ReadBlob")
+def test_a_missing_blob_is_not_found(client, blob_base):
     with pytest.raises(identity_gateway.NotFound):
-        storage_gateway.read_blob_bytes(f"{azurite.endpoint}/samples/no-such.csv")
+        client.read_blob_bytes(f"{blob_base}/data/no-such.txt")
+
+
+@pytest.mark.rpc("ReadBlob")
+def test_an_identity_without_a_data_role_is_permission_denied(client, blob_base):
+    with pytest.raises(identity_gateway.PermissionDenied):
+        client.read_blob_bytes(f"{blob_base}/data/hello.txt", identity={"client_id": USER_CLIENT_ID})
 
 
 @pytest.mark.rpc("GetServiceSas")
-def test_a_user_delegation_sas_reads_the_blob_without_a_token(storage_gateway, azurite, blob_url):
-    sas = storage_gateway.get_service_sas(
-        STORAGE_ACCOUNT, "samples", "vehicles.csv", permissions="r",
-        expires_in=600, blob_endpoint=azurite.endpoint,
-    )
-    assert sas.url.startswith(blob_url + "?")
+def test_a_user_delegation_sas_reads_the_blob_without_a_token(client, blob_base, emulator):
+    sas = client.get_service_sas(STORAGE_ACCOUNT, "data", "hello.txt", permissions="r", expires_in=600,
+                                 blob_endpoint=blob_base)
+    assert sas.url.startswith(f"{blob_base}/data/hello.txt?")
     session = requests.Session()
     session.trust_env = False
-    response = session.get(sas.url, verify=str(azurite.ca), timeout=30)
+    response = session.get(sas.url, verify=emulator.ca_file, timeout=30)
     assert response.status_code == 200, response.text
-    assert response.content == CONTENT
-    denied = session.put(sas.url, data=b"x", headers={"x-ms-blob-type": "BlockBlob"},
-                         verify=str(azurite.ca), timeout=30)
+    assert response.content == HELLO
+    denied = session.put(sas.url, data=b"x", headers={"x-ms-blob-type": "BlockBlob"}, verify=emulator.ca_file,
+                         timeout=30)
     assert denied.status_code == 403
