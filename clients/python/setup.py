@@ -29,8 +29,7 @@ def proto_root() -> Path:
         if (root / "identity_gateway" / "v1" / "gateway.proto").is_file():
             return root
     raise SystemExit(
-        "identity-gateway: cannot find the .proto files; looked in "
-        + ", ".join(str(r) for r in PROTO_ROOTS)
+        "identity-gateway: cannot find the .proto files; looked in " + ", ".join(str(r) for r in PROTO_ROOTS)
     )
 
 

@@ -117,7 +117,9 @@ class GatewayProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def _fail(self, why: str) -> AssertionError:
-        return AssertionError(f"{why}\n--- stdout ---\n" + "\n".join(self.stdout_lines) + "\n--- stderr ---\n" + self.stderr())
+        return AssertionError(
+            f"{why}\n--- stdout ---\n" + "\n".join(self.stdout_lines) + "\n--- stderr ---\n" + self.stderr()
+        )
 
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
         """Polls grpc.health.v1 on the socket. Each attempt waits for the
@@ -175,6 +177,6 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=STOP_TIMEOUT)
-            raise self._fail(f"the gateway ignored SIGTERM for {timeout}s")
+            raise self._fail(f"the gateway ignored SIGTERM for {timeout}s") from None
         finally:
             self._stderr.close()

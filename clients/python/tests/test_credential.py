@@ -80,7 +80,7 @@ def test_an_azure_core_pipeline_sends_its_token(gateway):
         server.shutdown()
         server.server_close()
     assert len(seen) == 1 and seen[0].startswith("Bearer ")
-    assert jwt_claims(seen[0][len("Bearer "):])["aud"] == "https://management.azure.com"
+    assert jwt_claims(seen[0][len("Bearer ") :])["aud"] == "https://management.azure.com"
 
 
 def _no_proxy_session():

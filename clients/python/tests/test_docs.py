@@ -32,9 +32,9 @@ def _rpc_of(command: str) -> str:
 def _emulator_env(emulator, gateway) -> dict:
     env = dict(os.environ)
     env["IDENTITY_GATEWAY_SOCKET"] = str(gateway.socket)
-    for name, what, labels in (
-        ("VAULT_URL", "fake Key Vault", ("key vault", "keyvault", "vault")),
-        ("SQL_SERVER", "fake SQL", ("sql",)),
+    for name, labels in (
+        ("VAULT_URL", ("key vault", "keyvault", "vault")),
+        ("SQL_SERVER", ("sql",)),
     ):
         value = emulator.label(*labels)
         if value:
@@ -61,9 +61,9 @@ def test_grpcurl_command(command, gateway, emulator):
     env = _emulator_env(emulator, gateway)
     env["PATH"] = f"{Path(grpcurl).parent}{os.pathsep}{env['PATH']}"
     if rpc == "GetSecret":
-        assert "VAULT_URL" in env, f"the banner names no Key Vault:\n" + "\n".join(emulator.lines)
+        assert "VAULT_URL" in env, "the banner names no Key Vault:\n" + "\n".join(emulator.lines)
     if rpc == "QuerySql":
-        assert "SQL_SERVER" in env, f"the banner names no SQL server:\n" + "\n".join(emulator.lines)
+        assert "SQL_SERVER" in env, "the banner names no SQL server:\n" + "\n".join(emulator.lines)
     assignments = [c for c in GRPCURL_COMMANDS if ASSIGNMENT.match(c)]
     script = "\n".join(["set -euo pipefail", *assignments, command])
     done = subprocess.run(
@@ -93,19 +93,35 @@ def test_grpcurl_command(command, gateway, emulator):
 def test_node_example(gateway, emulator):
     node = require_tool("node", "Node.js is on the polyglot machines")
     if not (REPO / "clients" / "node" / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        require_tool(str(REPO / "clients" / "node" / "node_modules" / "@grpc" / "grpc-js" / "package.json"),
-                     "scripts/tools/node.sh installs it")
+        require_tool(
+            str(REPO / "clients" / "node" / "node_modules" / "@grpc" / "grpc-js" / "package.json"),
+            "scripts/tools/node.sh installs it",
+        )
     env = _emulator_env(emulator, gateway)
     env["PATH"] = f"{Path(node).parent}{os.pathsep}{env['PATH']}"
     for block in snippets("node"):
-        done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        done = subprocess.run(
+            ["bash", "-c", "set -euo pipefail\n" + block],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
         assert done.returncode == 0, done.stderr
-        assert re.search(r"token for https://vault\.azure\.net \(Bearer\), expires \d{4}-\d\d-\d\dT", done.stdout), done.stdout
+        assert re.search(r"token for https://vault\.azure\.net \(Bearer\), expires \d{4}-\d\d-\d\dT", done.stdout), (
+            done.stdout
+        )
         assert "eyJ" not in done.stdout + done.stderr, "the example must not print the token"
     # Errors come out as the gRPC status, and a non-zero exit.
-    bad = subprocess.run([node, "clients/node/example.js", "https://vault.azure.net/.default"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    bad = subprocess.run(
+        [node, "clients/node/example.js", "https://vault.azure.net/.default"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
     assert bad.returncode == 1
     assert "INVALID_ARGUMENT" in bad.stderr
 
@@ -115,8 +131,14 @@ def test_python_snippet(gateway, emulator):
     env = _emulator_env(emulator, gateway)
     env["REQUESTS_CA_BUNDLE"] = emulator.ca_file
     for block in snippets("python"):
-        done = subprocess.run([sys.executable, "-c", block], cwd=gateway.workdir, env=env,
-                              capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        done = subprocess.run(
+            [sys.executable, "-c", block],
+            cwd=gateway.workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
         assert done.returncode == 0, f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
         assert "token for https://vault.azure.net expires" in done.stdout
         assert f"app-password has {len(SECRET_VALUE)} characters" in done.stdout
@@ -132,8 +154,9 @@ def test_sdk_snippet(gateway, emulator):
     for name in ("MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT", "AZURE_CLIENT_ID"):
         env.pop(name, None)
     for block in snippets("sdk"):
-        done = subprocess.run([sys.executable, "-c", block], env=env, capture_output=True, text=True,
-                              timeout=RUN_TIMEOUT)
+        done = subprocess.run(
+            [sys.executable, "-c", block], env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT
+        )
         assert done.returncode == 0, done.stderr
         assert re.search(r"expires_on \d{10}", done.stdout), done.stdout
 
@@ -146,6 +169,7 @@ def test_the_banners_grpcurl_commands_work(gateway, emulator):
     env = dict(os.environ, PATH=f"{Path(grpcurl).parent}{os.pathsep}{os.environ['PATH']}")
     for command in commands:
         skip_unless_implemented(gateway.socket, _rpc_of(command))
-        done = subprocess.run(["bash", "-c", command], cwd=gateway.workdir, env=env, capture_output=True, text=True,
-                              timeout=RUN_TIMEOUT)
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=gateway.workdir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT
+        )
         assert done.returncode == 0 and done.stdout.strip(), f"{command}\n{done.stdout}\n{done.stderr}"

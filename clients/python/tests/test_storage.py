@@ -12,7 +12,6 @@ import identity_gateway
 from conftest import RESOURCE_GROUP, STORAGE_ACCOUNT, SUBSCRIPTION_ID, USER_CLIENT_ID
 
 
-
 @pytest.mark.rpc("GetResourceGroup")
 def test_get_resource_group(client):
     group = client.get_resource_group(SUBSCRIPTION_ID, RESOURCE_GROUP)
@@ -123,14 +122,16 @@ def test_an_identity_without_a_data_role_is_permission_denied(client, blob_base)
 
 @pytest.mark.rpc("GetServiceSas")
 def test_a_user_delegation_sas_reads_the_blob_without_a_token(client, blob_base, emulator):
-    sas = client.get_service_sas(STORAGE_ACCOUNT, "data", "hello.txt", permissions="r", expires_in=600,
-                                 blob_endpoint=blob_base)
+    sas = client.get_service_sas(
+        STORAGE_ACCOUNT, "data", "hello.txt", permissions="r", expires_in=600, blob_endpoint=blob_base
+    )
     assert sas.url.startswith(f"{blob_base}/data/hello.txt?")
     session = requests.Session()
     session.trust_env = False
     response = session.get(sas.url, verify=emulator.ca_file, timeout=30)
     assert response.status_code == 200, response.text
     assert response.content == HELLO
-    denied = session.put(sas.url, data=b"x", headers={"x-ms-blob-type": "BlockBlob"}, verify=emulator.ca_file,
-                         timeout=30)
+    denied = session.put(
+        sas.url, data=b"x", headers={"x-ms-blob-type": "BlockBlob"}, verify=emulator.ca_file, timeout=30
+    )
     assert denied.status_code == 403

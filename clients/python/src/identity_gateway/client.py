@@ -110,7 +110,9 @@ class Client:
         request = pb.GetTokenRequest(resource=resource, identity=convert.identity(identity))
         return convert.token(self._unary(self._stub.GetToken, request, timeout))
 
-    def watch_token(self, resource: str, identity: IdentityLike = None, *, timeout: Optional[float] = None) -> Iterator[Token]:
+    def watch_token(
+        self, resource: str, identity: IdentityLike = None, *, timeout: Optional[float] = None
+    ) -> Iterator[Token]:
         """The current token, then each refreshed one as the gateway renews it.
         Runs until the iterator is closed (``break`` out of the loop) or
         ``timeout`` seconds pass (default: no deadline)."""
@@ -280,7 +282,9 @@ class Client:
     ) -> "BlobStream":
         """Starts a blob download. The returned stream has ``properties`` at
         once and yields the content as ``bytes`` chunks."""
-        request = pb.ReadBlobRequest(blob_url=blob_url, offset=offset, length=length, identity=convert.identity(identity))
+        request = pb.ReadBlobRequest(
+            blob_url=blob_url, offset=offset, length=length, identity=convert.identity(identity)
+        )
         return BlobStream(self._stream(self._stub.ReadBlob, request, timeout))
 
     def read_blob_bytes(self, blob_url: str, **kwargs: Any) -> bytes:

@@ -211,7 +211,9 @@ class AsyncClient:
         identity: IdentityLike = None,
         timeout: Any = CLIENT_DEFAULT,
     ) -> "AsyncBlobStream":
-        request = pb.ReadBlobRequest(blob_url=blob_url, offset=offset, length=length, identity=convert.identity(identity))
+        request = pb.ReadBlobRequest(
+            blob_url=blob_url, offset=offset, length=length, identity=convert.identity(identity)
+        )
         messages = self._stream(self._stub.ReadBlob, request, timeout)
         try:
             first = await messages.__anext__()
