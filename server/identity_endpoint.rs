@@ -703,6 +703,25 @@ mod tests {
     }
 
     #[test]
+    fn the_config_section_parses_and_only_loopback_is_accepted() {
+        let config = Config::from_toml(
+            "[identity_endpoint]\nlisten = \"127.0.0.1:42356\"\nheader_file = \"/run/ig/h\"\n",
+        )
+        .expect("valid TOML");
+        assert_eq!(
+            config.identity_endpoint.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 42356)))
+        );
+        assert_eq!(header_file_path(&config), Path::new("/run/ig/h"));
+        config.validate().expect("loopback is fine");
+        let public = Config::from_toml("[identity_endpoint]\nlisten = \"0.0.0.0:42356\"\n")
+            .expect("valid TOML");
+        let err = public.validate().expect_err("not loopback").to_string();
+        assert!(err.contains("loopback"), "{err}");
+        assert!(Config::from_toml("[identity_endpoint]\nlisen = \"x\"\n").is_err());
+    }
+
+    #[test]
     fn header_file_defaults_next_to_the_socket() {
         let mut config = Config {
             socket: PathBuf::from("/run/identity-gateway/gateway.sock"),
