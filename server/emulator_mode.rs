@@ -20,6 +20,9 @@ use std::{
 use identity_gateway_emulator::{
     arm::ArmFake,
     blob::{self, BlobFake},
+    datalake_gen1::DataLakeGen1Fake,
+    datalake_gen2::DataLakeGen2Fake,
+    keyvault::KeyVaultFake,
     sample,
     tls::TestCa,
     ImdsConfig, ImdsFake, TokenAuthority,
@@ -27,6 +30,19 @@ use identity_gateway_emulator::{
 use url::Url;
 
 use crate::{config::Config, identity::SourceKind};
+
+/// The loopback ports `--emulator` asks for, so documented commands work as
+/// written. A taken port falls back to a free one (the banner shows the real
+/// address).
+pub mod ports {
+    pub const IMDS: u16 = 47180;
+    pub const ARM: u16 = 47181;
+    pub const BLOB: u16 = 47182;
+    pub const KEY_VAULT: u16 = 47183;
+    pub const DATA_LAKE_GEN1: u16 = 47184;
+    pub const DATA_LAKE_GEN2: u16 = 47185;
+    pub const SQL: u16 = 47186;
+}
 
 /// Hosts the fakes serve on; tokens may be sent there (any port) in emulator mode.
 const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "localhost"];
@@ -46,6 +62,12 @@ pub struct RunningEmulator {
     pub arm: ArmFake,
     /// The fake Blob Storage, path-style: the sample account's blobs.
     pub blob: BlobFake,
+    /// The fake Key Vault: vault `emulator` with the sample secrets.
+    pub keyvault: KeyVaultFake,
+    /// The fake ADLS Gen1 (WebHDFS) account.
+    pub datalake_gen1: DataLakeGen1Fake,
+    /// The fake ADLS Gen2 (dfs) account, filesystem `data`.
+    pub datalake_gen2: DataLakeGen2Fake,
 }
 
 impl RunningEmulator {
@@ -75,6 +97,9 @@ impl RunningEmulator {
             ("IMDS", self.imds.base_url()),
             ("ARM", self.arm.base_url()),
             ("Blob", self.blob.base_url()),
+            ("Key Vault", self.keyvault.vault_url()),
+            ("ADLS Gen1", self.datalake_gen1.account_url()),
+            ("ADLS Gen2", self.datalake_gen2.account_url()),
         ]
     }
 }
@@ -87,15 +112,24 @@ pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
     let authority = Arc::new(TokenAuthority::generate(sample::TENANT_ID));
     let ca = Arc::new(TestCa::generate(&["localhost", "127.0.0.1"]));
     let (ca_dir, ca_file) = write_ca(ca.ca_pem())?;
-    let imds = ImdsFake::start(authority.clone(), ImdsConfig::default())
+    let imds = ImdsFake::start_on(authority.clone(), ImdsConfig::default(), ports::IMDS)
         .await
         .map_err(|e| format!("emulator: cannot start the fake IMDS: {e}"))?;
-    let arm = ArmFake::sample(authority.clone(), &ca)
+    let arm = ArmFake::sample_on(authority.clone(), &ca, ports::ARM)
         .await
         .map_err(|e| format!("emulator: cannot start the fake ARM: {e}"))?;
-    let blob = BlobFake::sample(authority.clone(), &ca)
+    let blob = BlobFake::sample_on(authority.clone(), &ca, ports::BLOB)
         .await
         .map_err(|e| format!("emulator: cannot start the fake Blob Storage: {e}"))?;
+    let keyvault = KeyVaultFake::sample_on(authority.clone(), &ca, ports::KEY_VAULT)
+        .await
+        .map_err(|e| format!("emulator: cannot start the fake Key Vault: {e}"))?;
+    let datalake_gen1 = DataLakeGen1Fake::sample_on(authority.clone(), &ca, ports::DATA_LAKE_GEN1)
+        .await
+        .map_err(|e| format!("emulator: cannot start the fake ADLS Gen1: {e}"))?;
+    let datalake_gen2 = DataLakeGen2Fake::sample_on(authority.clone(), &ca, ports::DATA_LAKE_GEN2)
+        .await
+        .map_err(|e| format!("emulator: cannot start the fake ADLS Gen2: {e}"))?;
 
     config.identity.source = SourceKind::Imds;
     config.identity.imds_endpoint =
@@ -117,6 +151,9 @@ pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
         imds,
         arm,
         blob,
+        keyvault,
+        datalake_gen1,
+        datalake_gen2,
     })
 }
 
@@ -272,6 +309,27 @@ fn examples(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
         ),
         format!(
             r#"  then, with no token: curl --cacert {ca} "<its url, each \u0026 written as &>""#
+        ),
+        call(
+            Some(format!(
+                r#"{{"vault_url":"{}","name":"app-password"}}"#,
+                emulator.keyvault.vault_url()
+            )),
+            &rpc("GetSecret"),
+        ),
+        call(
+            Some(format!(
+                r#"{{"account_url":"{}","generation":"DATA_LAKE_GENERATION_GEN2","filesystem":"data","path":"raw","recursive":true}}"#,
+                emulator.datalake_gen2.account_url()
+            )),
+            &rpc("ListDataLake"),
+        ),
+        call(
+            Some(format!(
+                r#"{{"account_url":"{}","generation":"DATA_LAKE_GENERATION_GEN1","path":"/"}}"#,
+                emulator.datalake_gen1.account_url()
+            )),
+            &rpc("ListDataLake"),
         ),
         call(
             Some(format!(

@@ -39,12 +39,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(mut config: Config) -> Result<(), String> {
+    // Bind first: a second instance fails on the live socket before it
+    // starts anything else.
+    let listeners = transport::bind(&config).await?;
     let emulator = if config.emulator {
         Some(emulator_mode::start(&mut config).await?)
     } else {
         None
     };
-    let listeners = transport::bind(&config).await?;
     let state = Arc::new(gateway::GatewayState::new(config.clone())?);
     tracing::info!(
         socket = %config.socket.display(),

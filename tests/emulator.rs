@@ -211,3 +211,57 @@ async fn emulator_mode_serves_the_sample_identities() {
         "the harness's IMDS was replaced"
     );
 }
+
+#[tokio::test]
+async fn emulator_mode_serves_key_vault_and_data_lake_samples() {
+    use identity_gateway_client::proto::{
+        get_secret_request::Vault, DataLakeGeneration, GetSecretRequest, ListDataLakeRequest,
+    };
+    let env = TestEnv::new().await;
+    let mut config = env.config();
+    let emulator = emulator_mode::start(&mut config).await.unwrap();
+    let gw = env.start(config).await;
+    let mut rpc = gw.client.rpc();
+
+    let secret = rpc
+        .get_secret(GetSecretRequest {
+            vault: Some(Vault::VaultUrl(emulator.keyvault.vault_url())),
+            name: "app-password".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secret.value, "correct-horse-battery-staple");
+    assert!(secret.enabled);
+
+    for (url, generation, filesystem) in [
+        (
+            emulator.datalake_gen1.account_url(),
+            DataLakeGeneration::Gen1,
+            "",
+        ),
+        (
+            emulator.datalake_gen2.account_url(),
+            DataLakeGeneration::Gen2,
+            "data",
+        ),
+    ] {
+        let mut pages = rpc
+            .list_data_lake(ListDataLakeRequest {
+                account_url: url,
+                generation: generation as i32,
+                filesystem: filesystem.into(),
+                path: "/".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = pages.message().await.unwrap().expect("a first page");
+        assert!(
+            !first.entries.is_empty(),
+            "{generation:?} root lists entries"
+        );
+    }
+}

@@ -191,13 +191,22 @@ impl ArmFake {
     /// Starts an empty fake over HTTPS on 127.0.0.1 (a free port), with a
     /// certificate from `ca`.
     pub async fn start(authority: Arc<TokenAuthority>, ca: &TestCa) -> io::Result<Self> {
+        Self::start_on(authority, ca, 0).await
+    }
+
+    /// Like [`start`](Self::start), on `port` of 127.0.0.1 (0 for a free port).
+    pub async fn start_on(
+        authority: Arc<TokenAuthority>,
+        ca: &TestCa,
+        port: u16,
+    ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             authority,
             data: Mutex::new(Data::default()),
         });
         let server = serve_https(
             router(Arc::clone(&shared)),
-            0,
+            port,
             ca.server_config(&[b"h2", b"http/1.1"]),
         )
         .await?;
@@ -206,7 +215,16 @@ impl ArmFake {
 
     /// Starts the fake with the sample data (see [`seed_sample`]).
     pub async fn sample(authority: Arc<TokenAuthority>, ca: &TestCa) -> io::Result<Self> {
-        let fake = Self::start(authority, ca).await?;
+        Self::sample_on(authority, ca, 0).await
+    }
+
+    /// Like [`sample`](Self::sample), on `port` of 127.0.0.1 (0 for a free port).
+    pub async fn sample_on(
+        authority: Arc<TokenAuthority>,
+        ca: &TestCa,
+        port: u16,
+    ) -> io::Result<Self> {
+        let fake = Self::start_on(authority, ca, port).await?;
         seed_sample(&fake);
         Ok(fake)
     }

@@ -225,6 +225,16 @@ impl BlobFake {
         ca: &TestCa,
         accounts: &[(&str, &str)],
     ) -> io::Result<Self> {
+        Self::start_on(authority, ca, accounts, 0).await
+    }
+
+    /// Like [`start`](Self::start), on `port` of 127.0.0.1 (0 for a free port).
+    pub async fn start_on(
+        authority: Arc<TokenAuthority>,
+        ca: &TestCa,
+        accounts: &[(&str, &str)],
+        port: u16,
+    ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             authority,
             seed: rand::random(),
@@ -234,7 +244,7 @@ impl BlobFake {
             Router::new()
                 .fallback(handle)
                 .with_state(Arc::clone(&shared)),
-            0,
+            port,
             ca.server_config(&[b"h2", b"http/1.1"]),
         )
         .await?;
@@ -258,7 +268,22 @@ impl BlobFake {
 
     /// Starts the fake with the sample data (see [`seed_sample`]).
     pub async fn sample(authority: Arc<TokenAuthority>, ca: &TestCa) -> io::Result<Self> {
-        let fake = Self::start(authority, ca, &[(SAMPLE_ACCOUNT, AZURITE_ACCOUNT_KEY)]).await?;
+        Self::sample_on(authority, ca, 0).await
+    }
+
+    /// Like [`sample`](Self::sample), on `port` of 127.0.0.1 (0 for a free port).
+    pub async fn sample_on(
+        authority: Arc<TokenAuthority>,
+        ca: &TestCa,
+        port: u16,
+    ) -> io::Result<Self> {
+        let fake = Self::start_on(
+            authority,
+            ca,
+            &[(SAMPLE_ACCOUNT, AZURITE_ACCOUNT_KEY)],
+            port,
+        )
+        .await?;
         seed_sample(&fake);
         Ok(fake)
     }

@@ -66,6 +66,15 @@ impl DataLakeGen1Fake {
     /// An empty account over HTTPS on 127.0.0.1 (a free port), open to every
     /// authenticated caller.
     pub async fn start(authority: Arc<TokenAuthority>, ca: &TestCa) -> io::Result<Self> {
+        Self::start_on(authority, ca, 0).await
+    }
+
+    /// Like [`start`](Self::start), on `port` of 127.0.0.1 (0 for a free port).
+    pub async fn start_on(
+        authority: Arc<TokenAuthority>,
+        ca: &TestCa,
+        port: u16,
+    ) -> io::Result<Self> {
         let inner = Arc::new(Inner {
             authority,
             tree: Mutex::new(Tree::new(SAMPLE_OWNER, SAMPLE_OWNER)),
@@ -77,13 +86,22 @@ impl DataLakeGen1Fake {
         let router = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&inner));
-        let server = serve_https(router, 0, ca.server_config(&[b"h2", b"http/1.1"])).await?;
+        let server = serve_https(router, port, ca.server_config(&[b"h2", b"http/1.1"])).await?;
         Ok(Self { server, inner })
     }
 
     /// The account `--emulator` serves (see [`seed_sample`]).
     pub async fn sample(authority: Arc<TokenAuthority>, ca: &TestCa) -> io::Result<Self> {
-        let fake = Self::start(authority, ca).await?;
+        Self::sample_on(authority, ca, 0).await
+    }
+
+    /// Like [`sample`](Self::sample), on `port` of 127.0.0.1 (0 for a free port).
+    pub async fn sample_on(
+        authority: Arc<TokenAuthority>,
+        ca: &TestCa,
+        port: u16,
+    ) -> io::Result<Self> {
+        let fake = Self::start_on(authority, ca, port).await?;
         seed_sample(&fake).map_err(io::Error::other)?;
         Ok(fake)
     }

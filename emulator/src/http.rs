@@ -42,9 +42,22 @@ impl Drop for RunningServer {
     }
 }
 
+/// Binds 127.0.0.1:`port`; when a fixed port is taken (another emulator, a
+/// parallel test), falls back to a free one and says so: every caller reads
+/// the real address back from the [`RunningServer`].
+async fn bind_loopback(port: u16) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(("127.0.0.1", port)).await {
+        Err(e) if port != 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(port, "emulator port in use; using a free port instead");
+            TcpListener::bind(("127.0.0.1", 0)).await
+        }
+        result => result,
+    }
+}
+
 /// Serves `router` over plain HTTP on 127.0.0.1 (port 0 picks a free one).
 pub async fn serve_http(router: Router, port: u16) -> std::io::Result<RunningServer> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = bind_loopback(port).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -65,7 +78,7 @@ pub async fn serve_https(
     port: u16,
     tls: Arc<rustls::ServerConfig>,
 ) -> std::io::Result<RunningServer> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = bind_loopback(port).await?;
     let addr = listener.local_addr()?;
     let acceptor = TlsAcceptor::from(tls);
     let task = tokio::spawn(async move {

@@ -258,8 +258,17 @@ impl ImdsFake {
         authority: Arc<TokenAuthority>,
         config: ImdsConfig,
     ) -> std::io::Result<ImdsFake> {
+        Self::start_on(authority, config, 0).await
+    }
+
+    /// Like [`start`](Self::start), on `port` of 127.0.0.1 (0 for a free port).
+    pub async fn start_on(
+        authority: Arc<TokenAuthority>,
+        config: ImdsConfig,
+        port: u16,
+    ) -> std::io::Result<ImdsFake> {
         let shared = Arc::new(Shared::new(authority, config));
-        let server = serve_http(router(shared.clone()), 0).await?;
+        let server = serve_http(router(shared.clone()), port).await?;
         Ok(Self {
             shared,
             server: Arc::new(server),

@@ -187,6 +187,16 @@ impl KeyVaultFake {
         ca: &TestCa,
         vault: VaultSettings,
     ) -> io::Result<Self> {
+        Self::start_on(authority, ca, vault, 0).await
+    }
+
+    /// Like [`start`](Self::start), on `port` of 127.0.0.1 (0 for a free port).
+    pub async fn start_on(
+        authority: Arc<TokenAuthority>,
+        ca: &TestCa,
+        vault: VaultSettings,
+        port: u16,
+    ) -> io::Result<Self> {
         let inner = Arc::new(Inner {
             authority,
             settings: Mutex::new(vault),
@@ -197,14 +207,24 @@ impl KeyVaultFake {
         let router = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&inner));
-        let server = serve_https(router, 0, ca.server_config(&[b"h2", b"http/1.1"])).await?;
+        let server = serve_https(router, port, ca.server_config(&[b"h2", b"http/1.1"])).await?;
         Ok(Self { server, inner })
     }
 
     /// The sample vault `--emulator` serves: [`SAMPLE_VAULT_NAME`] with
     /// [`seed_sample`] applied.
     pub async fn sample(authority: Arc<TokenAuthority>, ca: &TestCa) -> io::Result<Self> {
-        let fake = Self::start(authority, ca, VaultSettings::new(SAMPLE_VAULT_NAME)).await?;
+        Self::sample_on(authority, ca, 0).await
+    }
+
+    /// Like [`sample`](Self::sample), on `port` of 127.0.0.1 (0 for a free port).
+    pub async fn sample_on(
+        authority: Arc<TokenAuthority>,
+        ca: &TestCa,
+        port: u16,
+    ) -> io::Result<Self> {
+        let fake =
+            Self::start_on(authority, ca, VaultSettings::new(SAMPLE_VAULT_NAME), port).await?;
         seed_sample(&fake);
         Ok(fake)
     }
