@@ -1,5 +1,6 @@
 """The copy-paste snippets of the docs, as the tests run them: fenced blocks
-right after a `<!-- test: KIND -->` line in README.md or clients/USAGE.md."""
+right after a `<!-- test: KIND -->` line in README.md or clients/USAGE.md
+(`<!-- grpcurl-examples ... -->` counts as `test: grpcurl`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from gateway_process import REPO
 
 DOCS = [REPO / "README.md", REPO / "clients" / "USAGE.md"]
-BLOCK = re.compile(r"<!--\s*test:\s*(\w+)\s*-->\s*\n```[\w-]*\n(.*?)```", re.S)
+BLOCK = re.compile(r"<!--\s*(?:test:\s*(\w+)|(grpcurl)-examples\b[^>]*?)\s*-->\s*\n```[\w-]*\n(.*?)```", re.S)
 
 
 def snippets(kind: str) -> List[str]:
@@ -22,8 +23,8 @@ def snippets(kind: str) -> List[str]:
     found: List[str] = []
     for doc in DOCS:
         if doc.is_file():
-            for marked, body in BLOCK.findall(doc.read_text(encoding="utf-8")):
-                if marked == kind and body not in found:
+            for marked, examples, body in BLOCK.findall(doc.read_text(encoding="utf-8")):
+                if (marked or examples) == kind and body not in found:
                     found.append(body)
     return found
 
