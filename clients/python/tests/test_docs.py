@@ -17,7 +17,7 @@ from conftest import SECRET_NAME, SECRET_VALUE, jwt_claims, skip_unless_implemen
 from docs import REPO, shell_commands, snippets, require_tool
 
 GRPCURL_BLOCKS = snippets("grpcurl")
-GRPCURL_COMMANDS = [c for block in GRPCURL_BLOCKS for c in shell_commands(block)]
+GRPCURL_COMMANDS = list(dict.fromkeys(c for block in GRPCURL_BLOCKS for c in shell_commands(block)))
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 RUN_TIMEOUT = 60
 
