@@ -77,6 +77,13 @@ pub struct Cli {
     #[arg(long, env = "IDENTITY_GATEWAY_LOG", value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// Also serve the App Service managed-identity protocol on this loopback
+    /// address (e.g. 127.0.0.1:42356), so unmodified Azure SDKs can use the
+    /// gateway: set IDENTITY_ENDPOINT=http://ADDR/msi/token and IDENTITY_HEADER
+    /// to the contents of the header file (see [identity_endpoint] header_file).
+    #[arg(long, env = "IDENTITY_GATEWAY_IDENTITY_ENDPOINT", value_name = "ADDR")]
+    pub identity_endpoint: Option<SocketAddr>,
+
     /// App Service identity endpoint (normally from the platform's IDENTITY_ENDPOINT).
     #[arg(long, env = "IDENTITY_ENDPOINT", hide = true)]
     pub app_service_endpoint: Option<Url>,
@@ -101,6 +108,7 @@ pub struct Config {
     pub keyvault: KeyVaultConfig,
     pub sas: SasConfig,
     pub sql: SqlConfig,
+    pub identity_endpoint: IdentityEndpointConfig,
     /// Who may ask for what (see `policy`); no rules = any local process.
     pub policy: crate::policy::PolicyConfig,
 }
@@ -213,6 +221,18 @@ pub struct SqlConfig {
     pub stream_buffer_batches: usize,
 }
 
+/// The App Service-compatible identity endpoint for unmodified Azure SDKs
+/// (`server/identity_endpoint.rs`); off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityEndpointConfig {
+    /// Loopback address to serve on, e.g. `127.0.0.1:42356` (port 0 picks one).
+    pub listen: Option<SocketAddr>,
+    /// Where the `X-IDENTITY-HEADER` secret is written (mode 0600, replaced at
+    /// every start, removed at stop). Default: `identity-header` next to the socket.
+    pub header_file: Option<PathBuf>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -227,6 +247,7 @@ impl Default for Config {
             keyvault: KeyVaultConfig::default(),
             sas: SasConfig::default(),
             sql: SqlConfig::default(),
+            identity_endpoint: IdentityEndpointConfig::default(),
             policy: crate::policy::PolicyConfig::default(),
         }
     }
@@ -370,6 +391,9 @@ impl Config {
         if let Some(log) = cli.log {
             self.log = log;
         }
+        if cli.identity_endpoint.is_some() {
+            self.identity_endpoint.listen = cli.identity_endpoint;
+        }
         if cli.app_service_endpoint.is_some() {
             self.identity.app_service_endpoint = cli.app_service_endpoint;
         }
@@ -384,6 +408,13 @@ impl Config {
             if !tcp.ip().is_loopback() {
                 return Err(ConfigError::Invalid(format!(
                     "--tcp {tcp}: only loopback addresses are allowed (the gateway hands out tokens)"
+                )));
+            }
+        }
+        if let Some(addr) = self.identity_endpoint.listen {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "identity endpoint {addr}: only loopback addresses are allowed (it hands out tokens)"
                 )));
             }
         }

@@ -260,7 +260,7 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
     );
     let _ = writeln!(
         out,
-        "  With grpcurl 1.9.1 or older, write -unix <socket> where these say unix:<socket>):"
+        "  With grpcurl 1.9.1 or older, write -unix <socket> where these say unix://<socket>):"
     );
     for line in examples(config, emulator) {
         let _ = writeln!(out, "    {line}");
@@ -274,10 +274,12 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
 /// endpoint), GetResourceGroup, health and listing.
 ///
 /// Flags come before the address: grpcurl stops reading flags at the first
-/// positional argument. The address is `unix:<socket>`, because `-unix
-/// <socket>` dials TCP in grpcurl 1.9.2 and 1.9.3.
+/// positional argument. The address is `unix://<absolute socket path>`:
+/// `-unix <socket>` dials TCP in grpcurl 1.9.2 and 1.9.3, and with
+/// `unix:<path>` grpc-go sends the path as the HTTP/2 `:authority`, which the
+/// server's HTTP/2 stack refuses (RST_STREAM PROTOCOL_ERROR) once it has a `/`.
 fn examples(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
-    let target = shell_quote(&format!("unix:{}", config.socket.display()));
+    let target = shell_quote(&grpcurl_target(&config.socket));
     let call = |data: Option<String>, method: &str| match data {
         Some(data) => format!("grpcurl -plaintext -d '{data}' {target} {method}"),
         None => format!("grpcurl -plaintext {target} {method}"),
@@ -360,6 +362,12 @@ fn examples(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
     ]
 }
 
+/// `unix://` + the socket's absolute path (`unix:///run/...`).
+fn grpcurl_target(socket: &Path) -> String {
+    let socket = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
+    format!("unix://{}", socket.display())
+}
+
 /// Quotes `s` for a POSIX shell when it holds anything beyond a plain path.
 fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
@@ -419,17 +427,23 @@ mod tests {
         assert_eq!(emulator.authority().tenant_id(), sample::TENANT_ID);
 
         let banner = banner(&config, &emulator);
+        let target = grpcurl_target(Path::new("./identity-gateway.sock"));
+        assert!(target.starts_with("unix:///"), "{target}");
         let blob_base = emulator.blob.base_url();
         let read_blob = format!(
-            "grpcurl -plaintext -d '{{\"blob_url\":\"{blob_base}/data/hello.txt\"}}' unix:./identity-gateway.sock identity_gateway.v1.IdentityGateway/ReadBlob"
+            "grpcurl -plaintext -d '{{\"blob_url\":\"{blob_base}/data/hello.txt\"}}' {target} identity_gateway.v1.IdentityGateway/ReadBlob"
         );
         let get_sas = format!(
-            "grpcurl -plaintext -d '{{\"account\":\"devstoreaccount1\",\"container\":\"data\",\"blob\":\"hello.txt\",\"permissions\":\"r\",\"blob_endpoint\":\"{blob_base}\"}}' unix:./identity-gateway.sock identity_gateway.v1.IdentityGateway/GetServiceSas"
+            "grpcurl -plaintext -d '{{\"account\":\"devstoreaccount1\",\"container\":\"data\",\"blob\":\"hello.txt\",\"permissions\":\"r\",\"blob_endpoint\":\"{blob_base}\"}}' {target} identity_gateway.v1.IdentityGateway/GetServiceSas"
         );
         let get_group = format!(
-            "grpcurl -plaintext -d '{{\"subscription_id\":\"{}\",\"name\":\"emulator-rg\"}}' unix:./identity-gateway.sock identity_gateway.v1.IdentityGateway/GetResourceGroup",
+            "grpcurl -plaintext -d '{{\"subscription_id\":\"{}\",\"name\":\"emulator-rg\"}}' {target} identity_gateway.v1.IdentityGateway/GetResourceGroup",
             sample::SUBSCRIPTION_ID
         );
+        let get_token = format!(
+            "grpcurl -plaintext -d '{{\"resource\":\"https://vault.azure.net\"}}' {target} identity_gateway.v1.IdentityGateway/GetToken"
+        );
+        let health = format!("grpcurl -plaintext {target} grpc.health.v1.Health/Check");
         let ca_hint = format!("curl --cacert {}", ca_file.display());
         for needle in [
             read_blob.as_str(),
@@ -439,8 +453,8 @@ mod tests {
             &emulator.arm.base_url(),
             &blob_base,
             "./identity-gateway.sock",
-            "grpcurl -plaintext -d '{\"resource\":\"https://vault.azure.net\"}' unix:./identity-gateway.sock identity_gateway.v1.IdentityGateway/GetToken",
-            "grpcurl -plaintext unix:./identity-gateway.sock grpc.health.v1.Health/Check",
+            &get_token,
+            &health,
             sample::SYSTEM_CLIENT_ID,
             sample::USER_CLIENT_ID,
             sample::USER_RESOURCE_ID,

@@ -15,6 +15,8 @@
 //! - [`policy`]: which callers (socket peer credentials) may use which
 //!   identities, audiences, vaults, accounts and servers.
 //! - [`gateway`]: the shared state and [`gateway::serve`].
+//! - [`identity_endpoint`]: opt-in App Service-compatible HTTP token endpoint
+//!   on loopback, for unmodified Azure SDKs.
 //! - [`emulator_mode`]: `--emulator`, the gateway wired to in-process fakes.
 //! - [`clock`]: injected time, so tests move expiry without sleeping.
 #![warn(missing_debug_implementations, unreachable_pub)]
@@ -27,6 +29,7 @@ pub mod emulator_mode;
 pub mod error;
 pub mod gateway;
 pub mod identity;
+pub mod identity_endpoint;
 pub mod policy;
 pub mod transport;
 

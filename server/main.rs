@@ -6,7 +6,7 @@ use std::{process::ExitCode, sync::Arc};
 use clap::Parser;
 use identity_gateway::{
     config::{Cli, Config},
-    emulator_mode, gateway, transport,
+    emulator_mode, gateway, identity_endpoint, transport,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -57,9 +57,17 @@ async fn run(mut config: Config) -> Result<(), String> {
     if let Some(emulator) = &emulator {
         println!("{}", emulator_mode::banner(&config, emulator));
     }
+    let identity_endpoint = identity_endpoint::start(&state).await?;
+    if let Some(endpoint) = &identity_endpoint {
+        println!("identity endpoint: {}", endpoint.url());
+        println!("identity header file: {}", endpoint.header_file().display());
+    }
     gateway::serve(state, listeners, shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))?;
+    if let Some(endpoint) = identity_endpoint {
+        endpoint.stop().await;
+    }
     tracing::info!("identity-gateway stopped");
     Ok(())
 }

@@ -7,6 +7,7 @@ mod binary;
 mod datalake;
 mod emulator;
 mod emulator_blob;
+mod identity_endpoint;
 mod keyvault;
 mod sources;
 mod sql;

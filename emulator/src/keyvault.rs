@@ -410,6 +410,8 @@ pub fn supported_api_version(version: &str) -> bool {
         "7.5",
         "7.6",
         "2025-07-01",
+        // What azure-keyvault-secrets 4.12 (Python) sends by default.
+        "2026-04-01",
     ];
     if GA.contains(&version) {
         return true;
@@ -483,7 +485,7 @@ impl Inner {
                     "BadParameter",
                     None,
                     &format!(
-                        "The specified version ({v}) is not recognized. Consider using the latest supported version (2025-07-01)."
+                        "The specified version ({v}) is not recognized. Consider using the latest supported version (2026-04-01)."
                     ),
                 )
             }
@@ -1150,6 +1152,7 @@ mod tests {
             "7.5",
             "7.6",
             "2025-07-01",
+            "2026-04-01",
             "7.6-preview.2",
             "2025-06-01-preview",
             "2026-03-01-preview",

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The polyglot suite: the real identity-gateway binary (--emulator) driven by
+# the Python package and its pytest tests, azure-identity's unmodified
+# ManagedIdentityCredential (through the identity endpoint), grpcurl and the
+# Node example, all as the docs show them.
+#
+#   scripts/polyglot-tests.sh [pytest args...]
+#
+# Installs the pinned tools first (idempotent), builds the gateway binary, then
+# runs pytest; ends with pytest's summary line and exits non-zero on failure.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+python="$(bash scripts/tools/python.sh | tail -n1)"
+bash scripts/tools/grpcurl.sh >/dev/null
+bash scripts/tools/node.sh
+
+echo "polyglot-tests: cargo build --bin identity-gateway" >&2
+# The binary's path, from cargo itself (whatever CARGO_TARGET_DIR says).
+IDENTITY_GATEWAY_BIN="$(
+  cargo build --bin identity-gateway --message-format=json-render-diagnostics |
+    "$python" -c '
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["name"] == "identity-gateway":
+        print(msg["executable"])
+'
+)"
+if [[ ! -x "$IDENTITY_GATEWAY_BIN" ]]; then
+  echo "polyglot-tests: cargo built no identity-gateway binary" >&2
+  exit 1
+fi
+export IDENTITY_GATEWAY_BIN
+# A missing grpcurl or Node install is a failure here, not a skip.
+export IDENTITY_GATEWAY_REQUIRE_TOOLS=1
+
+cd clients/python
+exec "$python" -m pytest tests -rs -p no:cacheprovider "$@"

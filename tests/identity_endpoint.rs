@@ -1,0 +1,189 @@
+//! The App Service-compatible identity endpoint over real loopback HTTP: it
+//! shares the gRPC side's token cache, keeps its secret in a private file that
+//! disappears on stop, refuses callers without the secret, maps upstream
+//! failures to the statuses SDKs expect, and speaks exactly the protocol the
+//! gateway's own App Service source (written from the reference) speaks.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use identity_gateway::{
+    identity::SourceKind,
+    identity_endpoint::{self, RunningIdentityEndpoint},
+};
+use identity_gateway_client::Identity;
+use identity_gateway_emulator::sample;
+
+use crate::common::{TestEnv, TestGateway};
+
+const VAULT: &str = "https://vault.azure.net";
+
+async fn gateway_with_endpoint(env: &TestEnv) -> (TestGateway, RunningIdentityEndpoint) {
+    let mut config = env.config();
+    config.identity_endpoint.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let gw = env.start(config).await;
+    let endpoint = identity_endpoint::start(&gw.state)
+        .await
+        .expect("identity endpoint starts")
+        .expect("enabled by config");
+    (gw, endpoint)
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+async fn get_json(
+    url: &str,
+    query: &[(&str, &str)],
+    header: Option<&str>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut url = url::Url::parse(url).expect("endpoint URL");
+    url.query_pairs_mut().extend_pairs(query);
+    let mut request = http().get(url);
+    if let Some(header) = header {
+        request = request.header("X-IDENTITY-HEADER", header);
+    }
+    let response = request.send().await.expect("endpoint answers");
+    let status = response.status();
+    let body = response.json().await.expect("JSON body");
+    (status, body)
+}
+
+#[tokio::test]
+async fn tokens_come_from_the_same_cache_as_grpc() {
+    let env = TestEnv::new().await;
+    let (gw, endpoint) = gateway_with_endpoint(&env).await;
+    let header_file = endpoint.header_file().to_path_buf();
+    assert_eq!(
+        header_file,
+        env.dir.path().join("identity-header"),
+        "next to the socket"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&header_file)
+            .expect("header file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let secret = std::fs::read_to_string(&header_file).expect("read secret");
+    assert!(secret.len() >= 64, "at least 32 random bytes, hex");
+
+    let (status, body) = get_json(
+        &endpoint.url(),
+        &[("resource", VAULT), ("api-version", "2019-08-01")],
+        Some(&secret),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let access_token = body["access_token"].as_str().expect("access_token");
+    let claims = env.verify(access_token, VAULT);
+    assert_eq!(claims.oid, sample::SYSTEM_OBJECT_ID);
+    assert_eq!(
+        body["expires_on"],
+        claims.exp.to_string(),
+        "epoch seconds as a string"
+    );
+    assert_eq!(body["resource"], VAULT);
+    assert_eq!(body["token_type"], "Bearer");
+
+    let over_grpc = gw.client.get_token(VAULT).await.expect("gRPC token");
+    assert_eq!(over_grpc.secret(), access_token, "one cache for both faces");
+    assert_eq!(env.imds.token_requests(), 1);
+
+    endpoint.stop().await;
+    assert!(!header_file.exists(), "the secret file is removed on stop");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn callers_without_the_secret_are_refused_before_any_upstream_call() {
+    let env = TestEnv::new().await;
+    let (gw, endpoint) = gateway_with_endpoint(&env).await;
+    let query = [("resource", VAULT), ("api-version", "2019-08-01")];
+    let (status, body) = get_json(&endpoint.url(), &query, None).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = get_json(&endpoint.url(), &query, Some("not-the-secret")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.get("access_token").is_none());
+    assert_eq!(env.imds.token_requests(), 0);
+    endpoint.stop().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unassigned_identity_is_a_400_as_sdks_expect() {
+    let env = TestEnv::new().await;
+    let (gw, endpoint) = gateway_with_endpoint(&env).await;
+    let secret = std::fs::read_to_string(endpoint.header_file()).expect("secret");
+    let (status, body) = get_json(
+        &endpoint.url(),
+        &[
+            ("resource", VAULT),
+            ("api-version", "2019-08-01"),
+            ("client_id", "00000000-0000-0000-0000-000000000001"),
+        ],
+        Some(&secret),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["statusCode"], 400);
+    let message = body["message"].as_str().expect("message");
+    assert!(!message.is_empty());
+    assert!(!message.contains(&secret));
+    endpoint.stop().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_gateways_own_app_service_source_accepts_the_endpoint() {
+    let env = TestEnv::new().await;
+    let (front, endpoint) = gateway_with_endpoint(&env).await;
+    let secret = std::fs::read_to_string(endpoint.header_file()).expect("secret");
+
+    // A second gateway whose identity source is the first one's endpoint.
+    let back_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = env.config();
+    config.socket = back_dir.path().join("back.sock");
+    config.identity.source = SourceKind::AppService;
+    config.identity.app_service_endpoint = Some(endpoint.url().parse().expect("URL"));
+    config.identity.app_service_header = Some(secret);
+    let back = env.start(config).await;
+
+    let token = back
+        .client
+        .get_token("https://management.azure.com/")
+        .await
+        .expect("token through the App Service protocol");
+    let claims = env.verify(token.secret(), "https://management.azure.com/");
+    assert_eq!(claims.oid, sample::SYSTEM_OBJECT_ID);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let expires = token
+        .expires_on
+        .duration_since(UNIX_EPOCH)
+        .expect("expiry")
+        .as_secs();
+    assert_eq!(expires, claims.exp);
+    assert!(expires > now);
+
+    // A user-assigned selector crosses both hops (client_id in App Service terms).
+    let user = back
+        .client
+        .get_token_for(VAULT, Identity::ClientId(sample::USER_CLIENT_ID.into()))
+        .await
+        .expect("user-assigned token");
+    assert_eq!(env.verify(user.secret(), VAULT).oid, sample::USER_OBJECT_ID);
+
+    back.shutdown().await;
+    endpoint.stop().await;
+    front.shutdown().await;
+}
