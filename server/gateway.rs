@@ -7,6 +7,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::{
@@ -39,6 +40,9 @@ pub struct GatewayState {
     pub clock: Arc<dyn Clock>,
     /// Azure SQL connection pools.
     pub sql: crate::azure::sql::SqlPools,
+    /// Cancelled when the gateway starts shutting down: long-lived streams
+    /// (WatchToken) end so the drain can finish.
+    pub shutdown: CancellationToken,
 }
 
 impl GatewayState {
@@ -76,6 +80,7 @@ impl GatewayState {
             secrets,
             clock,
             sql: crate::azure::sql::SqlPools::new(),
+            shutdown: CancellationToken::new(),
         })
     }
 
@@ -98,18 +103,31 @@ impl GatewayState {
     }
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
-/// calls finish, and returns.
+/// How long in-flight calls get to finish once shutdown starts.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves until `shutdown` resolves, then stops accepting, ends watch
+/// streams, lets in-flight calls finish (at most [`DRAIN_TIMEOUT`]), and
+/// returns.
 pub async fn serve(
     state: Arc<GatewayState>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let streams = state.shutdown.clone();
     tokio::spawn(async move {
         shutdown.await;
+        streams.cancel();
         let _ = stop_tx.send(true);
     });
+    let drain_deadline = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        }
+    };
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -166,11 +184,23 @@ pub async fn serve(
             r.serve_with_incoming_shutdown(incoming, stop).await
         }));
     }
-    for server in servers {
-        match server.await {
-            Ok(result) => result?,
-            Err(join) => tracing::error!(%join, "a listener task failed"),
+    let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();
+    let drained = async {
+        for server in servers {
+            match server.await {
+                Ok(result) => result?,
+                Err(join) if join.is_cancelled() => {}
+                Err(join) => tracing::error!(%join, "a listener task failed"),
+            }
+        }
+        Ok::<(), tonic::transport::Error>(())
+    };
+    tokio::select! {
+        result = drained => result,
+        () = drain_deadline => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still running after the drain timeout; stopping anyway");
+            aborts.iter().for_each(|a| a.abort());
+            Ok(())
         }
     }
-    Ok(())
 }

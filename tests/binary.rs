@@ -101,3 +101,54 @@ fn bad_flags_are_usage_errors() {
         assert!(text.contains(flag), "--help mentions {flag}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_ends_open_watch_streams_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("gw.sock");
+    let mut child = Command::new(BIN)
+        .args(["--emulator", "--socket"])
+        .arg(&socket)
+        .env("IDENTITY_GATEWAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = async {
+        loop {
+            if let Ok(client) = GatewayClient::connect(socket.to_str().unwrap()).await {
+                if client.get_token("https://vault.azure.net").await.is_ok() {
+                    break client;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let client = tokio::time::timeout(Duration::from_secs(60), ready)
+        .await
+        .expect("gateway ready within 60 s");
+    let mut watch = Box::pin(
+        client
+            .watch_token(
+                "https://vault.azure.net",
+                identity_gateway_client::Identity::SystemAssigned,
+            )
+            .await
+            .unwrap(),
+    );
+    use futures::StreamExt;
+    watch.next().await.unwrap().unwrap();
+
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let end = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch stream ends promptly on shutdown");
+    let err = end.expect("a final status").unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!socket.exists());
+}

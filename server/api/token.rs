@@ -54,7 +54,23 @@ pub(super) async fn watch_token(
         let first = futures::stream::once(async move { Ok(to_proto(&first)) });
         let next = WatchStream::from_changes(updates)
             .filter_map(|token| async move { token.map(|t| Ok(to_proto(&t))) });
-        let stream: ResponseStream<GetTokenResponse> = Box::pin(first.chain(next));
+        // On shutdown the stream ends with UNAVAILABLE so watchers reconnect
+        // (to this gateway once it is back) instead of holding the drain.
+        let shutdown = state.shutdown.clone();
+        let ended = shutdown.clone();
+        let goodbye = futures::stream::once(async move {
+            Err(Status::unavailable(if ended.is_cancelled() {
+                "identity-gateway is shutting down; reconnect to keep watching"
+            } else {
+                "the token expired and could not be refreshed; reconnect to keep watching"
+            }))
+        });
+        let stream: ResponseStream<GetTokenResponse> = Box::pin(
+            first
+                .chain(next)
+                .take_until(shutdown.cancelled_owned())
+                .chain(goodbye),
+        );
         Ok(Response::new(stream))
     }
     .await;

@@ -17,11 +17,6 @@ def test_sigterm_drains_exits_zero_and_removes_the_socket(tmp_path):
     assert not process.socket.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: graceful shutdown waits for open WatchToken streams forever; "
-    "SIGTERM should end them (or bound the drain)",
-)
 def test_sigterm_ends_open_watch_streams(tmp_path):
     process = GatewayProcess(tmp_path).start()
     with identity_gateway.connect(str(process.socket)) as client:
