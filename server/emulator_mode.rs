@@ -102,10 +102,7 @@ impl RunningEmulator {
             ("Key Vault", self.keyvault.vault_url()),
             ("ADLS Gen1", self.datalake_gen1.account_url()),
             ("ADLS Gen2", self.datalake_gen2.account_url()),
-            (
-                "Azure SQL",
-                format!("{} (database {})", self.sql.server(), self.sql.database()),
-            ),
+            ("Azure SQL", self.sql.server()),
         ]
     }
 }
@@ -252,6 +249,20 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
         out,
         "    (the system-assigned identity may read and write them; {} may not)",
         sample::USER_IDENTITY_NAME
+    );
+    let _ = writeln!(
+        out,
+        "    vault {} with secrets app-password, db-connection and retired-api-key (disabled);",
+        emulator.keyvault.vault_url()
+    );
+    let _ = writeln!(
+        out,
+        "    Azure SQL database {} with table dbo.products (dbo.salaries is forbidden);",
+        emulator.sql.database()
+    );
+    let _ = writeln!(
+        out,
+        "    ADLS Gen2 filesystem data (raw/, curated/, generated/), ADLS Gen1 / (TestFolder, logs, generated)"
     );
     let _ = writeln!(out);
     let _ = writeln!(

@@ -1,5 +1,5 @@
 """The copy-paste snippets of the docs, as the tests run them: fenced blocks
-right after a `<!-- test: KIND -->` line in README.md or clients/USAGE.md
+right after a `<!-- test: KIND -->` line in README.md
 (`<!-- grpcurl-examples ... -->` counts as `test: grpcurl`)."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 
 from gateway_process import REPO
 
-DOCS = [REPO / "README.md", REPO / "clients" / "USAGE.md"]
+DOCS = [REPO / "README.md"]
 BLOCK = re.compile(r"<!--\s*(?:test:\s*(\w+)|(grpcurl)-examples\b[^>]*?)\s*-->\s*\n```[\w-]*\n(.*?)```", re.S)
 
 
 def snippets(kind: str) -> List[str]:
-    """Every block marked `kind`, once each (the README may repeat USAGE.md)."""
+    """Every block marked `kind`, once each."""
     found: List[str] = []
     for doc in DOCS:
         if doc.is_file():
