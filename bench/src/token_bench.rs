@@ -113,7 +113,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 async fn health_channel(socket: &Path) -> Option<tonic::transport::Channel> {
+    // The same HTTP/2 windows identity-gateway-client uses.
     tonic::transport::Endpoint::from_static("http://gateway.local")
+        .initial_connection_window_size(8 * 1024 * 1024)
+        .initial_stream_window_size(1024 * 1024)
         .connect_with_connector(tower_service(socket.to_owned()))
         .await
         .ok()

@@ -13,14 +13,13 @@ pub(crate) async fn channel(target: &str) -> Result<Channel, Error> {
         message: e.to_string(),
     };
     if target.starts_with("http://") || target.starts_with("https://") {
-        return Endpoint::from_shared(target.to_string())
-            .map_err(|e| connect_error(&e))?
+        return tune(Endpoint::from_shared(target.to_string()).map_err(|e| connect_error(&e))?)
             .connect()
             .await
             .map_err(|e| connect_error(&source_chain(&e)));
     }
     // The URI is a placeholder: the connector below decides where bytes go.
-    let endpoint = Endpoint::from_static("http://identity-gateway.local");
+    let endpoint = tune(Endpoint::from_static("http://identity-gateway.local"));
     #[cfg(windows)]
     if target.starts_with(r"\\") {
         let name = target.to_string();
@@ -56,6 +55,15 @@ pub(crate) async fn channel(target: &str) -> Result<Channel, Error> {
             &"Unix sockets are not available on this platform; use a pipe or URL",
         ))
     }
+}
+
+/// HTTP/2 windows sized for a local socket: many concurrent calls (each token
+/// reply is ~1.5 KB) and streamed blobs and rows must not stall on the 64 KiB
+/// protocol default while the peer waits for WINDOW_UPDATE frames.
+pub(crate) fn tune(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .initial_connection_window_size(8 * 1024 * 1024)
+        .initial_stream_window_size(1024 * 1024)
 }
 
 fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
