@@ -1,4 +1,4 @@
-//! QuerySql streaming benchmark (results in bench/SQL_RESULTS.md).
+//! QuerySql streaming benchmark (results in BENCHMARKS.md).
 //!
 //! Starts the emulator's fake IMDS and fake Azure SQL (TLS, token login) in
 //! this process and the release gateway binary as a child process, then
