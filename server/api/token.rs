@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{audit, request, ResponseStream};
 use crate::{
     gateway::GatewayState,
-    identity::AccessToken,
+    identity::{AccessToken, IdentitySelector},
     policy::Target,
     proto::{GetTokenRequest, GetTokenResponse, WatchTokenRequest},
 };
@@ -19,15 +19,10 @@ pub(super) async fn get_token(
     request: Request<GetTokenRequest>,
 ) -> Result<Response<GetTokenResponse>, Status> {
     let caller = request::caller(&request);
-    let peer = request::peer(&request);
     let budget = request::budget(&request);
     let message = request.into_inner();
     let outcome = async {
-        let resource = request::resource(&message.resource)?;
-        let selector = request::identity(message.identity)?;
-        state
-            .policy
-            .check(peer, &selector, Target::Token(resource))?;
+        let (resource, selector) = allowed(state, &caller, &message.resource, message.identity)?;
         let token = state.tokens_within(budget, &selector, resource).await?;
         Ok(Response::new(to_proto(&token)))
     }
@@ -41,15 +36,10 @@ pub(super) async fn watch_token(
     request: Request<WatchTokenRequest>,
 ) -> Result<Response<ResponseStream<GetTokenResponse>>, Status> {
     let caller = request::caller(&request);
-    let peer = request::peer(&request);
     let budget = request::budget(&request);
     let message = request.into_inner();
     let outcome = async {
-        let resource = request::resource(&message.resource)?;
-        let selector = request::identity(message.identity)?;
-        state
-            .policy
-            .check(peer, &selector, Target::Token(resource))?;
+        let (resource, selector) = allowed(state, &caller, &message.resource, message.identity)?;
         let (first, updates) = state.tokens.watch(&selector, resource, budget).await?;
         let first = futures::stream::once(async move { Ok(to_proto(&first)) });
         let next = WatchStream::from_changes(updates)
@@ -76,6 +66,21 @@ pub(super) async fn watch_token(
     .await;
     audit::record(&caller, "WatchToken", &message.resource, &outcome);
     outcome
+}
+
+/// The request's audience and identity, validated and allowed by the caller policy.
+fn allowed<'a>(
+    state: &GatewayState,
+    caller: &request::CallerInfo,
+    resource: &'a str,
+    identity: Option<crate::proto::Identity>,
+) -> Result<(&'a str, IdentitySelector), crate::error::GatewayError> {
+    let resource = request::resource(resource)?;
+    let selector = request::identity(identity)?;
+    state
+        .policy
+        .check(caller.policy_caller(), &selector, Target::Token(resource))?;
+    Ok((resource, selector))
 }
 
 fn to_proto(token: &AccessToken) -> GetTokenResponse {

@@ -6,7 +6,12 @@ use std::time::SystemTime;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use super::{response, retry::FetchError, AccessToken, IdentitySelector};
+use super::{
+    response,
+    retry::FetchError,
+    source::{token_request_url, SelectorParams},
+    AccessToken, IdentitySelector,
+};
 
 pub const API_VERSION: &str = "2019-08-01";
 
@@ -45,24 +50,17 @@ impl AppServiceSource {
         resource: &str,
         now: SystemTime,
     ) -> Result<AccessToken, FetchError> {
-        let mut url = self.endpoint.clone();
-        {
-            let mut query = url.query_pairs_mut();
-            query.append_pair("api-version", API_VERSION);
-            query.append_pair("resource", resource);
-            match selector {
-                IdentitySelector::SystemAssigned => {}
-                IdentitySelector::ClientId(id) => {
-                    query.append_pair("client_id", id);
-                }
-                IdentitySelector::ObjectId(id) => {
-                    query.append_pair("principal_id", id);
-                }
-                IdentitySelector::ResourceId(id) => {
-                    query.append_pair("mi_res_id", id);
-                }
-            }
-        }
+        let url = token_request_url(
+            &self.endpoint,
+            &[("api-version", API_VERSION)],
+            resource,
+            selector,
+            SelectorParams {
+                client_id: "client_id",
+                object_id: "principal_id",
+                resource_id: Some("mi_res_id"),
+            },
+        )?;
         let request = http
             .get(url)
             .header("X-IDENTITY-HEADER", self.header.expose_secret());

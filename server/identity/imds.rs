@@ -6,7 +6,12 @@ use std::time::SystemTime;
 
 use url::Url;
 
-use super::{response, retry::FetchError, AccessToken, IdentitySelector};
+use super::{
+    response,
+    retry::FetchError,
+    source::{token_request_url, SelectorParams},
+    AccessToken, IdentitySelector,
+};
 
 /// api-version sent to IMDS (the documented minimum, as the Python SDK uses).
 pub const API_VERSION: &str = "2018-02-01";
@@ -37,24 +42,17 @@ impl ImdsSource {
         resource: &str,
         now: SystemTime,
     ) -> Result<AccessToken, FetchError> {
-        let mut url = self.token_url.clone();
-        {
-            let mut query = url.query_pairs_mut();
-            query.append_pair("api-version", API_VERSION);
-            query.append_pair("resource", resource);
-            match selector {
-                IdentitySelector::SystemAssigned => {}
-                IdentitySelector::ClientId(id) => {
-                    query.append_pair("client_id", id);
-                }
-                IdentitySelector::ObjectId(id) => {
-                    query.append_pair("object_id", id);
-                }
-                IdentitySelector::ResourceId(id) => {
-                    query.append_pair("msi_res_id", id);
-                }
-            }
-        }
+        let url = token_request_url(
+            &self.token_url,
+            &[("api-version", API_VERSION)],
+            resource,
+            selector,
+            SelectorParams {
+                client_id: "client_id",
+                object_id: "object_id",
+                resource_id: Some("msi_res_id"),
+            },
+        )?;
         response::send(http.get(url).header("Metadata", "true"), resource, now).await
     }
 }

@@ -6,8 +6,12 @@ use std::time::SystemTime;
 
 use url::Url;
 
-use super::{response, retry::FetchError, AccessToken, IdentitySelector};
-use crate::error::GatewayError;
+use super::{
+    response,
+    retry::FetchError,
+    source::{token_request_url, SelectorParams},
+    AccessToken, IdentitySelector,
+};
 
 #[derive(Debug, Clone)]
 pub struct LegacyMsiSource {
@@ -30,26 +34,17 @@ impl LegacyMsiSource {
         resource: &str,
         now: SystemTime,
     ) -> Result<AccessToken, FetchError> {
-        let mut url = self.endpoint.clone();
-        {
-            let mut query = url.query_pairs_mut();
-            query.append_pair("resource", resource);
-            match selector {
-                IdentitySelector::SystemAssigned => {}
-                IdentitySelector::ClientId(id) => {
-                    query.append_pair("client_id", id);
-                }
-                IdentitySelector::ObjectId(id) => {
-                    query.append_pair("object_id", id);
-                }
-                IdentitySelector::ResourceId(_) => {
-                    return Err(FetchError::Rejected(GatewayError::invalid(
-                        "identity.resource_id",
-                        "the legacy MSI extension cannot select an identity by resource id; use client_id or object_id",
-                    )))
-                }
-            }
-        }
+        let url = token_request_url(
+            &self.endpoint,
+            &[],
+            resource,
+            selector,
+            SelectorParams {
+                client_id: "client_id",
+                object_id: "object_id",
+                resource_id: None,
+            },
+        )?;
         response::send(http.get(url).header("Metadata", "true"), resource, now).await
     }
 }

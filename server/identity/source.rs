@@ -12,6 +12,55 @@ use super::{
 };
 use crate::config::IdentityConfig;
 
+/// How a source names the identity selectors in its query string; `None`
+/// means the source cannot select that way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SelectorParams {
+    pub client_id: &'static str,
+    pub object_id: &'static str,
+    pub resource_id: Option<&'static str>,
+}
+
+/// The token request URL: `endpoint` with `fixed` query pairs, `resource`
+/// verbatim, and the selector under the source's own parameter name.
+pub(crate) fn token_request_url(
+    endpoint: &url::Url,
+    fixed: &[(&str, &str)],
+    resource: &str,
+    selector: &IdentitySelector,
+    names: SelectorParams,
+) -> Result<url::Url, FetchError> {
+    let mut url = endpoint.clone();
+    {
+        let mut query = url.query_pairs_mut();
+        for (key, value) in fixed {
+            query.append_pair(key, value);
+        }
+        query.append_pair("resource", resource);
+        match selector {
+            IdentitySelector::SystemAssigned => {}
+            IdentitySelector::ClientId(id) => {
+                query.append_pair(names.client_id, id);
+            }
+            IdentitySelector::ObjectId(id) => {
+                query.append_pair(names.object_id, id);
+            }
+            IdentitySelector::ResourceId(id) => match names.resource_id {
+                Some(name) => {
+                    query.append_pair(name, id);
+                }
+                None => {
+                    return Err(FetchError::Rejected(crate::error::GatewayError::invalid(
+                        "identity.resource_id",
+                        "this identity source cannot select an identity by resource id; use client_id or object_id",
+                    )))
+                }
+            },
+        }
+    }
+    Ok(url)
+}
+
 /// Which source to use, as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
