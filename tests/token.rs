@@ -507,3 +507,25 @@ async fn caller_policy_uses_the_sockets_peer_credentials() {
         "refused calls never reach IMDS"
     );
 }
+
+#[tokio::test]
+async fn loopback_tcp_listener_serves_the_same_cache() {
+    let env = TestEnv::new().await;
+    let mut config = env.config();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    config.tcp = Some(addr);
+    let gw = env.start(config).await;
+    let over_socket = gw.client.get_token(VAULT).await.unwrap();
+    let tcp = identity_gateway_client::GatewayClient::connect(&format!("http://{addr}"))
+        .await
+        .unwrap();
+    let over_tcp = tcp.get_token(VAULT).await.unwrap();
+    assert_eq!(
+        over_tcp.secret(),
+        over_socket.secret(),
+        "one cache behind both listeners"
+    );
+    assert_eq!(env.imds.token_requests(), 1);
+}
