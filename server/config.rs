@@ -64,7 +64,7 @@ pub struct Cli {
     #[arg(long, env = "IDENTITY_GATEWAY_SOURCE", value_name = "SOURCE")]
     pub source: Option<SourceKind>,
 
-    /// TOML configuration file (see deploy/identity-gateway.toml).
+    /// TOML configuration file (see deploy/config.example.toml).
     #[arg(long, env = "IDENTITY_GATEWAY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -417,6 +417,30 @@ impl Config {
                     "identity endpoint {addr}: only loopback addresses are allowed (it hands out tokens)"
                 )));
             }
+            // IDENTITY_ENDPOINT exported machine-wide for the apps must not make
+            // the gateway its own token source.
+            let own = self
+                .identity
+                .app_service_endpoint
+                .as_ref()
+                .is_some_and(|url| {
+                    url.port_or_known_default() == Some(addr.port())
+                        && url.host_str().is_some_and(|h| {
+                            h == "localhost"
+                                || h.trim_matches(['[', ']'])
+                                    .parse::<std::net::IpAddr>()
+                                    .is_ok_and(|ip| ip.is_loopback())
+                        })
+                });
+            if own
+                && self.identity.source != SourceKind::Imds
+                && self.identity.source != SourceKind::LegacyMsi
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "IDENTITY_ENDPOINT points at this gateway's own identity endpoint ({addr}); \
+                     unset it in the gateway's environment or pass --source imds"
+                )));
+            }
         }
         if self.identity.max_concurrent == 0 || self.identity.max_per_second == 0 {
             return Err(ConfigError::Invalid(
@@ -473,6 +497,19 @@ mod tests {
             ..Cli::default()
         });
         assert_eq!(config.socket, PathBuf::from(EMULATOR_SOCKET));
+    }
+
+    #[test]
+    fn the_gateway_is_never_its_own_token_source() {
+        let mut config = Config::default();
+        config.identity_endpoint.listen = Some("127.0.0.1:42356".parse().unwrap());
+        config.identity.app_service_endpoint =
+            Some("http://127.0.0.1:42356/msi/token".parse().unwrap());
+        config.identity.app_service_header = Some("h".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("own identity endpoint"), "{err}");
+        config.identity.source = SourceKind::Imds;
+        assert!(config.validate().is_ok());
     }
 
     #[test]
