@@ -500,6 +500,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml");
+        let config = Config::from_file(&path).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.identity.max_per_second, 20);
+    }
+
+    #[test]
     fn the_gateway_is_never_its_own_token_source() {
         let mut config = Config::default();
         config.identity_endpoint.listen = Some("127.0.0.1:42356".parse().unwrap());
