@@ -107,7 +107,7 @@ pub fn resource(resource: &str) -> Result<&str, GatewayError> {
 /// (which says what it was waiting for) rather than its own timer's.
 pub fn budget<T>(request: &Request<T>) -> Option<Duration> {
     let timeout = grpc_timeout(request)?;
-    let margin = (timeout / 10).min(Duration::from_millis(50));
+    let margin = (timeout / 10).min(Duration::from_millis(100));
     Some(timeout - margin)
 }
 
