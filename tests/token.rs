@@ -244,7 +244,11 @@ async fn caller_deadline_is_respected() {
     request.set_timeout(Duration::from_secs(2));
     let status = gw.client.rpc().get_token(request).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(status.message().contains("vault.azure.net"), "{}", status.message());
+    assert!(
+        status.message().contains("vault.azure.net"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
