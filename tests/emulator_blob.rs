@@ -5,16 +5,15 @@
 //! in `storage.rs`; here the in-process fake is the peer, with the URLs the
 //! banner prints.
 
-use futures::StreamExt;
 use identity_gateway::emulator_mode::{self, RunningEmulator};
-use identity_gateway_client::{proto, GatewayClient, Identity};
+use identity_gateway_client::{proto, Identity};
 use identity_gateway_emulator::{
     blob::{self, Authorization},
     sample,
 };
 use tonic::Code;
 
-use crate::common::{TestEnv, TestGateway};
+use crate::common::{read_blob, TestEnv, TestGateway};
 
 const X_MS_VERSION: &str = "2025-11-05";
 
@@ -43,38 +42,6 @@ fn sample_blob_url(emulator: &RunningEmulator, blob: &str) -> String {
     emulator
         .blob
         .blob_url(blob::SAMPLE_ACCOUNT, blob::SAMPLE_CONTAINER, blob)
-}
-
-async fn read_blob(
-    client: &GatewayClient,
-    url: &str,
-    identity: Option<Identity>,
-    offset: u64,
-    length: u64,
-) -> Result<(proto::BlobProperties, Vec<Vec<u8>>), tonic::Status> {
-    let mut stream = client
-        .rpc()
-        .read_blob(proto::ReadBlobRequest {
-            blob_url: url.into(),
-            identity: identity.and_then(|i| i.to_proto()),
-            offset,
-            length,
-        })
-        .await?
-        .into_inner();
-    let first = stream
-        .next()
-        .await
-        .expect("a first message")?
-        .properties
-        .expect("properties first");
-    let mut chunks = Vec::new();
-    while let Some(message) = stream.next().await {
-        let message = message?;
-        assert!(message.properties.is_none(), "properties only once");
-        chunks.push(message.data.to_vec());
-    }
-    Ok((first, chunks))
 }
 
 fn sas_request(

@@ -8,16 +8,15 @@ mod azurite;
 use std::time::Duration;
 
 use azurite::Azurite;
-use futures::StreamExt;
 use identity_gateway::config::Config;
-use identity_gateway_client::{proto, GatewayClient, Identity};
+use identity_gateway_client::{proto, Identity};
 use identity_gateway_emulator::{
     arm::{self, ArmFake, Fault, ResourceGroup, AZURITE_ACCOUNT},
     sample,
 };
 use tonic::Code;
 
-use crate::common::{TestEnv, TestGateway};
+use crate::common::{read_blob, TestEnv, TestGateway};
 
 const STORAGE: &str = "https://storage.azure.com/";
 const X_MS_VERSION: &str = "2025-11-05";
@@ -75,37 +74,6 @@ async fn seed_blob(
         .await
         .unwrap();
     assert_eq!(uploaded.status().as_u16(), 201, "upload blob");
-}
-
-async fn read_blob(
-    client: &GatewayClient,
-    url: &str,
-    offset: u64,
-    length: u64,
-) -> Result<(proto::BlobProperties, Vec<Vec<u8>>), tonic::Status> {
-    let mut stream = client
-        .rpc()
-        .read_blob(proto::ReadBlobRequest {
-            blob_url: url.into(),
-            identity: None,
-            offset,
-            length,
-        })
-        .await?
-        .into_inner();
-    let first = stream
-        .next()
-        .await
-        .expect("a first message")?
-        .properties
-        .expect("properties first");
-    let mut chunks = Vec::new();
-    while let Some(message) = stream.next().await {
-        let message = message?;
-        assert!(message.properties.is_none(), "properties only once");
-        chunks.push(message.data.to_vec());
-    }
-    Ok((first, chunks))
 }
 
 fn sas_request(
@@ -242,7 +210,7 @@ async fn read_blob_streams_with_the_gateways_bearer_token() {
     .await;
     let url = format!("{}/data/dir/big.bin", azurite.endpoint());
 
-    let (props, chunks) = read_blob(&gw.client, &url, 0, 0).await.unwrap();
+    let (props, chunks) = read_blob(&gw.client, &url, None, 0, 0).await.unwrap();
     assert_eq!(props.size, content.len() as u64);
     assert_eq!(props.content_type, "application/x-test");
     assert!(!props.etag.is_empty());
@@ -252,7 +220,9 @@ async fn read_blob_streams_with_the_gateways_bearer_token() {
     assert_eq!(chunks.concat(), content);
 
     // A range: size is still the whole blob's.
-    let (props, chunks) = read_blob(&gw.client, &url, 1000, 70_000).await.unwrap();
+    let (props, chunks) = read_blob(&gw.client, &url, None, 1000, 70_000)
+        .await
+        .unwrap();
     assert_eq!(props.size, content.len() as u64);
     assert_eq!(chunks.concat(), content[1000..71_000]);
 
@@ -280,6 +250,7 @@ async fn read_blob_maps_storage_errors() {
     let missing_blob = read_blob(
         &gw.client,
         &format!("{}/present/absent.txt", azurite.endpoint()),
+        None,
         0,
         0,
     )
@@ -295,6 +266,7 @@ async fn read_blob_maps_storage_errors() {
     let missing_container = read_blob(
         &gw.client,
         &format!("{}/absent/x.txt", azurite.endpoint()),
+        None,
         0,
         0,
     )
@@ -310,6 +282,7 @@ async fn read_blob_maps_storage_errors() {
     let past_end = read_blob(
         &gw.client,
         &format!("{}/present/small.txt", azurite.endpoint()),
+        None,
         100,
         0,
     )
@@ -699,7 +672,7 @@ async fn hostile_hosts_are_refused_before_any_token_is_fetched() {
         "https://acct.blob.core.windows.net@evil.example/container/blob",
         "http://acct.blob.core.windows.net/container/blob",
     ] {
-        let err = read_blob(&gw.client, url, 0, 0).await.unwrap_err();
+        let err = read_blob(&gw.client, url, None, 0, 0).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{url}");
         assert!(
             err.message().contains("blob_url"),
@@ -828,6 +801,7 @@ async fn bad_names_are_invalid_argument_naming_the_field() {
     let err = read_blob(
         &gw.client,
         "https://acct1.blob.core.windows.net/only-container",
+        None,
         0,
         0,
     )
@@ -837,6 +811,7 @@ async fn bad_names_are_invalid_argument_naming_the_field() {
     let err = read_blob(
         &gw.client,
         "https://acct1.blob.core.windows.net/c/b?sig=abc",
+        None,
         0,
         0,
     )

@@ -17,6 +17,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use futures::StreamExt;
 use identity_gateway::{
     clock::{Clock, ManualClock, SystemClock},
     config::Config,
@@ -174,4 +175,36 @@ pub async fn next_event(
     })
     .await
     .expect("cache event within 20 s")
+}
+
+pub async fn read_blob(
+    client: &identity_gateway_client::GatewayClient,
+    url: &str,
+    identity: Option<identity_gateway_client::Identity>,
+    offset: u64,
+    length: u64,
+) -> Result<(identity_gateway_client::proto::BlobProperties, Vec<Vec<u8>>), tonic::Status> {
+    let mut stream = client
+        .rpc()
+        .read_blob(identity_gateway_client::proto::ReadBlobRequest {
+            blob_url: url.into(),
+            identity: identity.and_then(|i| i.to_proto()),
+            offset,
+            length,
+        })
+        .await?
+        .into_inner();
+    let first = stream
+        .next()
+        .await
+        .expect("a first message")?
+        .properties
+        .expect("properties first");
+    let mut chunks = Vec::new();
+    while let Some(message) = stream.next().await {
+        let message = message?;
+        assert!(message.properties.is_none(), "properties only once");
+        chunks.push(message.data.to_vec());
+    }
+    Ok((first, chunks))
 }
