@@ -91,15 +91,28 @@ impl GatewayState {
         selector: &IdentitySelector,
         resource: &str,
     ) -> Result<Arc<AccessToken>, GatewayError> {
-        let fetch = self.tokens.get(selector, resource, budget);
-        match budget {
-            None => fetch.await,
-            Some(budget) => tokio::time::timeout(budget, fetch).await.map_err(|_| {
-                GatewayError::DeadlineExceeded(format!(
-                    "no token for '{resource}' within the caller's deadline ({budget:?})"
-                ))
-            })?,
-        }
+        within_budget(budget, self.tokens.get(selector, resource, budget), || {
+            format!("no token for '{resource}'")
+        })
+        .await
+    }
+}
+
+/// Runs `work`, giving up with DEADLINE_EXCEEDED ("<what> within the
+/// caller's deadline (<budget>)") when `budget` runs out first.
+pub async fn within_budget<T>(
+    budget: Option<Duration>,
+    work: impl Future<Output = Result<T, GatewayError>>,
+    what: impl FnOnce() -> String,
+) -> Result<T, GatewayError> {
+    match budget {
+        None => work.await,
+        Some(budget) => tokio::time::timeout(budget, work).await.map_err(|_| {
+            GatewayError::DeadlineExceeded(format!(
+                "{} within the caller's deadline ({budget:?})",
+                what()
+            ))
+        })?,
     }
 }
 

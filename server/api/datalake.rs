@@ -20,7 +20,7 @@ use super::{audit, request, token::timestamp, ResponseStream};
 use crate::{
     azure::datalake::{fetch_page, Entry, Generation, ListRequest, Listing, Page},
     error::GatewayError,
-    gateway::GatewayState,
+    gateway::{within_budget, GatewayState},
     identity::IdentitySelector,
     policy::Target,
     proto::{DataLakeEntry, DataLakeGeneration, ListDataLakeRequest, ListDataLakeResponse},
@@ -155,14 +155,10 @@ impl Pager {
                 self.listing.describe()
             )))
         };
-        match self.time_left()? {
-            None => work.await,
-            Some(left) => tokio::time::timeout(left, work).await.map_err(|_| {
-                GatewayError::DeadlineExceeded(
-                    "the Data Lake listing did not finish within the caller's deadline".into(),
-                )
-            })?,
-        }
+        within_budget(self.time_left()?, work, || {
+            "the Data Lake listing did not finish".into()
+        })
+        .await
     }
 
     fn time_left(&self) -> Result<Option<Duration>, GatewayError> {

@@ -3,7 +3,7 @@
 //! host passes the exfiltration guard and the caller policy before any token
 //! is fetched. The secret value is never logged.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
@@ -12,7 +12,7 @@ use super::{audit, request, token::timestamp};
 use crate::{
     azure::keyvault::{self, CacheKey, Secret, Vault},
     error::GatewayError,
-    gateway::GatewayState,
+    gateway::{within_budget, GatewayState},
     policy::Target,
     proto::{get_secret_request, GetSecretRequest, GetSecretResponse},
 };
@@ -68,7 +68,7 @@ pub(super) async fn get_secret(
                 async move { state.tokens_within(left, selector, &audience).await }
             },
         );
-        let secret = within(budget, fetch).await?;
+        let secret = within_budget(budget, fetch, || "Key Vault did not answer".into()).await?;
         let secret = Arc::new(secret);
         if state.secrets.enabled() {
             state
@@ -82,21 +82,6 @@ pub(super) async fn get_secret(
     .map_err(Status::from);
     audit::record(&caller, "GetSecret", &target, &outcome);
     outcome
-}
-
-/// Runs `work`, giving up with DEADLINE_EXCEEDED when the caller's budget ends.
-async fn within<T>(
-    budget: Option<Duration>,
-    work: impl std::future::Future<Output = Result<T, GatewayError>>,
-) -> Result<T, GatewayError> {
-    match budget {
-        None => work.await,
-        Some(budget) => tokio::time::timeout(budget, work).await.map_err(|_| {
-            GatewayError::DeadlineExceeded(format!(
-                "Key Vault did not answer within the caller's deadline ({budget:?})"
-            ))
-        })?,
-    }
 }
 
 /// The audit target before validation: what the caller named, without
