@@ -1,20 +1,23 @@
-//! The `identity-gateway` binary: parse configuration, bind, serve until
-//! SIGTERM or Ctrl-C, drain, remove the socket.
+//! The `identity-gateway` binary: parse configuration, [`App::start`], serve
+//! until SIGTERM or Ctrl-C, drain, remove the socket.
 
-use std::{process::ExitCode, sync::Arc};
+use std::{error::Error, process::ExitCode};
 
 use clap::Parser;
 use identity_gateway::{
     config::{Cli, Config},
-    emulator_mode, gateway, identity_endpoint, transport,
+    App, Options, StartupError,
 };
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = match Config::from_cli(Cli::parse()) {
+    let cli = Cli::parse();
+    #[cfg(feature = "emulator")]
+    let emulator = cli.emulator;
+    let config = match Config::from_cli(cli) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("identity-gateway: {e}");
+            eprintln!("identity-gateway: {}", chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -29,45 +32,53 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let options = Options {
+        #[cfg(feature = "emulator")]
+        emulator,
+        ..Options::default()
+    };
+    match runtime.block_on(run(config, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("identity-gateway: {e}");
+            eprintln!("identity-gateway: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(mut config: Config) -> Result<(), String> {
-    // Bind first: a second instance fails on the live socket before it
-    // starts anything else.
-    let listeners = transport::bind(&config).await?;
-    let emulator = if config.emulator {
-        Some(emulator_mode::start(&mut config).await?)
-    } else {
-        None
-    };
-    let state = Arc::new(gateway::GatewayState::new(config.clone())?);
+/// An error and its causes, `: `-separated.
+fn chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
+async fn run(config: Config, options: Options) -> Result<(), StartupError> {
+    let app = App::start_with(config, options).await?;
+    let config = app.config();
     tracing::info!(
         socket = %config.socket.display(),
         tcp = ?config.tcp,
-        source = %state.tokens.source_description(),
+        source = %app.gateway().tokens().source_description(),
         "identity-gateway serving"
     );
-    if let Some(emulator) = &emulator {
-        println!("{}", emulator_mode::banner(&config, emulator));
+    #[cfg(feature = "emulator")]
+    if let Some(emulator) = app.emulator() {
+        println!(
+            "{}",
+            identity_gateway::emulator_mode::banner(config, emulator)
+        );
     }
-    let identity_endpoint = identity_endpoint::start(&state).await?;
-    if let Some(endpoint) = &identity_endpoint {
+    if let Some(endpoint) = app.identity_endpoint() {
         println!("identity endpoint: {}", endpoint.url());
         println!("identity header file: {}", endpoint.header_file().display());
     }
-    gateway::serve(state, listeners, shutdown_signal())
-        .await
-        .map_err(|e| format!("server failed: {e}"))?;
-    if let Some(endpoint) = identity_endpoint {
-        endpoint.stop().await;
-    }
+    app.serve(shutdown_signal()).await?;
     tracing::info!("identity-gateway stopped");
     Ok(())
 }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::http::{retry_after, transport_error};
-use crate::{error::GatewayError, gateway::GatewayState};
+use crate::{error::GatewayError, Upstream};
 
 /// Retries after the first attempt.
 const MAX_RETRIES: u32 = 3;
@@ -38,20 +38,20 @@ pub enum BodyUse {
 /// Sends the request `build` makes (called once per attempt) and retries as
 /// described in the module docs. `upstream` names the service in messages.
 pub async fn send_with_retry(
-    state: &GatewayState,
+    up: &Upstream,
     budget: Option<Duration>,
     upstream: &str,
     body_use: BodyUse,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, GatewayError> {
-    let started = state.clock.now();
-    let request_timeout = Duration::from_secs(state.config.upstream.request_timeout_secs);
+    let started = up.clock.now();
+    let request_timeout = Duration::from_secs(up.config.request_timeout_secs);
     let mut attempt = 0u32;
     loop {
         let remaining = match budget {
             Some(budget) => {
                 let left =
-                    budget.saturating_sub(state.clock.now().saturating_duration_since(started));
+                    budget.saturating_sub(up.clock.now().saturating_duration_since(started));
                 if left.is_zero() {
                     return Err(deadline(upstream));
                 }
@@ -102,7 +102,7 @@ pub async fn send_with_retry(
                 backoff
             }
         };
-        state.clock.sleep(delay).await;
+        up.clock.sleep(delay).await;
         attempt += 1;
     }
 }
@@ -161,11 +161,11 @@ mod tests {
     #[tokio::test]
     async fn streamed_bodies_are_not_cut_by_the_whole_request_timeout() {
         let server = slow_server().await;
-        let state = one_second_state();
+        let up = one_second_state();
         let url = format!("{}/blob", server.base_url());
 
-        let response = send_with_retry(&state, None, "test", BodyUse::Streamed, || {
-            state.http.get(&url)
+        let response = send_with_retry(&up, None, "test", BodyUse::Streamed, || {
+            up.http.get(&url)
         })
         .await
         .unwrap();
@@ -178,8 +178,8 @@ mod tests {
         assert_eq!(received[1199], 3);
 
         // The same body read as a buffered answer hits the 1 s limit.
-        let response = send_with_retry(&state, None, "test", BodyUse::Buffered, || {
-            state.http.get(&url)
+        let response = send_with_retry(&up, None, "test", BodyUse::Buffered, || {
+            up.http.get(&url)
         })
         .await
         .unwrap();

@@ -370,12 +370,12 @@ fn errors_map_by_generation() {
     assert!(matches!(headed, GatewayError::PermissionDenied(m) if m.contains("RBAC")));
 }
 
-/// An authority, gateway state whose client trusts the fakes' CA, on a
+/// An authority, gateway up whose client trusts the fakes' CA, on a
 /// manual clock, and tokens.
 struct Bench {
     authority: Arc<TokenAuthority>,
     ca: TestCa,
-    state: GatewayState,
+    up: GatewayState,
     clock: ManualClock,
 }
 
@@ -388,13 +388,13 @@ impl Bench {
         let mut config = crate::config::Config::default();
         config.upstream.ca_files = vec![ca_file];
         let clock = ManualClock::new();
-        let state = GatewayState::with_clock(config, Arc::new(clock.clone())).unwrap();
+        let up = GatewayState::with_clock(config, Arc::new(clock.clone())).unwrap();
         Self {
             authority: Arc::new(TokenAuthority::generate(
                 "dc822496-97fa-4380-991a-c8b4ba5d4f73",
             )),
             ca,
-            state,
+            up,
             clock,
         }
     }
@@ -405,7 +405,7 @@ impl Bench {
         continuation: Option<&str>,
         token: &AccessToken,
     ) -> Result<Page, GatewayError> {
-        fetch_page(&self.state, listing, continuation, token, None).await
+        fetch_page(&self.up, listing, continuation, token, None).await
     }
 
     fn token(&self, audience: &str) -> AccessToken {

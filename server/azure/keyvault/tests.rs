@@ -278,13 +278,13 @@ fn the_cache_is_per_identity_and_expires() {
     assert!(!format!("{cache:?}").contains("\"v\""));
 }
 
-/// A vault fake, gateway state whose HTTP client trusts the fake's CA (and
+/// A vault fake, gateway up whose HTTP client trusts the fake's CA (and
 /// resolves the test vault host to it) on a manual clock, and a token
 /// source that records the audiences asked for.
 struct Bench {
     authority: Arc<TokenAuthority>,
     fake: KeyVaultFake,
-    state: GatewayState,
+    up: GatewayState,
     clock: ManualClock,
     asked: Arc<Mutex<Vec<String>>>,
 }
@@ -302,11 +302,11 @@ impl Bench {
             .unwrap();
         let port = Url::parse(&fake.vault_url()).unwrap().port().unwrap();
         let clock = ManualClock::new();
-        let mut state =
+        let mut up =
             GatewayState::with_clock(crate::config::Config::default(), Arc::new(clock.clone()))
                 .unwrap();
         // The shared client, plus a name the fake answers for (no DNS here).
-        state.http = reqwest::Client::builder()
+        up.http = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem().as_bytes()).unwrap())
@@ -316,7 +316,7 @@ impl Bench {
         Self {
             authority,
             fake,
-            state,
+            up,
             clock,
             asked: Arc::default(),
         }
@@ -329,7 +329,7 @@ impl Bench {
         version: &str,
         budget: Option<Duration>,
     ) -> Result<Secret, GatewayError> {
-        get_secret(&self.state, vault, name, version, budget, self.tokens()).await
+        get_secret(&self.up, vault, name, version, budget, self.tokens()).await
     }
 
     fn vault(&self) -> Vault {

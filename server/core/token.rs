@@ -1,24 +1,13 @@
-//! Managed-identity tokens: the sources that mint them (IMDS, App Service,
-//! legacy MSI extension), the shared cache in front of them, the retry policy
-//! and the upstream governor that keeps the VM under IMDS's limits.
-//!
-//! This module knows HTTP and the identity endpoints; it knows nothing about gRPC.
+//! What a token is and who asks for one: the identity selector, the access
+//! token (whose `Debug` never prints it), and [`TokenProvider`], the seam
+//! through which upstream clients get tokens without knowing the cache.
 
-pub mod app_service;
-pub mod cache;
-pub mod governor;
-pub mod imds;
-pub mod legacy_msi;
-pub mod response;
-pub mod retry;
-pub mod source;
+use std::{fmt, sync::Arc, time::{Duration, SystemTime}};
 
-use std::{fmt, time::SystemTime};
-
+use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use cache::{CacheEvent, CacheSettings, TokenCache};
-pub use source::{SourceKind, TokenSource};
+use crate::error::GatewayError;
 
 /// Which managed identity a token is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,4 +70,26 @@ impl PartialEq for AccessToken {
             && self.expires_on == other.expires_on
             && self.resource == other.resource
     }
+}
+
+/// Where upstream clients get tokens: the one way every Key Vault, Storage,
+/// ARM, Data Lake and SQL call obtains a bearer token. The gateway's token
+/// cache implements it; unit tests of a client pass a recording fake.
+pub trait TokenProvider: Send + Sync + fmt::Debug + 'static {
+    /// A token of `selector` for `resource`, giving up with
+    /// DEADLINE_EXCEEDED once `budget` (the time left before the caller's
+    /// deadline) runs out.
+    fn token<'a>(
+        &'a self,
+        selector: &'a IdentitySelector,
+        resource: &'a str,
+        budget: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Arc<AccessToken>, GatewayError>>;
+
+    /// Forgets `rejected` if it is still the cached token of (`selector`,
+    /// `resource`), so the next [`token`](Self::token) fetches a new one (an
+    /// upstream refused a token the cache still considers valid). Returns
+    /// whether it was forgotten.
+    fn invalidate(&self, selector: &IdentitySelector, resource: &str, rejected: &AccessToken)
+        -> bool;
 }

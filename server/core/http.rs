@@ -2,15 +2,77 @@
 //! timeouts, extra CA roots from config), and size-capped body reading so a
 //! hostile or broken upstream cannot make the gateway buffer without bound.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use url::Url;
 
-use crate::{config::UpstreamConfig, error::GatewayError};
+use crate::error::GatewayError;
+
+/// `[upstream]`: the one HTTP client every upstream call shares, and the
+/// hosts tokens may go to besides each service's own cloud suffix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Extra hosts (`host` or `host:port`; `*.suffix` allowed) tokens may be
+    /// sent to besides each service's own cloud suffix: private endpoints,
+    /// emulators. Tokens for a service still go only to hosts listed here or
+    /// of that service's suffix.
+    pub allowed_hosts: Vec<String>,
+    /// Allow plain `http://` to allowed hosts (emulators only; never Azure).
+    pub allow_http: bool,
+    /// PEM CA certificates trusted in addition to the system roots (HTTPS
+    /// upstreams and SQL TLS).
+    pub ca_files: Vec<PathBuf>,
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    /// Largest upstream JSON/XML body read into memory.
+    pub max_body_bytes: usize,
+    /// ARM endpoint override (emulator, private link).
+    pub arm_endpoint: Option<Url>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            allow_http: false,
+            ca_files: Vec::new(),
+            connect_timeout_secs: 5,
+            request_timeout_secs: 60,
+            max_body_bytes: 4 * 1024 * 1024,
+            arm_endpoint: None,
+        }
+    }
+}
+
+/// Why the shared HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpClientError {
+    /// An `upstream.ca_files` entry could not be read.
+    #[error("upstream.ca_files: cannot read {path}")]
+    ReadCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An `upstream.ca_files` entry is not a PEM bundle.
+    #[error("upstream.ca_files: {path} is not PEM")]
+    ParseCa {
+        path: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// reqwest refused the settings (e.g. no TLS backend).
+    #[error("cannot build the HTTP client")]
+    Build(#[source] reqwest::Error),
+}
 
 /// Builds the shared client. IMDS must never go through a proxy, and no
 /// upstream here needs one, so proxies from the environment are ignored.
-pub fn build_client(config: &UpstreamConfig) -> Result<reqwest::Client, String> {
+pub fn build_client(config: &UpstreamConfig) -> Result<reqwest::Client, HttpClientError> {
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
@@ -19,17 +81,21 @@ pub fn build_client(config: &UpstreamConfig) -> Result<reqwest::Client, String> 
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("identity-gateway/", env!("CARGO_PKG_VERSION")));
     for path in &config.ca_files {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("upstream.ca_files: cannot read {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("upstream.ca_files: {} is not PEM: {e}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|source| HttpClientError::ReadCa {
+            path: path.clone(),
+            source,
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+            HttpClientError::ParseCa {
+                path: path.clone(),
+                source,
+            }
+        })?;
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }
     }
-    builder
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    builder.build().map_err(HttpClientError::Build)
 }
 
 /// Reads a response body, refusing more than `max` bytes.

@@ -44,6 +44,23 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The gRPC status code name this error maps to (`InvalidArgument`,
+    /// `PermissionDenied`, ...), for audit lines and metrics labels.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument { .. } => "InvalidArgument",
+            Self::IdentityUnavailable(_) => "FailedPrecondition",
+            Self::PermissionDenied(_) => "PermissionDenied",
+            Self::NotFound(_) => "NotFound",
+            Self::Throttled(_) => "ResourceExhausted",
+            Self::Unavailable(_) => "Unavailable",
+            Self::DeadlineExceeded(_) => "DeadlineExceeded",
+            Self::Cancelled(_) => "Cancelled",
+            Self::Upstream(_) => "Internal",
+            Self::Unimplemented(_) => "Unimplemented",
+        }
+    }
+
     /// Shorthand for [`GatewayError::InvalidArgument`].
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument {

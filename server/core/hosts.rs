@@ -4,8 +4,7 @@
 
 use url::Url;
 
-use super::Service;
-use crate::error::GatewayError;
+use crate::{cloud::Service, error::GatewayError};
 
 /// Decides whether a URL may receive a given service's token.
 #[derive(Debug, Clone, Default)]

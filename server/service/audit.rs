@@ -1,21 +1,27 @@
 //! One audit line per call: caller, RPC, target, outcome. Targets are names
 //! and URLs without query strings; never tokens, secrets or signatures.
 
-use tonic::Status;
+use identity_gateway_core::GatewayError;
 
-use super::request::CallerInfo;
+use crate::context::CallContext;
 
-/// Logs the outcome of one RPC under the `audit` target.
-pub(super) fn record<T>(caller: &CallerInfo, rpc: &str, target: &str, outcome: &Result<T, Status>) {
+/// Logs the outcome of one operation under the `audit` target.
+pub(crate) fn record<T>(
+    ctx: &CallContext,
+    rpc: &str,
+    target: &str,
+    outcome: &Result<T, GatewayError>,
+) {
+    let caller = &ctx.peer;
     match outcome {
         Ok(_) => tracing::info!(target: "audit", %caller, rpc, target, outcome = "ok"),
-        Err(status) => tracing::info!(
+        Err(error) => tracing::info!(
             target: "audit",
             %caller,
             rpc,
             target,
-            outcome = ?status.code(),
-            message = status.message()
+            outcome = error.code_name(),
+            message = %error
         ),
     }
 }
@@ -23,7 +29,7 @@ pub(super) fn record<T>(caller: &CallerInfo, rpc: &str, target: &str, outcome: &
 /// A caller-supplied URL as an audit target: scheme, host, port and path
 /// only (no credentials, query or fragment, where SAS signatures and the
 /// like would sit), or a placeholder when it does not parse.
-pub(super) fn url_target(raw: &str) -> String {
+pub(crate) fn url_target(raw: &str) -> String {
     match url::Url::parse(raw.trim()) {
         Ok(mut url) => {
             let _ = url.set_username("");

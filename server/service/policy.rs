@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use crate::{error::GatewayError, identity::IdentitySelector};
+use identity_gateway_core::{GatewayError, IdentitySelector};
 
 /// `[[policy.rules]]` entries.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -2,8 +2,9 @@
 //! loopback that speaks the App Service / Functions managed-identity protocol
 //! (`IDENTITY_ENDPOINT` + `X-IDENTITY-HEADER`, api-version 2019-08-01), so an
 //! unmodified Azure SDK in any language gets its tokens from the gateway's
-//! shared [`TokenCache`](crate::identity::TokenCache) by setting two
-//! environment variables.
+//! shared token cache by setting two environment variables. A thin adapter
+//! over [`Gateway::get_token`]: validation, policy and the audit line live
+//! in the operation; this module owns only the HTTP protocol.
 //!
 //! It owns the listener, the header secret (random, written to a 0600 file,
 //! removed on stop) and the protocol: query parsing, the header check,
@@ -29,15 +30,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-use crate::{
-    api::request,
-    config::Config,
-    error::GatewayError,
-    gateway::GatewayState,
-    identity::IdentitySelector,
-    policy::{Caller, Target},
-    proto::{self, identity::Selector},
+use identity_gateway_core::GatewayError;
+use identity_gateway_service::{
+    ops::token::TokenRequest, CallContext, Gateway, IdentityRef, Peer, Transport,
 };
+
+use crate::config::Config;
 
 /// The URL path SDKs are pointed at (`IDENTITY_ENDPOINT=http://<addr>/msi/token`).
 pub const TOKEN_PATH: &str = "/msi/token";
@@ -117,6 +115,26 @@ impl Drop for HeaderFile {
     }
 }
 
+/// Why the identity endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    #[error("identity endpoint {0}: only loopback addresses are allowed")]
+    NotLoopback(SocketAddr),
+    #[error("identity endpoint: cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("identity endpoint: cannot write the header secret to {path}")]
+    HeaderFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Where the header secret goes: the configured file, else
 /// `identity-header` in the socket's directory.
 pub fn header_file_path(config: &Config) -> PathBuf {
@@ -133,31 +151,30 @@ pub fn header_file_path(config: &Config) -> PathBuf {
 
 /// Starts the endpoint when `[identity_endpoint] listen` (or
 /// `--identity-endpoint`) is set: binds, writes a fresh secret, serves.
-pub async fn start(state: &Arc<GatewayState>) -> Result<Option<RunningIdentityEndpoint>, String> {
-    let Some(listen) = state.config.identity_endpoint.listen else {
+pub async fn start(
+    gateway: &Arc<Gateway>,
+    config: &Config,
+) -> Result<Option<RunningIdentityEndpoint>, EndpointError> {
+    let Some(listen) = config.identity_endpoint.listen else {
         return Ok(None);
     };
     if !listen.ip().is_loopback() {
-        return Err(format!(
-            "identity endpoint {listen}: only loopback addresses are allowed"
-        ));
+        return Err(EndpointError::NotLoopback(listen));
     }
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("identity endpoint: cannot listen on {listen}: {e}"))?;
+        .map_err(|source| EndpointError::Listen { addr: listen, source })?;
     let addr = listener
         .local_addr()
-        .map_err(|e| format!("identity endpoint: {e}"))?;
+        .map_err(|source| EndpointError::Listen { addr: listen, source })?;
     let secret = new_secret();
-    let path = header_file_path(&state.config);
-    write_secret(&path, &secret).map_err(|e| {
-        format!(
-            "identity endpoint: cannot write the header secret to {}: {e}",
-            path.display()
-        )
+    let path = header_file_path(config);
+    write_secret(&path, &secret).map_err(|source| EndpointError::HeaderFile {
+        path: path.clone(),
+        source,
     })?;
     let header_file = HeaderFile(path);
-    let app = router(Arc::clone(state), secret);
+    let app = router(Arc::clone(gateway), secret);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -216,13 +233,13 @@ fn write_secret(path: &Path, secret: &SecretString) -> io::Result<()> {
 
 #[derive(Clone)]
 struct EndpointState {
-    gateway: Arc<GatewayState>,
+    gateway: Arc<Gateway>,
     secret: Arc<SecretString>,
 }
 
 /// The HTTP routes: the token path, matched case-insensitively (App Service
 /// itself is reached as both `/msi/token` and `/MSI/token`).
-fn router(gateway: Arc<GatewayState>, secret: SecretString) -> Router {
+fn router(gateway: Arc<Gateway>, secret: SecretString) -> Router {
     let state = EndpointState {
         gateway,
         secret: Arc::new(secret),
@@ -255,38 +272,41 @@ async fn token(
     if !uri.path().eq_ignore_ascii_case(TOKEN_PATH) {
         return error(StatusCode::NOT_FOUND, "no such path; use /msi/token");
     }
-    let caller = format!("tcp={peer}");
-    let (response, resource, outcome) = answer(&state, &method, &uri, &headers).await;
-    tracing::info!(
-        target: "audit",
-        caller,
-        rpc = "IdentityEndpoint",
-        target = resource.as_deref().unwrap_or(""),
-        outcome = %outcome,
-    );
+    let (response, refused) = answer(&state, peer, &method, &uri, &headers).await;
+    // Requests that reach the operation are audited there; these were
+    // refused by the protocol before it.
+    if let Some(outcome) = refused {
+        tracing::info!(
+            target: "audit",
+            caller = %format_args!("tcp={peer}"),
+            rpc = "IdentityEndpoint",
+            outcome = %outcome,
+        );
+    }
     response
 }
 
-/// The response, the resource asked for (for the audit line) and a short outcome.
+/// The response, and a short outcome when the protocol refused the request
+/// before the operation saw it.
 async fn answer(
     state: &EndpointState,
+    peer: SocketAddr,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-) -> (Response, Option<String>, String) {
+) -> (Response, Option<String>) {
     if method != Method::GET {
         let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed");
         response
             .headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
-        return (response, None, "method not allowed".into());
+        return (response, Some("method not allowed".into()));
     }
     if headers.contains_key("x-forwarded-for") {
         // A proxy in front of this endpoint would hand tokens to remote callers.
         return refuse(
             StatusCode::BAD_REQUEST,
             "requests through a proxy (X-Forwarded-For) are refused",
-            None,
         );
     }
     let sent: Vec<_> = headers.get_all(SECRET_HEADER).iter().collect();
@@ -295,7 +315,6 @@ async fn answer(
             return refuse(
                 StatusCode::BAD_REQUEST,
                 "the X-IDENTITY-HEADER header is required (the value of IDENTITY_HEADER)",
-                None,
             )
         }
         [value] if constant_time_eq(value.as_bytes(), state.secret.expose_secret().as_bytes()) => {}
@@ -303,30 +322,37 @@ async fn answer(
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 "the X-IDENTITY-HEADER header does not match this gateway's secret",
-                None,
             )
         }
     }
     let query = match TokenQuery::parse(uri.query().unwrap_or("")) {
         Ok(query) => query,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string(), None),
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let resource = query.resource.clone();
-    let gateway = &state.gateway;
     // Callers here have no peer credentials: the policy treats them like
     // loopback-TCP gRPC callers (only rules naming no uid/gid apply).
-    let fetched = match gateway.policy.check(
-        Caller::default(),
-        &query.selector,
-        Target::Token(&query.resource),
-    ) {
-        Ok(()) => {
-            gateway
-                .tokens_within(Some(TOKEN_BUDGET), &query.selector, &query.resource)
-                .await
-        }
-        Err(e) => Err(e),
+    let ctx = CallContext {
+        peer: Peer {
+            addr: Some(peer),
+            ..Peer::default()
+        },
+        transport: Transport::IdentityEndpoint,
+        budget: Some(TOKEN_BUDGET),
     };
+    let client_id = match &query.identity {
+        IdentityRef::ClientId(id) => Some(id.trim().to_string()),
+        _ => None,
+    };
+    let fetched = state
+        .gateway
+        .get_token(
+            &ctx,
+            TokenRequest {
+                resource: query.resource,
+                identity: query.identity,
+            },
+        )
+        .await;
     match fetched {
         Ok(token) => {
             let expires_on = token
@@ -340,7 +366,7 @@ async fn answer(
                 "resource": token.resource,
                 "token_type": token.token_type,
             });
-            if let IdentitySelector::ClientId(id) = &query.selector {
+            if let Some(id) = client_id {
                 body["client_id"] = json!(id);
             }
             let response = (
@@ -349,25 +375,14 @@ async fn answer(
                 axum::Json(body),
             )
                 .into_response();
-            (response, Some(resource), "ok".into())
+            (response, None)
         }
-        Err(e) => {
-            let status = status_of(&e);
-            refuse(status, &e.to_string(), Some(resource))
-        }
+        Err(e) => (error(status_of(&e), &e.to_string()), None),
     }
 }
 
-fn refuse(
-    status: StatusCode,
-    message: &str,
-    resource: Option<String>,
-) -> (Response, Option<String>, String) {
-    (
-        error(status, message),
-        resource,
-        format!("{status}: {message}"),
-    )
+fn refuse(status: StatusCode, message: &str) -> (Response, Option<String>) {
+    (error(status, message), Some(format!("{status}: {message}")))
 }
 
 /// The HTTP status an SDK expects for each failure: 400 means "no such
@@ -394,11 +409,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A validated token request.
+/// A token request as the protocol carries it (validated by the operation).
 #[derive(Debug, PartialEq, Eq)]
 struct TokenQuery {
     resource: String,
-    selector: IdentitySelector,
+    identity: IdentityRef,
 }
 
 impl TokenQuery {
@@ -421,12 +436,12 @@ impl TokenQuery {
             match name.as_ref() {
                 "resource" => resource = Some(value.into_owned()),
                 "api-version" => api_version = Some(value.into_owned()),
-                "client_id" => selectors.push(Selector::ClientId(value.into_owned())),
+                "client_id" => selectors.push(IdentityRef::ClientId(value.into_owned())),
                 "principal_id" | "object_id" => {
-                    selectors.push(Selector::ObjectId(value.into_owned()))
+                    selectors.push(IdentityRef::ObjectId(value.into_owned()))
                 }
                 "mi_res_id" | "msi_res_id" => {
-                    selectors.push(Selector::ResourceId(value.into_owned()))
+                    selectors.push(IdentityRef::ResourceId(value.into_owned()))
                 }
                 other => {
                     return Err(GatewayError::invalid(
@@ -452,19 +467,14 @@ impl TokenQuery {
             }
         }
         let resource = resource.unwrap_or_default();
-        request::resource(&resource)?;
         if selectors.len() > 1 {
             return Err(GatewayError::invalid(
                 "client_id",
                 "give at most one of client_id, principal_id, mi_res_id",
             ));
         }
-        let selector = request::identity(
-            selectors
-                .pop()
-                .map(|s| proto::Identity { selector: Some(s) }),
-        )?;
-        Ok(Self { resource, selector })
+        let identity = selectors.pop().unwrap_or_default();
+        Ok(Self { resource, identity })
     }
 }
 

@@ -1,22 +1,5 @@
-//! Upstream Azure services: one module per service (Key Vault, Data Lake, ARM,
-//! Blob, SAS, SQL), plus what they share: clouds and token audiences
-//! ([`Cloud`], [`Service`]), the exfiltration guard ([`HostGuard`]) and the one
-//! HTTP client ([`http`]).
-//!
-//! Upstream clients know nothing about gRPC: they take domain values and return
-//! [`crate::error::GatewayError`].
-
-pub mod arm;
-pub mod blob;
-pub mod datalake;
-pub mod guard;
-pub mod http;
-pub mod keyvault;
-pub mod sas;
-pub mod sql;
-pub mod throttle;
-
-pub use guard::HostGuard;
+//! Azure clouds and the services a token can be for: each service's token
+//! audience per cloud and the host suffixes its tokens may be sent to.
 
 /// An Azure cloud: decides endpoints, host suffixes and token audiences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
