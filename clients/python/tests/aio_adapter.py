@@ -80,7 +80,7 @@ class Synced:
         entered = self._runner.run(self._target.__aenter__())
         return self if entered is self._target else self._runner.sync(entered)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._runner.run(self._target.__aexit__(*exc))
 
     def __iter__(self) -> Iterator[Any]:

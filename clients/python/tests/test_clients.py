@@ -36,9 +36,10 @@ def test_each_method_takes_the_same_arguments(name):
 
 
 def test_connect_takes_the_same_arguments():
-    assert inspect.signature(identity_gateway.aio.connect).parameters == inspect.signature(
-        identity_gateway.connect
-    ).parameters
+    assert (
+        inspect.signature(identity_gateway.aio.connect).parameters
+        == inspect.signature(identity_gateway.connect).parameters
+    )
 
 
 def test_async_streams_are_async_context_managers():

@@ -69,7 +69,7 @@ class Call(Generic[T]):
     """One RPC to make: stub method name, request, and ``convert`` for each
     reply (the reply of a unary RPC, every message of a streamed one)."""
 
-    __slots__ = ("method", "request", "convert")
+    __slots__ = ("convert", "method", "request")
 
     def __init__(self, method: str, request: Any, convert: Callable[[Any], T]) -> None:
         self.method = method
