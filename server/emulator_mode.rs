@@ -46,7 +46,10 @@ pub struct EmulatorError {
 }
 
 impl EmulatorError {
-    fn new(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    fn new(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         Self {
             what: what.into(),
             source: source.into(),
@@ -176,7 +179,8 @@ pub async fn start() -> Result<RunningEmulator, EmulatorError> {
         .await
         .map_err(|e| EmulatorError::new("cannot start the fake Azure SQL", e))?;
 
-    let imds_url = Url::parse(&imds.base_url()).map_err(|e| EmulatorError::new("fake IMDS URL", e))?;
+    let imds_url =
+        Url::parse(&imds.base_url()).map_err(|e| EmulatorError::new("fake IMDS URL", e))?;
     let arm_url = Url::parse(&arm.base_url()).map_err(|e| EmulatorError::new("fake ARM URL", e))?;
     Ok(RunningEmulator {
         imds_url,

@@ -163,10 +163,16 @@ pub async fn start(
     }
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|source| EndpointError::Listen { addr: listen, source })?;
+        .map_err(|source| EndpointError::Listen {
+            addr: listen,
+            source,
+        })?;
     let addr = listener
         .local_addr()
-        .map_err(|source| EndpointError::Listen { addr: listen, source })?;
+        .map_err(|source| EndpointError::Listen {
+            addr: listen,
+            source,
+        })?;
     let secret = new_secret();
     let path = header_file_path(config);
     write_secret(&path, &secret).map_err(|source| EndpointError::HeaderFile {
@@ -500,7 +506,8 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::identity::SourceKind;
+    use identity_gateway_core::SystemClock;
+    use identity_gateway_identity::SourceKind;
 
     const CLIENT_ID: &str = sample::USER_CLIENT_ID;
 
@@ -513,7 +520,7 @@ mod tests {
         )
         .expect("policy");
         let app = router(
-            Arc::new(GatewayState::new(config).expect("state")),
+            Arc::new(crate::app::build_gateway(&config, Arc::new(SystemClock)).expect("gateway")),
             SecretString::from(f.secret.clone()),
         );
         let ok = "/msi/token?resource=https://vault.azure.net&api-version=2019-08-01";
@@ -544,7 +551,8 @@ mod tests {
         let mut config = Config::default();
         config.identity.source = SourceKind::Imds;
         config.identity.imds_endpoint = url::Url::parse(&imds.base_url()).expect("url");
-        let gateway = Arc::new(GatewayState::new(config.clone()).expect("state"));
+        let gateway =
+            Arc::new(crate::app::build_gateway(&config, Arc::new(SystemClock)).expect("gateway"));
         let secret = "0123456789abcdef".repeat(4);
         Fixture {
             authority,

@@ -17,7 +17,7 @@ use super::{
     throttle::{sanitize_message, send_with_retry, BodyUse},
     Cloud, Service,
 };
-use crate::{error::GatewayError, Upstream, token::IdentitySelector};
+use crate::{error::GatewayError, token::IdentitySelector, Upstream};
 
 /// api-version of Resource Groups – Get (the stable version the VM tutorials use).
 pub const RESOURCE_GROUPS_API_VERSION: &str = "2021-04-01";
@@ -160,12 +160,7 @@ impl ArmCall<'_> {
         let response =
             send_with_retry(self.up, self.budget, UPSTREAM, BodyUse::Buffered, build).await?;
         let status = response.status().as_u16();
-        let body = read_capped(
-            response,
-            self.up.config.max_body_bytes,
-            UPSTREAM,
-        )
-        .await?;
+        let body = read_capped(response, self.up.config.max_body_bytes, UPSTREAM).await?;
         if status == 200 {
             Ok(body)
         } else {

@@ -27,8 +27,8 @@ use super::{
 };
 use crate::{
     error::GatewayError,
-    Upstream,
     token::{AccessToken, IdentitySelector},
+    Upstream,
 };
 
 /// `x-ms-version` sent to Storage: Azurite 3.35's own version, well past
@@ -397,9 +397,7 @@ mod tests {
             tokio::time::sleep(delay).await;
             Ok::<_, std::io::Error>(piece)
         });
-        reqwest::Response::from(tonic::codegen::http::Response::new(
-            reqwest::Body::wrap_stream(body),
-        ))
+        reqwest::Response::from(::http::Response::new(reqwest::Body::wrap_stream(body)))
     }
 
     async fn drain(mut body: BlobBody) -> (Vec<Bytes>, Option<GatewayError>) {

@@ -656,7 +656,10 @@ pub async fn fetch_page(
     selector: &IdentitySelector,
     budget: Option<Duration>,
 ) -> Result<Page, GatewayError> {
-    let token = up.tokens.token(selector, listing.audience(), budget).await?;
+    let token = up
+        .tokens
+        .token(selector, listing.audience(), budget)
+        .await?;
     let url = listing.page_url(continuation);
     let upstream = listing.generation.upstream();
     let response = send_with_retry(up, budget, upstream, BodyUse::Buffered, || {

@@ -23,11 +23,7 @@ use super::{
     throttle::{send_with_retry, BodyUse},
     Cloud, HostGuard, Service,
 };
-use crate::{
-    error::GatewayError,
-    Upstream,
-    token::IdentitySelector,
-};
+use crate::{error::GatewayError, token::IdentitySelector, Upstream};
 
 /// The Key Vault data-plane API version the gateway speaks (a current GA).
 pub const API_VERSION: &str = "7.5";
@@ -481,8 +477,7 @@ pub async fn get_secret(
     loop {
         let token = up.tokens.token(selector, &audience, left()).await?;
         let response = send_with_retry(up, left(), UPSTREAM, BodyUse::Buffered, || {
-            up
-                .http
+            up.http
                 .get(url.clone())
                 .bearer_auth(token.secret())
                 .header(header::ACCEPT, "application/json")

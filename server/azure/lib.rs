@@ -18,6 +18,9 @@ pub mod sas;
 pub mod sql;
 pub mod throttle;
 
+#[cfg(test)]
+mod testing;
+
 use std::sync::Arc;
 
 use identity_gateway_core::{error, http, http::UpstreamConfig, token, Clock, TokenProvider};

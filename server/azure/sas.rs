@@ -33,7 +33,7 @@ use super::{
     throttle::{send_with_retry, BodyUse},
     Cloud, Service,
 };
-use crate::{error::GatewayError, Upstream, token::IdentitySelector};
+use crate::{error::GatewayError, token::IdentitySelector, Upstream};
 
 /// The `sv` of user delegation SAS tokens the gateway signs. Its
 /// string-to-sign is the 24-line layout of 2020-12-06 .. 2025-05-05.
@@ -338,9 +338,7 @@ pub fn endpoint(
             &format!("https://{account}.blob.{suffix}/"),
         );
     }
-    let mut url = up
-        .hosts
-        .check_url(Service::Storage, FIELD, blob_endpoint)?;
+    let mut url = up.hosts.check_url(Service::Storage, FIELD, blob_endpoint)?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err(GatewayError::invalid(
             FIELD,
@@ -664,8 +662,7 @@ pub async fn get_user_delegation_key(
     );
     let token = storage_token(up, budget, selector).await?;
     let response = send_with_retry(up, budget, UPSTREAM, BodyUse::Buffered, || {
-        up
-            .http
+        up.http
             .post(url.clone())
             .bearer_auth(token.secret())
             .header("x-ms-version", STORAGE_API_VERSION)
@@ -739,16 +736,22 @@ pub async fn issue(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{clock::ManualClock, config::Config};
+    use crate::testing;
+    use identity_gateway_core::{clock::ManualClock, http::UpstreamConfig};
     use std::sync::Arc;
 
-    fn state_with(config: Config) -> GatewayState {
-        GatewayState::with_clock(config, Arc::new(ManualClock::new())).unwrap()
+    fn state_with(config: UpstreamConfig) -> Upstream {
+        testing::upstream(config, &ManualClock::new(), Arc::new(testing::NoTokens))
     }
 
-    fn up() -> GatewayState {
-        let mut config = Config::default();
-        config.upstream.allowed_hosts = vec!["127.0.0.1:10000".into()];
+    /// The default `sas.max_expiry_secs`.
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    fn up() -> Upstream {
+        let config = UpstreamConfig {
+            allowed_hosts: vec!["127.0.0.1:10000".into()],
+            ..UpstreamConfig::default()
+        };
         state_with(config)
     }
 
@@ -954,7 +957,7 @@ mod tests {
     #[test]
     fn plans_validate_lifetime_endpoint_and_arm_fields() {
         let s = up();
-        let p = plan(&s, SasMethod::UserDelegation, &input(), Cloud::Public).unwrap();
+        let p = plan(&s, SasMethod::UserDelegation, &input(), Cloud::Public, WEEK).unwrap();
         assert_eq!(p.permissions, "rw");
         assert_eq!(p.resource, SignedResource::Blob);
         assert_eq!(
@@ -977,20 +980,35 @@ mod tests {
             permissions: "rl".into(),
             ..input()
         };
-        let p = plan(&s, SasMethod::UserDelegation, &path_style, Cloud::Public).unwrap();
+        let p = plan(
+            &s,
+            SasMethod::UserDelegation,
+            &path_style,
+            Cloud::Public,
+            WEEK,
+        )
+        .unwrap();
         assert_eq!(
             p.resource_url().as_str(),
             "https://127.0.0.1:10000/devstoreaccount1/data"
         );
         assert_eq!(p.canonicalized_resource(), "/blob/devstoreaccount1/data");
 
-        let gov = plan(&s, SasMethod::UserDelegation, &input(), Cloud::UsGovernment).unwrap();
+        let gov = plan(
+            &s,
+            SasMethod::UserDelegation,
+            &input(),
+            Cloud::UsGovernment,
+            WEEK,
+        )
+        .unwrap();
         assert_eq!(
             gov.endpoint.host_str(),
             Some("devstoreaccount1.blob.core.usgovcloudapi.net")
         );
 
-        let field_of = |input: SasInput, method| match plan(&s, method, &input, Cloud::Public) {
+        let field_of = |input: SasInput, method| match plan(&s, method, &input, Cloud::Public, WEEK)
+        {
             Err(GatewayError::InvalidArgument { field, .. }) => field,
             other => panic!("{other:?}"),
         };
@@ -1070,11 +1088,9 @@ mod tests {
             "start"
         );
 
-        let mut config = Config::default();
-        config.sas.max_expiry_secs = 600;
-        let strict = state_with(config);
+        let strict = up();
         assert!(matches!(
-            plan(&strict, SasMethod::ArmListServiceSas, &input(), Cloud::Public),
+            plan(&strict, SasMethod::ArmListServiceSas, &input(), Cloud::Public, Duration::from_secs(600)),
             Err(GatewayError::InvalidArgument { field, .. }) if field == "expires_in"
         ));
     }

@@ -50,8 +50,7 @@ pub async fn send_with_retry(
     loop {
         let remaining = match budget {
             Some(budget) => {
-                let left =
-                    budget.saturating_sub(up.clock.now().saturating_duration_since(started));
+                let left = budget.saturating_sub(up.clock.now().saturating_duration_since(started));
                 if left.is_zero() {
                     return Err(deadline(upstream));
                 }
@@ -128,8 +127,9 @@ pub fn sanitize_message(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{azure::blob, clock::ManualClock, config::Config};
+    use crate::{blob, testing};
     use futures::StreamExt;
+    use identity_gateway_core::{clock::ManualClock, http::UpstreamConfig};
     use std::sync::Arc;
 
     /// A loopback server answering 1200 bytes in 4 pieces, 400 ms apart:
@@ -152,10 +152,12 @@ mod tests {
             .unwrap()
     }
 
-    fn one_second_state() -> GatewayState {
-        let mut config = Config::default();
-        config.upstream.request_timeout_secs = 1;
-        GatewayState::with_clock(config, Arc::new(ManualClock::new())).unwrap()
+    fn one_second_state() -> Upstream {
+        let config = UpstreamConfig {
+            request_timeout_secs: 1,
+            ..UpstreamConfig::default()
+        };
+        testing::upstream(config, &ManualClock::new(), Arc::new(testing::NoTokens))
     }
 
     #[tokio::test]
@@ -164,11 +166,9 @@ mod tests {
         let up = one_second_state();
         let url = format!("{}/blob", server.base_url());
 
-        let response = send_with_retry(&up, None, "test", BodyUse::Streamed, || {
-            up.http.get(&url)
-        })
-        .await
-        .unwrap();
+        let response = send_with_retry(&up, None, "test", BodyUse::Streamed, || up.http.get(&url))
+            .await
+            .unwrap();
         let mut body = blob::chunked_for_tests(response, Duration::from_secs(1));
         let mut received = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -178,11 +178,9 @@ mod tests {
         assert_eq!(received[1199], 3);
 
         // The same body read as a buffered answer hits the 1 s limit.
-        let response = send_with_retry(&up, None, "test", BodyUse::Buffered, || {
-            up.http.get(&url)
-        })
-        .await
-        .unwrap();
+        let response = send_with_retry(&up, None, "test", BodyUse::Buffered, || up.http.get(&url))
+            .await
+            .unwrap();
         assert!(response.bytes().await.is_err());
     }
 

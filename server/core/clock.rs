@@ -44,4 +44,3 @@ impl Clock for SystemClock {
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }
 }
-

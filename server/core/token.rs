@@ -2,7 +2,11 @@
 //! token (whose `Debug` never prints it), and [`TokenProvider`], the seam
 //! through which upstream clients get tokens without knowing the cache.
 
-use std::{fmt, sync::Arc, time::{Duration, SystemTime}};
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
@@ -90,6 +94,10 @@ pub trait TokenProvider: Send + Sync + fmt::Debug + 'static {
     /// `resource`), so the next [`token`](Self::token) fetches a new one (an
     /// upstream refused a token the cache still considers valid). Returns
     /// whether it was forgotten.
-    fn invalidate(&self, selector: &IdentitySelector, resource: &str, rejected: &AccessToken)
-        -> bool;
+    fn invalidate(
+        &self,
+        selector: &IdentitySelector,
+        resource: &str,
+        rejected: &AccessToken,
+    ) -> bool;
 }

@@ -79,7 +79,6 @@ impl IdentityConfig {
     }
 }
 
-
 impl crate::CacheSettings {
     /// The cache's tunables from `[identity]`.
     pub fn from_config(identity: &IdentityConfig) -> Self {

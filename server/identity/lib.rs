@@ -9,8 +9,8 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod app_service;
-pub mod config;
 pub mod cache;
+pub mod config;
 pub mod governor;
 pub mod imds;
 pub mod legacy_msi;
@@ -19,6 +19,6 @@ pub mod retry;
 pub mod source;
 
 pub use cache::{CacheEvent, CacheSettings, TokenCache};
-pub use source::{SourceError, SourceKind, TokenSource};
 pub use config::IdentityConfig;
 pub use identity_gateway_core::{AccessToken, IdentitySelector};
+pub use source::{SourceError, SourceKind, TokenSource};

@@ -18,8 +18,12 @@ pub enum IdentityRef {
 pub fn identity(identity: IdentityRef) -> Result<IdentitySelector, GatewayError> {
     match identity {
         IdentityRef::Default => Ok(IdentitySelector::SystemAssigned),
-        IdentityRef::ClientId(id) => Ok(IdentitySelector::ClientId(guid("identity.client_id", id)?)),
-        IdentityRef::ObjectId(id) => Ok(IdentitySelector::ObjectId(guid("identity.object_id", id)?)),
+        IdentityRef::ClientId(id) => {
+            Ok(IdentitySelector::ClientId(guid("identity.client_id", id)?))
+        }
+        IdentityRef::ObjectId(id) => {
+            Ok(IdentitySelector::ObjectId(guid("identity.object_id", id)?))
+        }
         IdentityRef::ResourceId(id) => {
             let trimmed = id.trim();
             let segments: Vec<&str> = trimmed.split('/').collect();
@@ -118,7 +122,10 @@ mod tests {
         ))
         .is_ok());
         assert!(sel(IdentityRef::ResourceId("/subscriptions/s".into())).is_err());
-        assert_eq!(identity(IdentityRef::Default).unwrap(), IdentitySelector::SystemAssigned);
+        assert_eq!(
+            identity(IdentityRef::Default).unwrap(),
+            IdentitySelector::SystemAssigned
+        );
     }
 
     #[test]

@@ -71,9 +71,7 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<BoundSocket, BindError> 
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(BindError::AlreadyServing(path.to_owned()))
-                }
+                Ok(_) => return Err(BindError::AlreadyServing(path.to_owned())),
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                     tracing::info!(socket = %path.display(), "replacing stale socket of a stopped instance");
                     fs::remove_file(path)
@@ -82,9 +80,7 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<BoundSocket, BindError> 
                 Err(e) => return Err(BindError::io("cannot probe existing socket", path, e)),
             }
         }
-        Ok(_) => {
-            return Err(BindError::NotASocket(path.to_owned()))
-        }
+        Ok(_) => return Err(BindError::NotASocket(path.to_owned())),
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(BindError::io("cannot inspect", path, e)),
     }
@@ -152,7 +148,11 @@ mod tests {
             & 0o777;
         assert_eq!(dir_mode, 0o750);
         let err = bind(&path, None).unwrap_err();
-        assert!(err.contains("already serving"), "{err}");
+        assert!(
+            matches!(err, BindError::AlreadyServing(_))
+                && err.to_string().contains("already serving"),
+            "{err}"
+        );
         // A dead instance leaves its socket file behind.
         let BoundSocket { listener, guard } = first;
         drop(listener);
@@ -168,7 +168,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("not-a-socket");
         fs::write(&path, b"data").unwrap();
-        assert!(bind(&path, None).unwrap_err().contains("not a socket"));
+        assert!(matches!(
+            bind(&path, None).unwrap_err(),
+            BindError::NotASocket(_)
+        ));
         assert_eq!(fs::read(&path).unwrap(), b"data");
     }
 }

@@ -30,9 +30,9 @@ use crate::proto::{
     self, get_secret_request, identity::Selector, query_sql_response::Event, sql_value::Kind,
     DataLakeEntry, GetResourceGroupRequest, GetResourceGroupResponse, GetSecretRequest,
     GetSecretResponse, GetServiceSasRequest, GetServiceSasResponse, GetTokenRequest,
-    GetTokenResponse, ListDataLakeRequest, ListDataLakeResponse, QuerySqlRequest,
-    QuerySqlResponse, ReadBlobRequest, SqlColumn, SqlQueryDone, SqlResultSetColumns, SqlRow,
-    SqlRowBatch, WatchTokenRequest,
+    GetTokenResponse, ListDataLakeRequest, ListDataLakeResponse, QuerySqlRequest, QuerySqlResponse,
+    ReadBlobRequest, SqlColumn, SqlQueryDone, SqlResultSetColumns, SqlRow, SqlRowBatch,
+    WatchTokenRequest,
 };
 
 /// A wall-clock time as a protobuf timestamp.
@@ -373,10 +373,7 @@ mod tests {
         assert!(
             matches!(err, GatewayError::InvalidArgument { field, .. } if field == "parameters[1]")
         );
-        assert_eq!(
-            sql_value(Some(Kind::Null(0)), "p").unwrap(),
-            SqlValue::Null
-        );
+        assert_eq!(sql_value(Some(Kind::Null(0)), "p").unwrap(), SqlValue::Null);
         let bad_nanos = Some(Kind::Timestamp(prost_types::Timestamp {
             seconds: 0,
             nanos: -1,

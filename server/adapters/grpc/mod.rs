@@ -42,7 +42,11 @@ impl IdentityGateway for GatewayService {
     ) -> Result<Response<GetTokenResponse>, Status> {
         let ctx = call_context(&request);
         let request = convert::token_request(request.into_inner());
-        let token = self.gateway.get_token(&ctx, request).await.map_err(status)?;
+        let token = self
+            .gateway
+            .get_token(&ctx, request)
+            .await
+            .map_err(status)?;
         Ok(Response::new(convert::token(&token)))
     }
 
@@ -54,7 +58,11 @@ impl IdentityGateway for GatewayService {
     ) -> Result<Response<Self::WatchTokenStream>, Status> {
         let ctx = call_context(&request);
         let request = convert::watch_request(request.into_inner());
-        let tokens = self.gateway.watch_token(&ctx, request).await.map_err(status)?;
+        let tokens = self
+            .gateway
+            .watch_token(&ctx, request)
+            .await
+            .map_err(status)?;
         let stream = tokens.map_ok(|t| convert::token(&t)).map_err(status);
         Ok(Response::new(Box::pin(stream)))
     }
@@ -65,7 +73,11 @@ impl IdentityGateway for GatewayService {
     ) -> Result<Response<GetSecretResponse>, Status> {
         let ctx = call_context(&request);
         let request = convert::secret_request(request.into_inner()).map_err(status)?;
-        let secret = self.gateway.get_secret(&ctx, request).await.map_err(status)?;
+        let secret = self
+            .gateway
+            .get_secret(&ctx, request)
+            .await
+            .map_err(status)?;
         Ok(Response::new(convert::secret(&secret)))
     }
 
@@ -122,7 +134,11 @@ impl IdentityGateway for GatewayService {
     ) -> Result<Response<Self::ReadBlobStream>, Status> {
         let ctx = call_context(&request);
         let request = convert::blob_request(request.into_inner());
-        let download = self.gateway.read_blob(&ctx, request).await.map_err(status)?;
+        let download = self
+            .gateway
+            .read_blob(&ctx, request)
+            .await
+            .map_err(status)?;
         let props = download.properties;
         let first = ReadBlobResponse {
             properties: Some(BlobProperties {
@@ -154,7 +170,11 @@ impl IdentityGateway for GatewayService {
     ) -> Result<Response<Self::QuerySqlStream>, Status> {
         let ctx = call_context(&request);
         let request = convert::sql_request(request.into_inner()).map_err(status)?;
-        let events = self.gateway.query_sql(&ctx, request).await.map_err(status)?;
+        let events = self
+            .gateway
+            .query_sql(&ctx, request)
+            .await
+            .map_err(status)?;
         let stream = events.map(|event| event.map(convert::sql_event).map_err(status));
         Ok(Response::new(Box::pin(stream)))
     }

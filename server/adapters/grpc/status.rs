@@ -29,13 +29,25 @@ mod tests {
     #[test]
     fn every_kind_maps_to_its_code_and_keeps_the_message() {
         let cases = [
-            (GatewayError::invalid("resource", "is required"), Code::InvalidArgument),
-            (GatewayError::IdentityUnavailable("x".into()), Code::FailedPrecondition),
-            (GatewayError::PermissionDenied("x".into()), Code::PermissionDenied),
+            (
+                GatewayError::invalid("resource", "is required"),
+                Code::InvalidArgument,
+            ),
+            (
+                GatewayError::IdentityUnavailable("x".into()),
+                Code::FailedPrecondition,
+            ),
+            (
+                GatewayError::PermissionDenied("x".into()),
+                Code::PermissionDenied,
+            ),
             (GatewayError::NotFound("x".into()), Code::NotFound),
             (GatewayError::Throttled("x".into()), Code::ResourceExhausted),
             (GatewayError::Unavailable("x".into()), Code::Unavailable),
-            (GatewayError::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
+            (
+                GatewayError::DeadlineExceeded("x".into()),
+                Code::DeadlineExceeded,
+            ),
             (GatewayError::Upstream("x".into()), Code::Internal),
         ];
         for (error, code) in cases {

@@ -26,7 +26,7 @@ pub use pool::SqlPools;
 pub use stream::{query, SqlEventStream};
 pub use value::SqlValue;
 
-use crate::{Cloud, error::GatewayError, token::AccessToken, token::IdentitySelector};
+use crate::{error::GatewayError, token::AccessToken, token::IdentitySelector, Cloud};
 
 /// Where a query goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

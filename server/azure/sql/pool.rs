@@ -26,10 +26,9 @@ use super::{
 };
 use crate::{
     config::SqlConfig,
-    Service,
     error::GatewayError,
-    Upstream,
     token::{AccessToken, IdentitySelector},
+    Service, Upstream,
 };
 
 /// A connection older than its token is not handed out again within this
@@ -174,8 +173,7 @@ impl SqlPools {
         identity: &IdentitySelector,
         deadline: Option<Instant>,
     ) -> Result<Lease, GatewayError> {
-        self.lease_with(target, identity, deadline, false)
-            .await
+        self.lease_with(target, identity, deadline, false).await
     }
 
     /// Like [`lease`](Self::lease), but drops the pool's idle connections
@@ -186,8 +184,7 @@ impl SqlPools {
         identity: &IdentitySelector,
         deadline: Option<Instant>,
     ) -> Result<Lease, GatewayError> {
-        self.lease_with(target, identity, deadline, true)
-            .await
+        self.lease_with(target, identity, deadline, true).await
     }
 
     async fn lease_with(

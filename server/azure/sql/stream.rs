@@ -25,6 +25,7 @@ use futures::{FutureExt, Stream, TryStreamExt};
 use tiberius::{ColumnData, Command, CommandItem};
 use tokio::sync::mpsc;
 
+use super::pool::SqlPools;
 use super::{
     client::Connection,
     pool::Lease,
@@ -32,7 +33,6 @@ use super::{
     value::{bind_value, from_column, type_name},
     SqlColumn, SqlEvent, SqlMetrics, SqlQuery,
 };
-use super::pool::SqlPools;
 use crate::error::GatewayError;
 
 /// How long a stopped query may take to acknowledge ATTENTION.

@@ -49,8 +49,11 @@ impl Gateway {
             self.policy
                 .check(caller, &selector, Target::StorageAccount(&plan.account))?;
             if request.method == SasMethod::ArmListServiceSas {
-                self.policy
-                    .check(caller, &selector, Target::Subscription(&plan.subscription_id))?;
+                self.policy.check(
+                    caller,
+                    &selector,
+                    Target::Subscription(&plan.subscription_id),
+                )?;
             }
             sas::issue(&self.upstream, ctx.budget, &selector, request.cloud, &plan).await
         }

@@ -46,7 +46,9 @@ impl Gateway {
         let mut target = describe(&request);
         let outcome = async {
             let vault = match &request.vault {
-                Some(VaultRef::Url(url)) => Vault::from_url(&self.upstream.hosts, url, request.cloud)?,
+                Some(VaultRef::Url(url)) => {
+                    Vault::from_url(&self.upstream.hosts, url, request.cloud)?
+                }
                 Some(VaultRef::Name(name)) => {
                     Vault::from_name(&self.upstream.hosts, name, request.cloud)?
                 }
@@ -80,7 +82,8 @@ impl Gateway {
                 &version,
                 ctx.budget,
             );
-            let secret = within_budget(ctx.budget, fetch, || "Key Vault did not answer".into()).await?;
+            let secret =
+                within_budget(ctx.budget, fetch, || "Key Vault did not answer".into()).await?;
             let secret = Arc::new(secret);
             if self.secrets.enabled() {
                 self.secrets.put(key, Arc::clone(&secret), clock.now());

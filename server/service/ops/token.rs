@@ -51,8 +51,8 @@ impl Gateway {
             let (resource, selector) = self.allowed_token(ctx, &request)?;
             let (first, updates) = self.tokens.watch(&selector, resource, ctx.budget).await?;
             let first = futures::stream::once(async move { Ok(first) });
-            let next = WatchStream::from_changes(updates)
-                .filter_map(|token| async move { token.map(Ok) });
+            let next =
+                WatchStream::from_changes(updates).filter_map(|token| async move { token.map(Ok) });
             // On shutdown the stream ends with UNAVAILABLE so watchers reconnect
             // (to this gateway once it is back) instead of holding the drain.
             let shutdown = self.shutdown.clone();
