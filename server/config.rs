@@ -319,6 +319,15 @@ mod tests {
     }
 
     #[test]
+    fn no_file_key_turns_fake_mode_on() {
+        let err = Config::from_toml("emulator = true\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `emulator`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn emulator_defaults_to_a_local_socket() {
         let mut config = Config::default();
         config.apply_cli(Cli {
