@@ -11,7 +11,7 @@
 //! It records every request so tests can assert what reached it.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     fmt, io,
     sync::{Arc, Mutex, MutexGuard},
     time::SystemTime,
@@ -33,6 +33,11 @@ use time::{format_description::well_known::Rfc3339, macros::format_description, 
 
 use crate::{
     authority::{TokenAuthority, VerifyError},
+    front_door::{
+        bearer::{self, BearerRefusal, TokenSeen},
+        faults::with_retry_after,
+        lock, FaultScript, RequestLog,
+    },
     http::{serve_https, RunningServer},
     sample,
     tls::TestCa,
@@ -156,20 +161,18 @@ struct Grant {
 struct Data {
     subscriptions: HashMap<String, Subscription>,
     grants: Vec<Grant>,
-    faults: VecDeque<Fault>,
-    requests: Vec<RecordedRequest>,
 }
 
 struct Shared {
     authority: Arc<TokenAuthority>,
     data: Mutex<Data>,
+    faults: FaultScript<Fault>,
+    log: RequestLog<RecordedRequest>,
 }
 
 impl Shared {
     fn data(&self) -> MutexGuard<'_, Data> {
-        self.data
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.data)
     }
 }
 
@@ -203,6 +206,8 @@ impl ArmFake {
         let shared = Arc::new(Shared {
             authority,
             data: Mutex::new(Data::default()),
+            faults: FaultScript::default(),
+            log: RequestLog::default(),
         });
         let server = serve_https(
             router(Arc::clone(&shared)),
@@ -309,17 +314,17 @@ impl ArmFake {
 
     /// Queues a scripted answer; each request consumes one, in order.
     pub fn push_fault(&self, fault: Fault) {
-        self.shared.data().faults.push_back(fault);
+        self.shared.faults.push([fault]);
     }
 
     /// Every request so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.data().requests.clone()
+        self.shared.log.snapshot()
     }
 
     /// Forgets recorded requests.
     pub fn clear_requests(&self) {
-        self.shared.data().requests.clear();
+        self.shared.log.clear();
     }
 }
 
@@ -373,7 +378,7 @@ async fn handle(
 ) -> Response {
     let body_text = String::from_utf8_lossy(&body).into_owned();
     let (response, token_oid) = answer(&shared, &method, &uri, &headers, &body);
-    shared.data().requests.push(RecordedRequest {
+    shared.log.push(RecordedRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().map(str::to_string),
@@ -391,15 +396,10 @@ fn answer(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (Response, Option<String>) {
-    if let Some(fault) = shared.data().faults.pop_front() {
+    if let Some(fault) = shared.faults.next() {
         let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-        let mut response = arm_error(status, &fault.code, &fault.message);
-        if let Some(secs) = fault.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        return (response, None);
+        let response = arm_error(status, &fault.code, &fault.message);
+        return (with_retry_after(response, fault.retry_after_secs), None);
     }
 
     let claims = match authenticate(&shared.authority, headers) {
@@ -499,18 +499,16 @@ struct Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut response = arm_error(self.status, self.code, &self.message);
-        if let Some(description) = self.challenge {
-            let challenge = format!(
-                "Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\", error_description=\"{description}\""
-            );
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, value);
-            }
+        let response = arm_error(self.status, self.code, &self.message);
+        match self.challenge {
+            Some(description) => bearer::with_challenge(
+                response,
+                &format!(
+                    "Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\", error_description=\"{description}\""
+                ),
+            ),
+            None => response,
         }
-        response
     }
 }
 
@@ -518,26 +516,24 @@ fn authenticate(
     authority: &TokenAuthority,
     headers: &HeaderMap,
 ) -> Result<crate::authority::Claims, Refusal> {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Err(unauthorized(
-            "AuthenticationFailed",
-            "Authentication failed. The 'Authorization' header is missing.",
-            "The authentication failed because of missing 'Authorization' header.",
-        ));
-    };
-    let token = match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => return Err(unauthorized(
+    let token = match bearer::presented(headers) {
+        Ok(token) => token,
+        // ARM verifies an empty token, and refuses it as invalid.
+        Err(BearerRefusal::EmptyToken) => "",
+        Err(BearerRefusal::Missing | BearerRefusal::Unreadable) => {
+            return Err(unauthorized(
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing.",
+                "The authentication failed because of missing 'Authorization' header.",
+            ))
+        }
+        Err(_) => return Err(unauthorized(
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is provided in an invalid format.",
             "The authentication failed because of an invalid 'Authorization' header format.",
         )),
     };
-    authority
-        .verify_any(token, &ARM_AUDIENCES, SystemTime::now())
+    bearer::verify(authority, token, &ARM_AUDIENCES, &mut TokenSeen::default())
         .map_err(|e| match e {
             VerifyError::WrongAudience { actual, .. } => unauthorized(
                 "InvalidAuthenticationTokenAudience",
@@ -926,6 +922,8 @@ mod tests {
             let shared = Arc::new(Shared {
                 authority: Arc::clone(&authority),
                 data: Mutex::new(Data::default()),
+                faults: FaultScript::default(),
+                log: RequestLog::default(),
             });
             let h = Self { shared, authority };
             {
@@ -1018,7 +1016,7 @@ mod tests {
             format!("/subscriptions/{SAMPLE_SUBSCRIPTION_ID}/resourceGroups/emulator-rg")
         );
         assert!(headers.contains_key("x-ms-request-id"));
-        let recorded = h.shared.data().requests.clone();
+        let recorded = h.shared.log.snapshot();
         assert_eq!(recorded.len(), 1);
         assert_eq!(
             recorded[0].path,
@@ -1145,7 +1143,7 @@ mod tests {
     #[tokio::test]
     async fn scripted_throttling_comes_first() {
         let h = Harness::new();
-        h.shared.data().faults.push_back(Fault::throttled(7));
+        h.shared.faults.push([Fault::throttled(7)]);
         let token = h.token(OID, "https://management.azure.com/");
         let (status, headers, body) = h
             .call(Method::GET, &rg_path("emulator-rg"), Some(&token), "")

@@ -53,6 +53,10 @@ use time::{
 use crate::{
     arm::{AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY},
     authority::{Claims, TokenAuthority, VerifyError},
+    front_door::{
+        bearer::{self, BearerRefusal, TokenSeen},
+        lock, RequestLog,
+    },
     http::{serve_https, RunningServer},
     sample,
     tls::TestCa,
@@ -168,7 +172,6 @@ struct Account {
 struct Data {
     /// Keyed by lower-cased name.
     accounts: HashMap<String, Account>,
-    requests: Vec<RecordedRequest>,
     etag_counter: u64,
 }
 
@@ -190,13 +193,12 @@ struct Shared {
     /// Seed of the user delegation keys this fake issues.
     seed: [u8; 32],
     data: Mutex<Data>,
+    log: RequestLog<RecordedRequest>,
 }
 
 impl Shared {
     fn data(&self) -> MutexGuard<'_, Data> {
-        self.data
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.data)
     }
 }
 
@@ -239,6 +241,7 @@ impl BlobFake {
             authority,
             seed: rand::random(),
             data: Mutex::new(Data::default()),
+            log: RequestLog::default(),
         });
         let server = serve_https(
             Router::new()
@@ -396,12 +399,12 @@ impl BlobFake {
 
     /// Every request so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.data().requests.clone()
+        self.shared.log.snapshot()
     }
 
     /// Forgets recorded requests.
     pub fn clear_requests(&self) {
-        self.shared.data().requests.clear();
+        self.shared.log.clear();
     }
 }
 
@@ -538,7 +541,7 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    shared.data().requests.push(RecordedRequest {
+    shared.log.push(RecordedRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().map(redact_sig),
@@ -824,24 +827,25 @@ fn authenticate_bearer(
     version: Option<&str>,
     trace: &mut Trace,
 ) -> Result<Claims, StorageError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(StorageError::new(
-            StatusCode::UNAUTHORIZED,
-            "NoAuthenticationInformation",
-            "Server failed to authenticate the request. Please refer to the information in the www-authenticate header.",
-        )
-        .challenge(shared.authority.tenant_id()));
-    };
-    let value = value.to_str().unwrap_or_default();
-    let token = match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("sharedkey") => {
+    let token = match bearer::presented(headers) {
+        Ok(token) => token,
+        // Storage verifies an empty token, and refuses its signature.
+        Err(BearerRefusal::EmptyToken) => "",
+        Err(BearerRefusal::Missing) => {
+            return Err(StorageError::new(
+                StatusCode::UNAUTHORIZED,
+                "NoAuthenticationInformation",
+                "Server failed to authenticate the request. Please refer to the information in the www-authenticate header.",
+            )
+            .challenge(shared.authority.tenant_id()))
+        }
+        Err(BearerRefusal::OtherScheme { scheme }) if scheme.eq_ignore_ascii_case("sharedkey") => {
             trace.authorization = Authorization::Other;
             return Err(auth_failed(
                 "The emulator's Blob Storage accepts bearer tokens and SAS only, not Shared Key.",
             ));
         }
-        _ => {
+        Err(_) => {
             trace.authorization = Authorization::Other;
             return Err(StorageError::new(
                 StatusCode::BAD_REQUEST,
@@ -856,10 +860,13 @@ fn authenticate_bearer(
             "Authentication scheme Bearer is not supported in this version.",
         ));
     }
-    let claims = shared
-        .authority
-        .verify_any(token, &STORAGE_AUDIENCES, SystemTime::now())
-        .map_err(|e| {
+    let claims = bearer::verify(
+        &shared.authority,
+        token,
+        &STORAGE_AUDIENCES,
+        &mut TokenSeen::default(),
+    )
+    .map_err(|e| {
             let detail = match e {
                 VerifyError::Expired => "Lifetime validation failed. The token is expired.",
                 VerifyError::NotYetValid => "Lifetime validation failed. The token is not yet valid.",

@@ -27,7 +27,10 @@ use serde_json::{json, Value};
 use crate::{
     authority::{TokenAuthority, VerifyError},
     datalake_tree::{self, Entry, Key, Tree, TreeError},
-    faults::{bearer, lock, request_id, FaultScript, Grant, RecordedRequest, RequestLog},
+    front_door::{
+        bearer::{self, BearerRefusal, TokenSeen},
+        lock, request_id, Fault, FaultScript, Grant, RecordedRequest, RequestLog,
+    },
     http::{serve_https, RunningServer},
     tls::TestCa,
 };
@@ -174,13 +177,6 @@ pub fn seed_sample(fake: &DataLakeGen1Fake) -> Result<(), TreeError> {
     fake.add_generated_dir("/generated", 2_500)
 }
 
-#[derive(Default)]
-struct Seen {
-    bearer: bool,
-    audience: Option<String>,
-    oid: Option<String>,
-}
-
 async fn handle(
     State(inner): State<Arc<Inner>>,
     method: Method,
@@ -188,7 +184,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut seen = Seen::default();
+    let mut seen = TokenSeen::default();
     let mut response = inner.serve(&method, &uri, &headers, body, &mut seen);
     let response_headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&request_id()) {
@@ -198,15 +194,10 @@ async fn handle(
         "x-ms-webhdfs-version",
         HeaderValue::from_static(WEBHDFS_VERSION),
     );
-    inner.log.push(RecordedRequest {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query: uri.query().unwrap_or_default().to_string(),
-        bearer: seen.bearer,
-        audience: seen.audience,
-        oid: seen.oid,
-        status: response.status().as_u16(),
-    });
+    let status = response.status().as_u16();
+    inner
+        .log
+        .push(RecordedRequest::new(&method, &uri, seen, status));
     response
 }
 
@@ -259,7 +250,7 @@ impl Inner {
         uri: &Uri,
         headers: &HeaderMap,
         body: Bytes,
-        seen: &mut Seen,
+        seen: &mut TokenSeen,
     ) -> Response {
         let (key, display) = match fs_path(uri) {
             Ok(p) => p,
@@ -273,7 +264,7 @@ impl Inner {
             .unwrap_or_default()
             .to_ascii_uppercase();
         if let Some(fault) = self.faults.next() {
-            return fault_response(fault.status, fault.retry_after, &op);
+            return fault_response(fault, &op);
         }
         if !lock(&self.grant).allows(&claims.oid) {
             return remote_exception(
@@ -332,45 +323,34 @@ impl Inner {
     fn authenticate(
         &self,
         headers: &HeaderMap,
-        seen: &mut Seen,
+        seen: &mut TokenSeen,
     ) -> Result<crate::authority::Claims, Box<Response>> {
         let audience = lock(&self.audience).clone();
-        let refuse = |message: &str| {
+        bearer::authenticate(&self.authority, headers, &[&audience], seen).map_err(|refusal| {
+            let message = match refusal {
+                refusal if refusal.no_token() => {
+                    "Authentication failed: the request has no Bearer token.".to_string()
+                }
+                BearerRefusal::Rejected(VerifyError::WrongAudience { expected, actual }) => {
+                    format!(
+                        "Authentication failed: invalid audience '{actual}', expected '{expected}'."
+                    )
+                }
+                BearerRefusal::Rejected(VerifyError::Expired) => {
+                    "Authentication failed: the token has expired.".into()
+                }
+                BearerRefusal::Rejected(VerifyError::NotYetValid) => {
+                    "Authentication failed: the token is not valid yet.".into()
+                }
+                _ => "Authentication failed: the token signature could not be validated.".into(),
+            };
             Box::new(remote_exception(
                 StatusCode::UNAUTHORIZED,
                 "SecurityException",
                 "java.lang.SecurityException",
-                message,
+                &message,
             ))
-        };
-        let Some(token) = bearer(headers) else {
-            return Err(refuse(
-                "Authentication failed: the request has no Bearer token.",
-            ));
-        };
-        seen.bearer = true;
-        match self.authority.verify(token, &audience, SystemTime::now()) {
-            Ok(claims) => {
-                seen.audience = Some(claims.aud.clone());
-                seen.oid = Some(claims.oid.clone());
-                Ok(claims)
-            }
-            Err(VerifyError::WrongAudience { expected, actual }) => {
-                seen.audience = Some(actual.clone());
-                Err(refuse(&format!(
-                    "Authentication failed: invalid audience '{actual}', expected '{expected}'."
-                )))
-            }
-            Err(VerifyError::Expired) => {
-                Err(refuse("Authentication failed: the token has expired."))
-            }
-            Err(VerifyError::NotYetValid) => {
-                Err(refuse("Authentication failed: the token is not valid yet."))
-            }
-            Err(VerifyError::BadToken(_)) => Err(refuse(
-                "Authentication failed: the token signature could not be validated.",
-            )),
-        }
+        })
     }
 
     fn list_status(&self, uri: &Uri, key: &[String], display: &str) -> Response {
@@ -533,9 +513,10 @@ fn tree_error(op: &str, error: TreeError) -> Response {
     }
 }
 
-fn fault_response(status: u16, retry_after: Option<u64>, op: &str) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = if status == StatusCode::TOO_MANY_REQUESTS {
+/// A scripted failure as a WebHDFS `RemoteException`.
+fn fault_response(fault: Fault, op: &str) -> Response {
+    let status = fault.status_code(StatusCode::INTERNAL_SERVER_ERROR);
+    let response = if status == StatusCode::TOO_MANY_REQUESTS {
         remote_exception(
             status,
             "ThrottledException",
@@ -550,12 +531,7 @@ fn fault_response(status: u16, retry_after: Option<u64>, op: &str) -> Response {
             &format!("{op} failed with an internal error"),
         )
     };
-    if let Some(secs) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
+    fault.finish(response)
 }
 
 fn bad_request(
@@ -595,7 +571,7 @@ fn webhdfs_json(status: StatusCode, body: Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::faults::{
+    use crate::front_door::{
         testing::{Kit, OID, OTHER_OID},
         Fault,
     };

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::{
     authority::{Principal, TokenAuthority},
+    front_door::{faults::with_retry_after, FaultScript, RequestLog},
     http::{serve_http, RunningServer},
     sample,
 };
@@ -308,24 +309,19 @@ impl ImdsFake {
     /// Every request so far, in arrival order (the first
     /// [`MAX_RECORDED_REQUESTS`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.lock().requests.clone()
+        self.shared.log.snapshot()
     }
 
     /// How many requests reached the token route (valid or not, throttled or not).
     pub fn token_requests(&self) -> usize {
         let flavor = &self.shared.config.flavor;
-        self.shared
-            .lock()
-            .requests
-            .iter()
-            .filter(|r| flavor.is_token_path(&r.path))
-            .count()
+        self.shared.log.count(|r| flavor.is_token_path(&r.path))
     }
 
     /// Queues answers given, in order, to the next token-route requests
     /// (after the rate limiter and latency) instead of the normal behaviour.
     pub fn script(&self, responses: impl IntoIterator<Item = ScriptedResponse>) {
-        self.shared.lock().script.extend(responses);
+        self.shared.script.push(responses);
     }
 
     /// Delays every admitted request by `latency` (zero to stop).
@@ -371,6 +367,8 @@ struct Shared {
     authority: Arc<TokenAuthority>,
     config: ImdsConfig,
     state: Mutex<FakeState>,
+    log: RequestLog<RecordedRequest>,
+    script: FaultScript<ScriptedResponse>,
 }
 
 impl fmt::Debug for Shared {
@@ -383,8 +381,6 @@ impl fmt::Debug for Shared {
 
 #[derive(Default)]
 struct FakeState {
-    requests: Vec<RecordedRequest>,
-    script: VecDeque<ScriptedResponse>,
     latency: Duration,
     limits: Option<RateLimits>,
     /// Arrival times of admitted requests within the last second.
@@ -410,6 +406,8 @@ impl Shared {
             authority,
             config,
             state: Mutex::new(FakeState::default()),
+            log: RequestLog::with_capacity(MAX_RECORDED_REQUESTS),
+            script: FaultScript::default(),
         }
     }
 
@@ -422,14 +420,10 @@ impl Shared {
     /// Records the request, counts it in flight and applies the rate limits.
     /// Returns the record's index, the in-flight guard and whether the
     /// request was admitted.
-    fn arrive(self: &Arc<Self>, parts: &Parts) -> (usize, InFlight, bool) {
-        let record = self.record(parts);
+    fn arrive(self: &Arc<Self>, parts: &Parts) -> (Option<usize>, InFlight, bool) {
+        let index = self.log.push(self.record(parts));
         let now = Instant::now();
         let mut state = self.lock();
-        let index = state.requests.len();
-        if index < MAX_RECORDED_REQUESTS {
-            state.requests.push(record);
-        }
         state.in_flight += 1;
         state.max_concurrent_seen = state.max_concurrent_seen.max(state.in_flight);
         let guard = InFlight(self.clone());
@@ -489,9 +483,9 @@ impl Shared {
         }
     }
 
-    fn set_status(&self, index: usize, status: u16) {
-        if let Some(record) = self.lock().requests.get_mut(index) {
-            record.status = status;
+    fn set_status(&self, index: Option<usize>, status: u16) {
+        if let Some(index) = index {
+            self.log.update(index, |record| record.status = status);
         }
     }
 
@@ -509,7 +503,7 @@ impl Shared {
                 format!("No route matches '{path}'"),
             ));
         }
-        let scripted = self.lock().script.pop_front();
+        let scripted = self.script.next();
         if let Some(scripted) = scripted {
             let answer_normally = (200..300).contains(&scripted.status) && scripted.body.is_none();
             if !answer_normally {
@@ -794,7 +788,7 @@ impl Shared {
     }
 
     fn scripted(&self, scripted: ScriptedResponse) -> Response {
-        let mut response = match scripted.body {
+        let response = match scripted.body {
             Some(body) => raw_response(scripted.status, body, &self.config.flavor),
             None => self.error(Rejection::new(
                 scripted.status,
@@ -802,12 +796,7 @@ impl Shared {
                 description_for(scripted.status),
             )),
         };
-        if let Some(secs) = scripted.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
+        with_retry_after(response, scripted.retry_after)
     }
 
     /// The flavor's error body: IMDS and the legacy extension send
@@ -1862,7 +1851,7 @@ mod tests {
             self.0.lock().throttled
         }
         fn statuses(&self) -> Vec<u16> {
-            self.0.lock().requests.iter().map(|r| r.status).collect()
+            self.0.log.snapshot().iter().map(|r| r.status).collect()
         }
     }
 

@@ -30,7 +30,10 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     authority::{Claims, TokenAuthority, VerifyError},
-    faults::{bearer, lock, request_id, FaultScript, Grant, RecordedRequest, RequestLog},
+    front_door::{
+        bearer::{self, BearerRefusal, TokenSeen},
+        lock, request_id, Fault, FaultScript, Grant, RecordedRequest, RequestLog,
+    },
     http::{serve_https, RunningServer},
     tls::TestCa,
 };
@@ -339,34 +342,22 @@ fn unix_now() -> u64 {
 }
 
 /// What the log keeps about the presented token.
-#[derive(Default)]
-struct Seen {
-    bearer: bool,
-    audience: Option<String>,
-    oid: Option<String>,
-}
-
 async fn handle(
     State(inner): State<Arc<Inner>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let mut seen = Seen::default();
+    let mut seen = TokenSeen::default();
     let mut response = inner.serve(&method, &uri, &headers, &mut seen);
     let response_headers = response.headers_mut();
     if let Some(client_id) = headers.get("x-ms-client-request-id") {
         response_headers.insert("x-ms-client-request-id", client_id.clone());
     }
-    inner.log.push(RecordedRequest {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query: uri.query().unwrap_or_default().to_string(),
-        bearer: seen.bearer,
-        audience: seen.audience,
-        oid: seen.oid,
-        status: response.status().as_u16(),
-    });
+    let status = response.status().as_u16();
+    inner
+        .log
+        .push(RecordedRequest::new(&method, &uri, seen, status));
     response
 }
 
@@ -452,7 +443,13 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 }
 
 impl Inner {
-    fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap, seen: &mut Seen) -> Response {
+    fn serve(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        seen: &mut TokenSeen,
+    ) -> Response {
         let settings = lock(&self.settings).clone();
         let Some(route) = route(uri.path()) else {
             return kv_error(
@@ -496,7 +493,7 @@ impl Inner {
             Err(response) => return *response,
         };
         if let Some(fault) = self.faults.next() {
-            return fault_response(fault.status, fault.retry_after);
+            return fault_response(fault);
         }
         let base = vault_base(uri, headers);
         match route {
@@ -527,49 +524,38 @@ impl Inner {
         &self,
         settings: &VaultSettings,
         headers: &HeaderMap,
-        seen: &mut Seen,
+        seen: &mut TokenSeen,
     ) -> Result<Claims, Box<Response>> {
-        let challenge = format!(
-            "Bearer authorization=\"https://login.windows.net/{}\", resource=\"{}\"",
-            self.authority.tenant_id(),
-            settings.audience
-        );
-        let refuse = |message: String| {
-            let mut response = kv_error(StatusCode::UNAUTHORIZED, "Unauthorized", None, &message);
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, value);
-            }
-            Box::new(response)
-        };
-        let Some(token) = bearer(headers) else {
-            return Err(refuse(
-                "AKV10000: Request is missing a Bearer or PoP token.".into(),
-            ));
-        };
-        seen.bearer = true;
-        match self
-            .authority
-            .verify(token, &settings.audience, SystemTime::now())
-        {
-            Ok(claims) => {
-                seen.audience = Some(claims.aud.clone());
-                seen.oid = Some(claims.oid.clone());
-                Ok(claims)
-            }
-            Err(VerifyError::WrongAudience { expected, actual }) => {
-                seen.audience = Some(actual.clone());
-                Err(refuse(format!(
-                    "AKV10022: Invalid audience. Expected {expected}, found: {actual}."
-                )))
-            }
-            Err(VerifyError::Expired) => Err(refuse("AKV10032: Token has expired.".into())),
-            Err(VerifyError::NotYetValid) => Err(refuse("AKV10031: Token not yet valid.".into())),
-            Err(VerifyError::BadToken(_)) => Err(refuse(
-                "AKV10046: Unable to resolve the key used for signature validation.".into(),
-            )),
-        }
+        bearer::authenticate(&self.authority, headers, &[&settings.audience], seen).map_err(
+            |refusal| {
+                let message = match refusal {
+                    refusal if refusal.no_token() => {
+                        "AKV10000: Request is missing a Bearer or PoP token.".to_string()
+                    }
+                    BearerRefusal::Rejected(VerifyError::WrongAudience { expected, actual }) => {
+                        format!("AKV10022: Invalid audience. Expected {expected}, found: {actual}.")
+                    }
+                    BearerRefusal::Rejected(VerifyError::Expired) => {
+                        "AKV10032: Token has expired.".into()
+                    }
+                    BearerRefusal::Rejected(VerifyError::NotYetValid) => {
+                        "AKV10031: Token not yet valid.".into()
+                    }
+                    _ => {
+                        "AKV10046: Unable to resolve the key used for signature validation.".into()
+                    }
+                };
+                let challenge = format!(
+                    "Bearer authorization=\"https://login.windows.net/{}\", resource=\"{}\"",
+                    self.authority.tenant_id(),
+                    settings.audience
+                );
+                Box::new(bearer::with_challenge(
+                    kv_error(StatusCode::UNAUTHORIZED, "Unauthorized", None, &message),
+                    &challenge,
+                ))
+            },
+        )
     }
 
     fn get(
@@ -851,8 +837,9 @@ fn invalid_name(name: &str) -> Response {
     )
 }
 
-fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+/// A scripted failure in Key Vault's error shape.
+fn fault_response(fault: Fault) -> Response {
+    let status = fault.status_code(StatusCode::INTERNAL_SERVER_ERROR);
     let (code, message) = match status {
         StatusCode::TOO_MANY_REQUESTS => (
             "Throttled",
@@ -864,13 +851,7 @@ fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
         ),
         _ => ("InternalServerError", "Internal server error."),
     };
-    let mut response = kv_error(status, code, None, message);
-    if let Some(secs) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
+    fault.finish(kv_error(status, code, None, message))
 }
 
 fn kv_error(status: StatusCode, code: &str, inner: Option<&str>, message: &str) -> Response {
@@ -919,7 +900,7 @@ fn kv_json(status: StatusCode, body: Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::faults::{
+    use crate::front_door::{
         testing::{Kit, OID, OTHER_OID},
         Fault,
     };
