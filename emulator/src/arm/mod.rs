@@ -14,7 +14,6 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt, io,
     sync::{Arc, Mutex, MutexGuard},
-    time::SystemTime,
 };
 
 use axum::{

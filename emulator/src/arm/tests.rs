@@ -4,7 +4,7 @@
 use super::*;
 use crate::authority::Principal;
 use axum::body::Body;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tower::ServiceExt;
 
 const OID: &str = "6a8f3c2e-1111-4222-8333-944455556666";
