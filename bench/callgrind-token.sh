@@ -2,8 +2,11 @@
 # Server instructions per call under callgrind (repeatable whatever the load):
 # cached GetToken against the empty unary RPC (Health/Check), 1,000 sequential
 # calls each after 200 warm-up calls. Prints one line per dump; divide by 1000.
-#   bench/callgrind-token.sh GATEWAY_BIN TOKEN_BENCH_BIN
+#   bench/callgrind-token.sh GATEWAY_BIN TOKEN_BENCH_BIN [KEEP_DIR]
+# With KEEP_DIR, the callgrind.out.* files are copied there for
+# callgrind_annotate (e.g. `callgrind_annotate --inclusive=yes FILE`).
 set -euo pipefail
+keep="${3:-}"; [ -n "$keep" ] && mkdir -p "$keep" && keep="$(realpath "$keep")"
 gateway="$(realpath "$1")"; driver="$(realpath "$2")"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 cd "$work"; mkdir sockdir
@@ -19,4 +22,5 @@ for kind in health token; do
   callgrind_control -d $kind $VG >/dev/null
 done
 kill $VG; wait $VG 2>/dev/null || true
+[ -n "$keep" ] && cp callgrind.out.* "$keep"/
 for f in callgrind.out.*; do echo "$f: $(grep -E '^(summary|totals):' $f | head -1)"; done

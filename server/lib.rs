@@ -27,6 +27,7 @@ pub mod app;
 pub mod config;
 #[cfg(feature = "emulator")]
 pub mod emulator_mode;
+pub mod memory;
 pub mod transport;
 
 /// Generated protobuf and gRPC types of `identity_gateway.v1`.

@@ -60,6 +60,7 @@ fn chain(error: &dyn Error) -> String {
 
 async fn run(config: Config, options: Options) -> Result<(), StartupError> {
     let app = App::start_with(config, options).await?;
+    identity_gateway::memory::spawn_trimmer();
     let config = app.config();
     tracing::info!(
         socket = %config.socket.display(),

@@ -1,9 +1,12 @@
 //! Token-path benchmarks (see BENCHMARKS.md for results and the command).
 //!
 //! 1. Throughput and latency of cached GetToken over the Unix socket against
-//!    an empty unary RPC on the same server (grpc.health.v1.Health/Check), at
-//!    1, 16, 64 and 256 concurrent callers; the two are interleaved in rounds
-//!    and medians reported, because these machines are noisy.
+//!    an empty unary RPC on the same server (grpc.health.v1.Health/Check) and
+//!    against a canned reply of the token's size from a bench-only server
+//!    (`canned.rs`), at 1, 16, 64 and 256 concurrent callers; the three are
+//!    interleaved in rounds and medians reported, because these machines are
+//!    noisy. The gateway is the production shape against a fake IMDS in this
+//!    process; its RSS is read idle, right after the load and 3 s later.
 //! 2. Startup: time from spawn until the socket answers a health check; idle
 //!    RSS of the gateway process.
 //! 3. 1,000 concurrent cold callers of one key -> upstream requests.
@@ -11,6 +14,8 @@
 //!    concurrent -> errors and 429s.
 //!
 //! Usage: token-bench --gateway target/release/identity-gateway [--seconds-per-round S] [--rounds R]
+
+mod canned;
 
 use std::{
     path::{Path, PathBuf},
@@ -60,6 +65,13 @@ async fn main() {
     // `token-bench --drive SOCKET KIND COUNT`: send COUNT sequential calls of
     // KIND (health|token) and exit; for instruction counting under callgrind.
     let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--serve-canned") {
+        let gateway = health_channel(Path::new(&argv[3]))
+            .await
+            .expect("connect to the gateway");
+        canned::serve(Path::new(&argv[2]), gateway, &argv[4]).await;
+        return;
+    }
     if argv.get(1).map(String::as_str) == Some("--drive") {
         let (socket, kind, count) = (&argv[2], &argv[3], argv[4].parse::<usize>().expect("count"));
         let channel = health_channel(Path::new(socket)).await.expect("connect");
@@ -195,49 +207,110 @@ async fn production_startup(args: &Args) {
     println!("median startup: {:.1} ms", startups[2].as_secs_f64() * 1e3);
 }
 
-async fn external_gateway(args: &Args) {
-    let (gateway, _socket, channel, startup) = spawn_ready(&args.gateway, &["--emulator"]).await;
-    let pid = gateway.child.id();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    println!("\n## startup and idle memory with --emulator (fakes in-process, RSA key generated)");
-    println!(
-        "socket answering health check after spawn: {:.1} ms",
-        startup.as_secs_f64() * 1e3
-    );
-    println!("idle RSS: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
+/// The bench-only canned-reply server (`canned.rs`), this binary in its own
+/// process, replaying a reply captured from the gateway on `gateway_socket`.
+async fn spawn_canned(gateway_socket: &Path) -> (Gateway, tonic::transport::Channel) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("canned.sock");
+    let child = Command::new(std::env::current_exe().expect("own path"))
+        .arg("--serve-canned")
+        .arg(&socket)
+        .arg(gateway_socket)
+        .arg(RESOURCE)
+        .spawn()
+        .expect("start the canned-reply server");
+    let server = Gateway { child, _dir: dir };
+    let started = Instant::now();
+    loop {
+        if let Some(ch) = health_channel(&socket).await {
+            let mut health = HealthClient::new(ch.clone());
+            if health.check(HealthCheckRequest::default()).await.is_ok() {
+                return (server, ch);
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "canned-reply server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
+async fn external_gateway(args: &Args) {
+    // The production shape, as deployed, against a fake IMDS in this process
+    // (no latency, no limits: only the first call goes upstream).
+    let authority = Arc::new(TokenAuthority::generate(sample::TENANT_ID));
+    let fake = ImdsFake::start(authority, ImdsConfig::default())
+        .await
+        .expect("fake IMDS");
+    let imds = fake.base_url();
+    let (gateway, socket, channel, _) = spawn_ready(
+        &args.gateway,
+        &["--source", "imds", "--imds-endpoint", imds.as_str()],
+    )
+    .await;
+    let pid = gateway.child.id();
     let client = GatewayClient::from_channel(channel.clone());
     client.get_token(RESOURCE).await.expect("warm the cache");
+    let (canned, canned_channel) = spawn_canned(&socket).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_kib(pid) as f64 / 1024.0;
+    let canned_idle = rss_kib(canned.child.id()) as f64 / 1024.0;
 
-    println!("\n## cached GetToken vs empty unary RPC (health Check), same server, UDS");
+    println!("\n## cached GetToken vs empty unary RPC (health Check) vs canned token-size reply, UDS");
     println!(
         "{} rounds of {:.1} s per kind per concurrency, interleaved; medians",
         args.rounds, args.seconds_per_round
     );
+    println!("gateway: production shape, --source imds against a fake IMDS in the bench process");
     println!(
-        "| callers | empty RPC/s | GetToken/s | ratio | empty p50/p99 µs | GetToken p50/p99 µs |"
+        "| callers | empty RPC/s | canned reply/s | GetToken/s | GetToken/empty | canned/empty | GetToken/canned | empty p50/p99 µs | canned p50/p99 µs | GetToken p50/p99 µs |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for callers in [1usize, 16, 64, 256] {
         let mut empty = Vec::new();
+        let mut replay = Vec::new();
         let mut token = Vec::new();
         for _ in 0..args.rounds {
             empty.push(run_round(callers, args.seconds_per_round, Kind::Health, &channel).await);
+            replay.push(
+                run_round(callers, args.seconds_per_round, Kind::Token, &canned_channel).await,
+            );
             token.push(run_round(callers, args.seconds_per_round, Kind::Token, &channel).await);
         }
-        let (e, t) = (Summary::median(&empty), Summary::median(&token));
+        let (e, c, t) = (
+            Summary::median(&empty),
+            Summary::median(&replay),
+            Summary::median(&token),
+        );
         println!(
-            "| {callers} | {:.0} | {:.0} | {:.2} | {:.0}/{:.0} | {:.0}/{:.0} |",
+            "| {callers} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} |",
             e.rate,
+            c.rate,
             t.rate,
             t.rate / e.rate,
+            c.rate / e.rate,
+            t.rate / c.rate,
             e.p50,
             e.p99,
+            c.p50,
+            c.p99,
             t.p50,
             t.p99
         );
     }
-    println!("RSS after load: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
+    let after = rss_kib(pid) as f64 / 1024.0;
+    let canned_after = rss_kib(canned.child.id()) as f64 / 1024.0;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!(
+        "gateway RSS: idle {idle:.1} MB, right after the load {after:.1} MB, 3 s later {:.1} MB",
+        rss_kib(pid) as f64 / 1024.0
+    );
+    println!(
+        "canned-reply server RSS (no trimming): idle {canned_idle:.1} MB, after the load {canned_after:.1} MB, 3 s later {:.1} MB",
+        rss_kib(canned.child.id()) as f64 / 1024.0
+    );
+    drop(canned);
     drop(gateway);
 }
 

@@ -90,6 +90,13 @@ pub trait TokenProvider: Send + Sync + fmt::Debug + 'static {
         budget: Option<Duration>,
     ) -> BoxFuture<'a, Result<Arc<AccessToken>, GatewayError>>;
 
+    /// The token of (`selector`, `resource`) if one is cached and usable
+    /// now, without waiting: a cache hit then needs no boxed future and no
+    /// deadline timer. `None` means "ask [`token`](Self::token)".
+    fn cached(&self, _selector: &IdentitySelector, _resource: &str) -> Option<Arc<AccessToken>> {
+        None
+    }
+
     /// Forgets `rejected` if it is still the cached token of (`selector`,
     /// `resource`), so the next [`token`](Self::token) fetches a new one (an
     /// upstream refused a token the cache still considers valid). Returns

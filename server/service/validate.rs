@@ -84,10 +84,16 @@ pub fn resource(resource: &str) -> Result<&str, GatewayError> {
             "is longer than 2048 characters",
         ));
     }
-    if resource
-        .chars()
-        .any(|c| c.is_control() || c.is_whitespace())
-    {
+    // ASCII fast path (every real audience): control characters, DEL and
+    // the ASCII whitespace are all <= 0x20 or 0x7f.
+    let bad = if resource.is_ascii() {
+        resource.bytes().any(|b| b <= b' ' || b == 0x7f)
+    } else {
+        resource
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    };
+    if bad {
         return Err(GatewayError::invalid(
             "resource",
             "must not contain spaces or control characters",

@@ -34,6 +34,9 @@ impl Gateway {
     ) -> Result<Arc<AccessToken>, GatewayError> {
         let outcome = async {
             let (resource, selector) = self.allowed_token(ctx, &request)?;
+            if let Some(token) = self.tokens.cached(&selector, resource) {
+                return Ok(token);
+            }
             self.tokens.token(&selector, resource, ctx.budget).await
         }
         .await;
