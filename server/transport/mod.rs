@@ -7,6 +7,8 @@ pub mod pipe;
 #[cfg(unix)]
 pub mod uds;
 
+pub mod serve;
+
 use tokio::net::TcpListener;
 
 use crate::config::Config;

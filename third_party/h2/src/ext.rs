@@ -53,3 +53,33 @@ impl fmt::Debug for Protocol {
         self.value.fmt(f)
     }
 }
+
+// PATCH(identity-gateway): see PATCH.md at the crate root.
+/// The raw `:authority` of a request whose value is not a valid URI authority,
+/// such as the Unix socket path that gRPC clients send over a local socket.
+///
+/// The server does not reset such a stream: it builds the request's URI
+/// without an authority and attaches this extension, so the application
+/// decides whether to accept it (for example on a Unix socket) or to refuse it
+/// (for example on TCP).
+#[derive(Clone, Eq, PartialEq)]
+pub struct UnparsedAuthority {
+    value: BytesStr,
+}
+
+impl UnparsedAuthority {
+    pub(crate) fn new(value: BytesStr) -> Self {
+        Self { value }
+    }
+
+    /// The value as the client sent it.
+    pub fn as_str(&self) -> &str {
+        self.value.as_str()
+    }
+}
+
+impl fmt::Debug for UnparsedAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.value.fmt(f)
+    }
+}

@@ -1702,13 +1702,19 @@ impl proto::Peer for Peer {
         // header
         if let Some(authority) = pseudo.authority {
             let maybe_authority = uri::Authority::from_maybe_shared(authority.clone().into_inner());
-            parts.authority = Some(maybe_authority.or_else(|why| {
-                malformed!(
-                    "malformed headers: malformed authority ({:?}): {}",
-                    authority,
-                    why,
-                )
-            })?);
+            match maybe_authority {
+                Ok(parsed) => parts.authority = Some(parsed),
+                // PATCH(identity-gateway): see PATCH.md. Was a stream reset
+                // (PROTOCOL_ERROR); the caller now decides.
+                Err(why) => {
+                    tracing::debug!(
+                        "unparsed authority ({:?}): {}; passed on as ext::UnparsedAuthority",
+                        authority,
+                        why,
+                    );
+                    b = b.extension(crate::ext::UnparsedAuthority::new(authority));
+                }
+            }
         }
 
         // A :scheme is required, except CONNECT.
