@@ -210,6 +210,7 @@ impl ConnectionServer {
         match protocol_error(&err) {
             Some(reason) => {
                 let peer = info.peer_label();
+                let err = error_chain(&err);
                 match transport {
                     Transport::Local => tracing::warn!(
                         %peer,
@@ -229,6 +230,18 @@ impl ConnectionServer {
             }
         }
     }
+}
+
+/// `err: its source: ...`; hyper's own message is only "http2 error".
+fn error_chain(err: &hyper::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
 }
 
 /// The reason of a GOAWAY this side sent because the peer broke the protocol.

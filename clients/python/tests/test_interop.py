@@ -99,10 +99,11 @@ def test_grpcurl(gateway, form):
 # ------------------------------------------------------------ grpc-go
 
 
-@pytest.mark.parametrize("form", ["unix-triple-slash", "unix-single-slash"])
+@pytest.mark.parametrize("form", ["unix-triple-slash", "unix-single-slash", "unix-relative"])
 def test_grpc_go(gateway, form):
     binary = require_tool(str(REPO / ".tools" / "bin" / "grpc-go-example"), "scripts/tools/go.sh builds it")
-    out = _run([binary, "-target", _targets(gateway.socket)[form], RESOURCE])
+    targets = dict(_targets(gateway.socket), **{"unix-relative": f"unix:{gateway.socket.name}"})
+    out = _run([binary, "-target", targets[form], RESOURCE], cwd=gateway.socket.parent)
     _check_example_output(out)
 
 

@@ -31,7 +31,10 @@ def generate_stubs(out: Path) -> None:
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "grpc_tools.protoc",
-        f"-I{REPO / 'proto'}",
+        # The file's own directory as include root: the modules are then
+        # gateway_pb2(_grpc), which cannot clash with the installed
+        # identity_gateway package this venv also has.
+        f"-I{REPO / 'proto' / 'identity_gateway' / 'v1'}",
         f"-I{well_known}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
@@ -52,8 +55,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         generate_stubs(Path(out))
         sys.path.insert(0, out)
-        pb = importlib.import_module("identity_gateway.v1.gateway_pb2")
-        pb_grpc = importlib.import_module("identity_gateway.v1.gateway_pb2_grpc")
+        pb = importlib.import_module("gateway_pb2")
+        pb_grpc = importlib.import_module("gateway_pb2_grpc")
 
     with grpc.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)

@@ -8,7 +8,12 @@ import com.google.protobuf.Descriptors;
 import com.google.protobuf.Descriptors.FileDescriptor;
 import com.google.protobuf.DynamicMessage;
 import com.google.protobuf.Message;
+import com.google.protobuf.AnyProto;
+import com.google.protobuf.DurationProto;
+import com.google.protobuf.EmptyProto;
+import com.google.protobuf.StructProto;
 import com.google.protobuf.TimestampProto;
+import com.google.protobuf.WrappersProto;
 import io.grpc.CallOptions;
 import io.grpc.ManagedChannel;
 import io.grpc.MethodDescriptor;
@@ -158,7 +163,14 @@ public final class GetToken {
       protos.put(proto.getName(), proto);
     }
     Map<String, FileDescriptor> built = new HashMap<>();
-    built.put(TimestampProto.getDescriptor().getName(), TimestampProto.getDescriptor());
+    // Well-known types: reflection sends the gateway's own files, not these.
+    for (FileDescriptor known :
+        new FileDescriptor[] {
+          AnyProto.getDescriptor(), DurationProto.getDescriptor(), EmptyProto.getDescriptor(),
+          StructProto.getDescriptor(), TimestampProto.getDescriptor(), WrappersProto.getDescriptor()
+        }) {
+      built.put(known.getName(), known);
+    }
     for (String file : protos.keySet()) {
       var service = build(file, protos, built).findServiceByName(SERVICE.substring(SERVICE.lastIndexOf('.') + 1));
       if (service != null && file.equals(service.getFile().getName())) {
