@@ -36,12 +36,12 @@ TIMEOUT = 120
 def _run(argv: List[str], **kwargs) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
     assert done.returncode == 0, f"{argv}\n--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
-    assert "eyJ" not in done.stdout + done.stderr, "a client printed the token"
     return done.stdout
 
 
 def _check_example_output(out: str) -> None:
     """The shared output of the Python, Go and Java clients."""
+    assert "eyJ" not in out, "the example printed the token"
     assert "health: SERVING" in out.splitlines(), out
     services = next(line for line in out.splitlines() if line.startswith("services:")).split()[1:]
     assert "identity_gateway.v1.IdentityGateway" in services and "grpc.health.v1.Health" in services, services
@@ -131,7 +131,10 @@ def test_a_protocol_error_on_the_socket_is_logged_with_the_peer(gateway):
         conn.settimeout(10)
         conn.connect(str(gateway.socket))
         conn.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        while conn.recv(4096):  # the gateway answers GOAWAY and closes
+        try:
+            while conn.recv(4096):  # the gateway answers GOAWAY and closes
+                pass
+        except ConnectionResetError:  # closed with our request unread
             pass
     deadline = time.monotonic() + 10
     while True:
