@@ -106,8 +106,12 @@ pub struct Config {
     pub sas: SasConfig,
     pub sql: SqlConfig,
     pub identity_endpoint: IdentityEndpointConfig,
-    /// Who may ask for what (see `policy`); no rules = any local process.
+    /// Who may ask for what (see `identity_gateway_service::policy`); no
+    /// rules: IMDS-equivalent. Reloaded from the file on SIGHUP.
     pub policy: identity_gateway_service::policy::PolicyConfig,
+    /// The `--config` file this was read from (what SIGHUP reloads).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 /// The App Service-compatible identity endpoint for unmodified Azure SDKs
@@ -137,6 +141,7 @@ impl Default for Config {
             sql: SqlConfig::default(),
             identity_endpoint: IdentityEndpointConfig::default(),
             policy: identity_gateway_service::policy::PolicyConfig::default(),
+            config_file: None,
         }
     }
 }
@@ -169,7 +174,10 @@ impl Config {
             return Err(ConfigError::NoEmulator);
         }
         let mut config = match &cli.config {
-            Some(path) => Self::from_file(path)?,
+            Some(path) => Self {
+                config_file: Some(path.clone()),
+                ..Self::from_file(path)?
+            },
             None => Self::default(),
         };
         config.apply_cli(cli);
@@ -286,6 +294,8 @@ impl Config {
                 )));
             }
         }
+        identity_gateway_service::CallerPolicy::compile(&self.policy)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.sql.batch_rows == 0 {
             return Err(ConfigError::Invalid(
                 "sql.batch_rows must be at least 1".into(),
