@@ -69,9 +69,9 @@ pub struct Options {
     /// Start the built-in emulator and point the gateway at it (`--emulator`).
     #[cfg(feature = "emulator")]
     pub emulator: bool,
-    /// Where loopback callers are looked up (`/proc/net` when unset); tests
+    /// Where loopback callers are looked up (`/proc` when unset); tests
     /// point it at an empty directory to see unattributable callers.
-    pub proc_net: Option<PathBuf>,
+    pub proc_root: Option<PathBuf>,
 }
 
 /// A started gateway: listeners bound, operations built, identity endpoint
@@ -116,8 +116,8 @@ impl App {
         tracing::info!(policy = %gateway.policy().summary(), "caller policy");
         let socket_gid = socket_gid(&config)?;
         let mut attributor = Attributor::new(socket_gid);
-        if let Some(dir) = options.proc_net {
-            attributor = attributor.with_proc_net(dir);
+        if let Some(dir) = options.proc_root {
+            attributor = attributor.with_proc(dir);
         }
         let identity_endpoint =
             http_identity::start(&gateway, &config, attributor.clone(), socket_gid).await?;

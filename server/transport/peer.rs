@@ -6,13 +6,21 @@
 //! socket, and its `uid` column names the user that opened it. This is done
 //! once per accepted connection, while the caller is certainly connected.
 //!
+//! The process holding that socket is then looked for (`/proc/<pid>/fd`,
+//! which a gateway running as root can read for every process): its
+//! effective gid and supplementary groups (`/proc/<pid>/status`) are what
+//! the kernel would check against the socket file, and its pid goes to the
+//! audit line, as on the Unix socket. When no process can be found (a
+//! gateway not running as root, a caller that exited) the user database
+//! stands in: the uid's primary group and the groups listing the user.
+//!
 //! A connection that cannot be found (not Linux, no `/proc`, a caller in
 //! another network namespace) stays anonymous: the caller policy refuses
 //! anonymous loopback callers unless `policy.allow_anonymous_loopback`.
 //!
 //! When a socket group is configured, an attributed caller's membership is
-//! looked up too (its primary group and supplementary groups from the user
-//! database), so loopback admits exactly the users the socket admits.
+//! judged from those groups, so loopback admits exactly the users the socket
+//! admits.
 
 use std::{
     ffi::CStr,
@@ -30,13 +38,14 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-/// Where the kernel's TCP tables are, normally.
-pub const PROC_NET: &str = "/proc/net";
+/// Where the kernel's process and TCP tables are, normally.
+pub const PROC: &str = "/proc";
 
 /// Attributes loopback TCP connections to local users.
 #[derive(Debug, Clone)]
 pub struct Attributor {
-    proc_net: PathBuf,
+    /// `/proc`: `net/tcp`, `net/tcp6` and the processes.
+    proc: PathBuf,
     /// The socket group's gid, when one is configured.
     socket_gid: Option<u32>,
     /// The gateway's own uid (always admitted, like root).
@@ -44,42 +53,45 @@ pub struct Attributor {
 }
 
 impl Attributor {
-    /// Reads `/proc/net`; checks membership of `socket_gid` when given.
+    /// Reads `/proc`; checks membership of `socket_gid` when given.
     pub fn new(socket_gid: Option<u32>) -> Self {
         Self {
-            proc_net: PathBuf::from(PROC_NET),
+            proc: PathBuf::from(PROC),
             socket_gid,
             own_uid: own_uid(),
         }
     }
 
-    /// Reads the TCP tables from `dir` instead of `/proc/net` (tests point
-    /// it at an empty directory to see an unattributable caller).
-    pub fn with_proc_net(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.proc_net = dir.into();
+    /// Reads `dir` instead of `/proc` (tests point it at an empty directory
+    /// to see an unattributable caller).
+    pub fn with_proc(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.proc = dir.into();
         self
     }
 
     /// The caller of a connection from `remote` to our `local` address.
     pub fn tcp_peer(&self, local: SocketAddr, remote: SocketAddr) -> Peer {
-        let Some(uid) = find_owner(&self.proc_net, local, remote) else {
+        let Some((uid, inode)) = find_owner(&self.proc.join("net"), local, remote) else {
             return Peer {
                 addr: Some(remote),
                 ..Peer::default()
             };
         };
-        let user = lookup_user(uid);
+        let (pid, creds) = match find_process(&self.proc, inode) {
+            Some((pid, creds)) => (Some(pid), Some(creds)),
+            None => (None, lookup_user(uid)),
+        };
         let socket_group_member = self.socket_gid.map(|gid| {
             uid == 0
                 || uid == self.own_uid
-                || user
+                || creds
                     .as_ref()
-                    .is_some_and(|u| u.gid == gid || u.groups.contains(&gid))
+                    .is_some_and(|c| c.gid == gid || c.groups.contains(&gid))
         });
         Peer {
             uid: Some(uid),
-            gid: user.as_ref().map(|u| u.gid),
-            pid: None,
+            gid: creds.as_ref().map(|c| c.gid),
+            pid,
             addr: Some(remote),
             attribution: Attribution::TcpTable,
             socket_group_member,
@@ -256,9 +268,9 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Attr
     }
 }
 
-/// The uid owning the socket at `remote` connected to our `local`, from the
-/// TCP tables under `proc_net`.
-fn find_owner(proc_net: &Path, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+/// The uid owning the socket at `remote` connected to our `local`, and the
+/// socket's inode, from the TCP tables under `proc_net`.
+fn find_owner(proc_net: &Path, local: SocketAddr, remote: SocketAddr) -> Option<(u32, u64)> {
     let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
     let (local, remote) = (canonical(local), canonical(remote));
     let tables: &[&str] = match remote.ip() {
@@ -271,10 +283,10 @@ fn find_owner(proc_net: &Path, local: SocketAddr, remote: SocketAddr) -> Option<
     })
 }
 
-/// The uid of the row whose local address is the caller's end (`remote`)
-/// and whose remote address is ours (`local`). Rows without an inode
-/// (TIME_WAIT, orphans) belong to no process and are skipped.
-fn owner_in_table(text: &str, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+/// The uid and inode of the row whose local address is the caller's end
+/// (`remote`) and whose remote address is ours (`local`). Rows without an
+/// inode (TIME_WAIT, orphans) belong to no process and are skipped.
+fn owner_in_table(text: &str, local: SocketAddr, remote: SocketAddr) -> Option<(u32, u64)> {
     text.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
@@ -286,7 +298,52 @@ fn owner_in_table(text: &str, local: SocketAddr, remote: SocketAddr) -> Option<u
         if row_local != remote || row_remote != local || fields[9] == "0" {
             return None;
         }
-        fields[7].parse().ok()
+        Some((fields[7].parse().ok()?, fields[9].parse().ok()?))
+    })
+}
+
+/// The process holding socket `inode` (its pid, effective gid and
+/// supplementary groups), when this process may look (root may).
+fn find_process(proc: &Path, inode: u64) -> Option<(i32, Creds)> {
+    let wanted = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir(proc).ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+        });
+        if holds {
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            return parse_status(&status).map(|creds| (pid, creds));
+        }
+    }
+    None
+}
+
+/// `Gid:` (real, effective, saved, fs) and `Groups:` of `/proc/<pid>/status`.
+fn parse_status(status: &str) -> Option<Creds> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|n| n.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+    };
+    let gids = field("Gid:")?;
+    Some(Creds {
+        gid: *gids.get(1)?,
+        groups: field("Groups:").unwrap_or_default(),
     })
 }
 
@@ -310,8 +367,9 @@ fn parse_addr(field: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip.to_canonical(), port))
 }
 
-/// A user's primary group and supplementary groups.
-struct User {
+/// A caller's (effective or primary) group and supplementary groups.
+#[derive(Debug, PartialEq, Eq)]
+struct Creds {
     gid: u32,
     groups: Vec<u32>,
 }
@@ -323,7 +381,7 @@ fn own_uid() -> u32 {
 
 /// Looks `uid` up in the user database (passwd, group): `None` for a uid
 /// without an entry.
-fn lookup_user(uid: u32) -> Option<User> {
+fn lookup_user(uid: u32) -> Option<Creds> {
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: a zeroed passwd is a valid out-parameter for getpwuid_r.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
@@ -368,7 +426,7 @@ fn lookup_user(uid: u32) -> Option<User> {
         let wanted = (count.max(0) as usize).max(groups.len() * 2);
         groups.resize(wanted, 0);
     }
-    Some(User { gid, groups })
+    Some(Creds { gid, groups })
 }
 
 #[cfg(test)]
@@ -386,12 +444,31 @@ mod tests {
     fn the_callers_row_is_found_by_its_address_pair() {
         let ours: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let theirs: SocketAddr = "127.0.0.1:41652".parse().unwrap();
-        assert_eq!(owner_in_table(TABLE, ours, theirs), Some(1001));
+        assert_eq!(owner_in_table(TABLE, ours, theirs), Some((1001, 2222)));
         // Our own end of the connection is not the caller.
-        assert_eq!(owner_in_table(TABLE, theirs, ours), Some(0));
+        assert_eq!(owner_in_table(TABLE, theirs, ours), Some((0, 3333)));
         // TIME_WAIT rows (no inode) belong to nobody.
         let gone: SocketAddr = "127.0.0.1:41653".parse().unwrap();
         assert_eq!(owner_in_table(TABLE, ours, gone), None);
+    }
+
+    #[test]
+    fn process_status_gives_the_effective_gid_and_groups() {
+        let status = "Name:\tx\nUid:\t1001\t1001\t1001\t1001\nGid:\t1001\t1005\t1001\t1001\nGroups:\t4242 27 \n";
+        assert_eq!(
+            parse_status(status),
+            Some(Creds {
+                gid: 1005,
+                groups: vec![4242, 27]
+            })
+        );
+        assert_eq!(
+            parse_status("Gid:\t1\t2\t3\t4\nGroups:\n"),
+            Some(Creds {
+                gid: 2,
+                groups: vec![]
+            })
+        );
     }
 
     #[test]
@@ -414,9 +491,14 @@ mod tests {
         assert_eq!(caller.remote, client.local_addr().unwrap());
         assert_eq!(caller.peer.uid, Some(me));
         assert_eq!(caller.peer.attribution, Attribution::TcpTable);
+        // The process holding the socket is this one (findable when this
+        // test runs as root, or it is ours anyway).
+        assert_eq!(caller.peer.pid, Some(std::process::id() as i32));
+        // SAFETY: no preconditions.
+        assert_eq!(caller.peer.gid, Some(unsafe { libc::getegid() }));
         let empty = tempfile::tempdir().unwrap();
         let blind = Attributor::new(None)
-            .with_proc_net(empty.path())
+            .with_proc(empty.path())
             .attribute(&server_side)
             .unwrap();
         assert_eq!(blind.peer.uid, None);
@@ -426,7 +508,7 @@ mod tests {
     #[test]
     fn root_is_in_every_socket_group() {
         let a = Attributor {
-            proc_net: PathBuf::from(PROC_NET),
+            proc: PathBuf::from(PROC),
             socket_gid: Some(4242),
             own_uid: 12345,
         };
