@@ -356,6 +356,34 @@ mod tests {
     }
 
     #[test]
+    fn the_readmes_policy_example_is_valid() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .unwrap();
+        let example = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .find(|block| block.contains("[policy]"))
+            .expect("a policy example in the README");
+        let config = Config::from_toml(example).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.policy.rules.len(), 3);
+        let shipped = Config::from_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml"),
+        )
+        .unwrap();
+        assert!(!shipped.policy.allow_anonymous_loopback);
+    }
+
+    #[test]
+    fn an_invalid_policy_is_a_configuration_error() {
+        let config = Config::from_toml("[[policy.rules]]\nidentities = [\"system\"]\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("rule #1: names no callers"), "{err}");
+    }
+
+    #[test]
     fn the_gateway_is_never_its_own_token_source() {
         let mut config = Config::default();
         config.identity_endpoint.listen = Some("127.0.0.1:42356".parse().unwrap());

@@ -22,8 +22,9 @@
 //! judged from those groups, so loopback admits exactly the users the socket
 //! admits.
 
+#[cfg(unix)]
+use std::ffi::CStr;
 use std::{
-    ffi::CStr,
     fmt, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -374,13 +375,25 @@ struct Creds {
     groups: Vec<u32>,
 }
 
+#[cfg(unix)]
 fn own_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
 
+#[cfg(not(unix))]
+fn own_uid() -> u32 {
+    u32::MAX
+}
+
+#[cfg(not(unix))]
+fn lookup_user(_uid: u32) -> Option<Creds> {
+    None
+}
+
 /// Looks `uid` up in the user database (passwd, group): `None` for a uid
 /// without an entry.
+#[cfg(unix)]
 fn lookup_user(uid: u32) -> Option<Creds> {
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: a zeroed passwd is a valid out-parameter for getpwuid_r.
