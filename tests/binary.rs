@@ -215,7 +215,7 @@ async fn sighup_reloads_the_policy_keeping_watch_streams_and_refuses_an_invalid_
     };
     write("\"https://vault.azure.net\"");
     let (child, client, log) = start_with_config(dir.path(), &file).await;
-    assert!(log().contains("1 caller policy rules ('ops')"), "{}", log());
+    assert!(log().contains("1 caller policy rule ('ops')"), "{}", log());
 
     let mut watch = Box::pin(
         client

@@ -321,9 +321,10 @@ impl CallerPolicy {
             );
         }
         let labels: Vec<&str> = self.rules.iter().map(|r| r.label.as_str()).collect();
+        let n = self.rules.len();
         format!(
-            "{} caller policy rules ({}); each grants only what it names; {anonymous}",
-            self.rules.len(),
+            "{n} caller policy rule{} ({}); each grants only what it names; {anonymous}",
+            if n == 1 { "" } else { "s" },
             labels.join(", ")
         )
     }
