@@ -10,6 +10,7 @@ mod emulator_blob;
 mod identity_endpoint;
 mod keyvault;
 mod local_authority;
+mod policy;
 mod sources;
 mod sql;
 mod storage;
