@@ -16,7 +16,8 @@
 //! - `identity_gateway_core`: errors, clock, clouds, tokens, host guard.
 //!
 //! Beside them in this crate: [`config`] (flags, `IDENTITY_GATEWAY_*`
-//! variables and the TOML file), [`transport`] (the listeners), and, with
+//! variables and the TOML file), [`transport`] (the listeners), [`memory`]
+//! (freed heap given back to the OS after bursts), and, with
 //! the `emulator` cargo feature only, `emulator_mode` (`--emulator`: the
 //! gateway wired to in-process fakes). Production builds
 //! (`--no-default-features`) contain no emulator code.
@@ -27,6 +28,7 @@ pub mod app;
 pub mod config;
 #[cfg(feature = "emulator")]
 pub mod emulator_mode;
+pub mod logging;
 pub mod memory;
 pub mod transport;
 
@@ -40,5 +42,17 @@ pub mod proto {
         tonic::include_file_descriptor_set!("identity_gateway_descriptor");
 }
 
-pub use app::{App, Options, StartupError};
+pub use app::{App, Options, ReloadError, Reloader, StartupError};
 pub use config::Config;
+
+/// An error and its causes, `: `-separated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}

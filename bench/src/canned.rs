@@ -1,5 +1,7 @@
 //! The second baseline of the token benchmark: a bench-only gRPC server (its
-//! own process, same tonic server settings as the gateway) whose GetToken
+//! own process; tonic's stock server with the gateway's keepalive setting,
+//! where the gateway serves connections with `transport::serve`, hyper's
+//! HTTP/2 configured as tonic does) whose GetToken
 //! answers a reply captured once from the real gateway, cloned from memory.
 //! Against it, the empty RPC shows what a token-sized payload costs, and
 //! GetToken what the gateway itself adds. Every other RPC is UNIMPLEMENTED.
@@ -21,7 +23,9 @@ struct Canned {
 }
 
 fn no<T>() -> Result<T, Status> {
-    Err(Status::unimplemented("the canned-reply server only answers GetToken"))
+    Err(Status::unimplemented(
+        "the canned-reply server only answers GetToken",
+    ))
 }
 
 #[tonic::async_trait]

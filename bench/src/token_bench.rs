@@ -257,7 +257,9 @@ async fn external_gateway(args: &Args) {
     let idle = rss_kib(pid) as f64 / 1024.0;
     let canned_idle = rss_kib(canned.child.id()) as f64 / 1024.0;
 
-    println!("\n## cached GetToken vs empty unary RPC (health Check) vs canned token-size reply, UDS");
+    println!(
+        "\n## cached GetToken vs empty unary RPC (health Check) vs canned token-size reply, UDS"
+    );
     println!(
         "{} rounds of {:.1} s per kind per concurrency, interleaved; medians",
         args.rounds, args.seconds_per_round
@@ -274,7 +276,13 @@ async fn external_gateway(args: &Args) {
         for _ in 0..args.rounds {
             empty.push(run_round(callers, args.seconds_per_round, Kind::Health, &channel).await);
             replay.push(
-                run_round(callers, args.seconds_per_round, Kind::Token, &canned_channel).await,
+                run_round(
+                    callers,
+                    args.seconds_per_round,
+                    Kind::Token,
+                    &canned_channel,
+                )
+                .await,
             );
             token.push(run_round(callers, args.seconds_per_round, Kind::Token, &channel).await);
         }

@@ -24,11 +24,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use foldhash::fast::RandomState;
 use futures::{
     future::{BoxFuture, Shared},
     FutureExt,
 };
-use foldhash::fast::RandomState;
 use rand::Rng;
 use tokio::sync::{broadcast, watch};
 
