@@ -155,5 +155,19 @@ mod tests {
         assert!(resource("").is_err());
         assert!(resource("https://vault.azure.net/.default").is_err());
         assert!(resource("https://x\n").is_err());
+        // The ASCII fast path and the Unicode path refuse the same things.
+        for bad in [
+            "https://x y",
+            "https://x\t",
+            "https://x\u{7f}",
+            "https://x\u{a0}y",
+            "https://x\u{2028}",
+        ] {
+            assert!(resource(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            resource("https://bücher.example").unwrap(),
+            "https://bücher.example"
+        );
     }
 }
