@@ -19,6 +19,9 @@
 //!   on loopback, for unmodified Azure SDKs.
 //! - [`emulator_mode`]: `--emulator`, the gateway wired to in-process fakes.
 //! - [`clock`]: injected time, so tests move expiry without sleeping.
+//! - [`logging`]: the log subscriber (text or JSON) and the startup line.
+//! - [`healthcheck`]: `identity-gateway healthcheck`, a grpc.health.v1
+//!   client for container probes.
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod api;
@@ -28,8 +31,10 @@ pub mod config;
 pub mod emulator_mode;
 pub mod error;
 pub mod gateway;
+pub mod healthcheck;
 pub mod identity;
 pub mod identity_endpoint;
+pub mod logging;
 pub mod policy;
 pub mod transport;
 

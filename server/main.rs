@@ -1,27 +1,30 @@
 //! The `identity-gateway` binary: parse configuration, bind, serve until
 //! SIGTERM or Ctrl-C, drain, remove the socket.
 
-use std::{process::ExitCode, sync::Arc};
+use std::{io::Write as _, process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use identity_gateway::{
-    config::{Cli, Config},
-    emulator_mode, gateway, identity_endpoint, transport,
+    config::{Cli, Command, Config},
+    emulator_mode, gateway,
+    healthcheck::{self, HealthcheckArgs},
+    identity_endpoint, logging, transport,
 };
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = match Config::from_cli(Cli::parse()) {
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
+    let config = match Config::from_cli(cli) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("identity-gateway: {e}");
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(Command::Healthcheck(args)) = command {
+        return healthcheck(&config, &args);
+    }
+    logging::init(&config.log, config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -38,6 +41,38 @@ fn main() -> ExitCode {
     }
 }
 
+fn healthcheck(config: &Config, args: &HealthcheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("identity-gateway healthcheck: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    let health = runtime.block_on(healthcheck::check(&config.socket, &args.service, timeout));
+    match health {
+        healthcheck::Health::Serving => print_stdout(&health.to_string()),
+        _ => eprintln!("identity-gateway healthcheck: {health}"),
+    }
+    ExitCode::from(health.exit_code())
+}
+
+/// Prints to stdout; a reader that went away (`identity-gateway --emulator |
+/// head`) is not an error worth dying or panicking for: the banner is a
+/// courtesy, the gateway keeps serving.
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            tracing::warn!(error = %e, "cannot write to stdout");
+        }
+    }
+}
+
 async fn run(mut config: Config) -> Result<(), String> {
     // Bind first: a second instance fails on the live socket before it
     // starts anything else.
@@ -48,19 +83,21 @@ async fn run(mut config: Config) -> Result<(), String> {
         None
     };
     let state = Arc::new(gateway::GatewayState::new(config.clone())?);
-    tracing::info!(
-        socket = %config.socket.display(),
-        tcp = ?config.tcp,
-        source = %state.tokens.source_description(),
-        "identity-gateway serving"
+    let identity_endpoint = identity_endpoint::start(&state).await?;
+    logging::log_startup(
+        &config,
+        &state.tokens.source_description(),
+        identity_endpoint.as_ref().map(|e| e.url()).as_deref(),
     );
     if let Some(emulator) = &emulator {
-        println!("{}", emulator_mode::banner(&config, emulator));
+        print_stdout(&emulator_mode::banner(&config, emulator));
     }
-    let identity_endpoint = identity_endpoint::start(&state).await?;
     if let Some(endpoint) = &identity_endpoint {
-        println!("identity endpoint: {}", endpoint.url());
-        println!("identity header file: {}", endpoint.header_file().display());
+        print_stdout(&format!("identity endpoint: {}", endpoint.url()));
+        print_stdout(&format!(
+            "identity header file: {}",
+            endpoint.header_file().display()
+        ));
     }
     gateway::serve(state, listeners, shutdown_signal())
         .await

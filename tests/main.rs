@@ -4,11 +4,13 @@
 mod common;
 
 mod binary;
+mod config_reference;
 mod datalake;
 mod emulator;
 mod emulator_blob;
 mod identity_endpoint;
 mod keyvault;
+mod operations;
 mod sources;
 mod sql;
 mod storage;
