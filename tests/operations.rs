@@ -68,6 +68,19 @@ fn healthcheck(socket: &Path, extra: &[&str]) -> std::process::Output {
         .expect("run healthcheck")
 }
 
+/// Waits until `healthcheck` passes: serving has started (and with it the
+/// SIGTERM handler; a signal before that ends the process the default way).
+fn wait_healthy(socket: &Path) -> std::process::Output {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        let out = healthcheck(socket, &["--timeout", "2"]);
+        if out.status.success() || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn sigterm_and_wait(mut child: Child) -> std::process::ExitStatus {
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -101,6 +114,7 @@ fn json_startup_line_names_transports_source_policy_and_limits() {
     );
     let limits = json["limits"].as_str().unwrap();
     assert!(limits.contains("5 concurrent, 20/s"), "{json}");
+    assert!(wait_healthy(&socket).status.success());
     assert!(sigterm_and_wait(child).success());
 }
 
@@ -113,6 +127,7 @@ fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let line = wait_for_line(&rx, "identity-gateway serving");
     assert!(!line.contains('\u{1b}'), "ANSI escape in {line:?}");
     assert!(line.contains("INFO"), "{line}");
+    assert!(wait_healthy(&socket).status.success());
     assert!(sigterm_and_wait(child).success());
 }
 
@@ -129,15 +144,8 @@ fn healthcheck_exits_zero_only_when_the_gateway_serves() {
     let mut child = spawn_gateway(&socket, &[]);
     let rx = stderr_lines(&mut child);
     wait_for_line(&rx, "identity-gateway serving");
-    // The startup line comes before serving starts: retry briefly.
-    let deadline = Instant::now() + STARTUP;
-    let live = loop {
-        let out = healthcheck(&socket, &["--timeout", "2"]);
-        if out.status.success() || Instant::now() > deadline {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // The startup line comes before serving starts.
+    let live = wait_healthy(&socket);
     assert!(live.status.success(), "{live:?}");
     assert_eq!(String::from_utf8_lossy(&live.stdout).trim(), "SERVING");
 
@@ -175,16 +183,9 @@ fn emulator_banner_into_a_closed_pipe_ends_quietly() {
     });
     // Serving starts after the banner is printed, so an answer means the
     // write into the closed pipe has happened.
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        if healthcheck(&socket, &["--timeout", "2"]).status.success() {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the gateway exited ({status}): {}", stderr.join().unwrap());
-        }
-        assert!(Instant::now() < deadline, "the gateway never served");
-        std::thread::sleep(Duration::from_millis(50));
+    if !wait_healthy(&socket).status.success() {
+        let _ = child.kill();
+        panic!("the gateway never served: {}", stderr.join().unwrap());
     }
     let status = sigterm_and_wait(child);
     let stderr = stderr.join().unwrap();
