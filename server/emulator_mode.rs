@@ -5,7 +5,10 @@
 //! This module owns the wiring only: which fakes run, the trust anchor (the
 //! emulator's test CA, written next to the socket at a path that does not
 //! change between runs, so exported `SSL_CERT_FILE` lines keep working) and
-//! the config rewrite.
+//! the configuration
+//! that points at them ([`RunningEmulator::configure`], applied by the
+//! composition root before it validates the configuration again). It is
+//! compiled only with the `emulator` cargo feature.
 //! The fakes themselves live in the `identity-gateway-emulator` crate.
 //!
 //! Adding a fake takes one field in [`RunningEmulator`], one line in
@@ -31,7 +34,30 @@ use identity_gateway_emulator::{
 };
 use url::Url;
 
-use crate::{config::Config, identity::SourceKind};
+use identity_gateway_identity::SourceKind;
+
+use crate::config::Config;
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("emulator: {what}")]
+pub struct EmulatorError {
+    what: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl EmulatorError {
+    fn new(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
 
 /// The loopback ports `--emulator` asks for, so documented commands work as
 /// written. A taken port falls back to a free one (the banner shows the real
@@ -52,6 +78,8 @@ const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "localhost"];
 /// Handles of the running fakes; dropping it stops them and removes the CA file.
 #[derive(Debug)]
 pub struct RunningEmulator {
+    imds_url: Url,
+    arm_url: Url,
     authority: Arc<TokenAuthority>,
     ca: Arc<TestCa>,
     /// The CA certificate's file; removed on drop.
@@ -76,6 +104,23 @@ pub struct RunningEmulator {
 }
 
 impl RunningEmulator {
+    /// Points `config` at the fakes: IMDS as the token source, the fake ARM
+    /// as `upstream.arm_endpoint`, the test CA trusted, plain HTTP and
+    /// loopback hosts allowed (the Blob fake is reached through the URLs
+    /// callers pass, on a loopback host).
+    pub fn configure(&self, config: &mut Config) {
+        config.identity.source = SourceKind::Imds;
+        config.identity.imds_endpoint = self.imds_url.clone();
+        config.upstream.arm_endpoint = Some(self.arm_url.clone());
+        config.upstream.ca_files.push(self.ca_file.0.clone());
+        config.upstream.allow_http = true;
+        for host in LOOPBACK_HOSTS {
+            if !config.upstream.allowed_hosts.iter().any(|h| h == host) {
+                config.upstream.allowed_hosts.push((*host).to_string());
+            }
+        }
+    }
+
     /// The authority that mints (IMDS) and verifies (every other fake) tokens.
     pub fn authority(&self) -> Arc<TokenAuthority> {
         self.authority.clone()
@@ -117,53 +162,45 @@ impl RunningEmulator {
     }
 }
 
-/// Starts the fakes and rewrites `config` to use them: IMDS as the token
-/// source, the fake ARM as `upstream.arm_endpoint`, the test CA trusted,
-/// plain HTTP and loopback hosts allowed (the Blob fake is reached through
-/// the URLs callers pass, on a loopback host).
-pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
+/// Starts the fakes on their well-known loopback ports (free ones when
+/// taken), and writes the test CA next to `socket` ([`ca_path`],
+/// [`ca_bundle_path`]).
+pub async fn start(socket: &Path) -> Result<RunningEmulator, EmulatorError> {
     let authority = Arc::new(TokenAuthority::generate(sample::TENANT_ID));
     let ca = Arc::new(TestCa::generate(&["localhost", "127.0.0.1"]));
-    let ca_file = write_ca(&ca_path(&config.socket), ca.ca_pem())?;
+    let ca_file = write_ca(&ca_path(socket), ca.ca_pem())?;
     let ca_bundle = write_ca(
-        &ca_bundle_path(&config.socket),
+        &ca_bundle_path(socket),
         &format!("{}{}", ca.ca_pem(), system_roots()),
     )?;
     let imds = ImdsFake::start_on(authority.clone(), ImdsConfig::default(), ports::IMDS)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake IMDS: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake IMDS", e))?;
     let arm = ArmFake::sample_on(authority.clone(), &ca, ports::ARM)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake ARM: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake ARM", e))?;
     let blob = BlobFake::sample_on(authority.clone(), &ca, ports::BLOB)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake Blob Storage: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake Blob Storage", e))?;
     let keyvault = KeyVaultFake::sample_on(authority.clone(), &ca, ports::KEY_VAULT)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake Key Vault: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake Key Vault", e))?;
     let datalake_gen1 = DataLakeGen1Fake::sample_on(authority.clone(), &ca, ports::DATA_LAKE_GEN1)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake ADLS Gen1: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake ADLS Gen1", e))?;
     let datalake_gen2 = DataLakeGen2Fake::sample_on(authority.clone(), &ca, ports::DATA_LAKE_GEN2)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake ADLS Gen2: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake ADLS Gen2", e))?;
     let sql = SqlFake::sample_on(authority.clone(), &ca, ports::SQL)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake Azure SQL: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake Azure SQL", e))?;
 
-    config.identity.source = SourceKind::Imds;
-    config.identity.imds_endpoint =
-        Url::parse(&imds.base_url()).map_err(|e| format!("emulator: fake IMDS URL: {e}"))?;
-    config.upstream.arm_endpoint =
-        Some(Url::parse(&arm.base_url()).map_err(|e| format!("emulator: fake ARM URL: {e}"))?);
-    config.upstream.ca_files.push(ca_file.0.clone());
-    config.upstream.allow_http = true;
-    for host in LOOPBACK_HOSTS {
-        if !config.upstream.allowed_hosts.iter().any(|h| h == host) {
-            config.upstream.allowed_hosts.push((*host).to_string());
-        }
-    }
+    let imds_url =
+        Url::parse(&imds.base_url()).map_err(|e| EmulatorError::new("fake IMDS URL", e))?;
+    let arm_url = Url::parse(&arm.base_url()).map_err(|e| EmulatorError::new("fake ARM URL", e))?;
     Ok(RunningEmulator {
+        imds_url,
+        arm_url,
         authority,
         ca,
         ca_file,
@@ -229,32 +266,29 @@ impl Drop for CaFile {
 /// Writes the (public) CA certificate to `path`, 0644, replacing what is
 /// there: written to a temp file in the same directory and renamed over, so
 /// a symlink planted at `path` is replaced, never followed.
-fn write_ca(path: &Path, pem: &str) -> Result<CaFile, String> {
+fn write_ca(path: &Path, pem: &str) -> Result<CaFile, EmulatorError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir)
-        .map_err(|e| format!("emulator: cannot create {}: {e}", dir.display()))?;
+        .map_err(|e| EmulatorError::new(format!("cannot create {}", dir.display()), e))?;
     let mut file = tempfile::Builder::new()
         .prefix(".identity-gateway-ca-")
         .tempfile_in(dir)
         .map_err(|e| {
-            format!(
-                "emulator: cannot write the test CA in {}: {e}",
-                dir.display()
-            )
+            EmulatorError::new(format!("cannot write the test CA in {}", dir.display()), e)
         })?;
     std::io::Write::write_all(&mut file, pem.as_bytes())
-        .map_err(|e| format!("emulator: cannot write the test CA: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot write the test CA", e))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| format!("emulator: cannot set permissions on the test CA: {e}"))?;
+            .map_err(|e| EmulatorError::new("cannot set permissions on the test CA", e))?;
     }
     file.persist(path)
-        .map_err(|e| format!("emulator: cannot write {}: {}", path.display(), e.error))?;
+        .map_err(|e| EmulatorError::new(format!("cannot write {}", path.display()), e.error))?;
     Ok(CaFile(path.to_path_buf()))
 }
 
@@ -500,11 +534,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("identity-gateway.sock");
         let mut config = Config {
-            emulator: true,
             socket: socket.clone(),
             ..Config::default()
         };
-        let emulator = start(&mut config).await.unwrap();
+        let emulator = start(&socket).await.unwrap();
+        emulator.configure(&mut config);
+        config.validate().unwrap();
         assert_eq!(config.identity.source, SourceKind::Imds);
         assert_eq!(
             config.identity.imds_endpoint.as_str().trim_end_matches('/'),
@@ -541,7 +576,7 @@ mod tests {
             );
         }
         // The shared HTTP client accepts the rewritten config.
-        crate::azure::http::build_client(&config.upstream).unwrap();
+        identity_gateway_core::http::build_client(&config.upstream).unwrap();
         assert_eq!(emulator.authority().tenant_id(), sample::TENANT_ID);
 
         let banner = banner(&config, &emulator);

@@ -1,23 +1,24 @@
-//! The `identity-gateway` binary: parse configuration, bind, serve until
-//! SIGTERM or Ctrl-C, drain, remove the socket.
+//! The `identity-gateway` binary: parse configuration, [`App::start`], serve
+//! until SIGTERM or Ctrl-C, drain, remove the socket.
 
-use std::{io::Write as _, process::ExitCode, sync::Arc};
+use std::{error::Error, io::Write as _, process::ExitCode};
 
 use clap::Parser;
 use identity_gateway::{
     config::{Cli, Command, Config},
-    emulator_mode, gateway,
     healthcheck::{self, HealthcheckArgs},
-    identity_endpoint, logging, transport,
+    logging, App, Options, StartupError,
 };
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let command = cli.command.take();
+    #[cfg(feature = "emulator")]
+    let emulator = cli.emulator;
     let config = match Config::from_cli(cli) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("identity-gateway: {e}");
+            eprintln!("identity-gateway: {}", chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -32,10 +33,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let options = Options {
+        #[cfg(feature = "emulator")]
+        emulator,
+        ..Options::default()
+    };
+    match runtime.block_on(run(config, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("identity-gateway: {e}");
+            eprintln!("identity-gateway: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -73,38 +79,38 @@ fn print_stdout(text: &str) {
     }
 }
 
-async fn run(mut config: Config) -> Result<(), String> {
-    // Bind first: a second instance fails on the live socket before it
-    // starts anything else.
-    let listeners = transport::bind(&config).await?;
-    let emulator = if config.emulator {
-        Some(emulator_mode::start(&mut config).await?)
-    } else {
-        None
-    };
-    let state = Arc::new(gateway::GatewayState::new(config.clone())?);
-    let identity_endpoint = identity_endpoint::start(&state).await?;
-    logging::log_startup(
-        &config,
-        &state.tokens.source_description(),
-        identity_endpoint.as_ref().map(|e| e.url()).as_deref(),
-    );
-    if let Some(emulator) = &emulator {
-        print_stdout(&emulator_mode::banner(&config, emulator));
+/// An error and its causes, `: `-separated.
+fn chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
     }
-    if let Some(endpoint) = &identity_endpoint {
+    text
+}
+
+async fn run(config: Config, options: Options) -> Result<(), StartupError> {
+    let app = App::start_with(config, options).await?;
+    let config = app.config();
+    logging::log_startup(
+        config,
+        &app.gateway().tokens().source_description(),
+        app.identity_endpoint().map(|e| e.url()).as_deref(),
+    );
+    #[cfg(feature = "emulator")]
+    if let Some(emulator) = app.emulator() {
+        print_stdout(&identity_gateway::emulator_mode::banner(config, emulator));
+    }
+    if let Some(endpoint) = app.identity_endpoint() {
         print_stdout(&format!("identity endpoint: {}", endpoint.url()));
         print_stdout(&format!(
             "identity header file: {}",
             endpoint.header_file().display()
         ));
     }
-    gateway::serve(state, listeners, shutdown_signal())
-        .await
-        .map_err(|e| format!("server failed: {e}"))?;
-    if let Some(endpoint) = identity_endpoint {
-        endpoint.stop().await;
-    }
+    app.serve(shutdown_signal()).await?;
     tracing::info!("identity-gateway stopped");
     Ok(())
 }
