@@ -29,7 +29,7 @@ pub enum LogFormat {
 /// ("info", "identity_gateway=debug,warn"); an invalid one falls back to
 /// "info" and says so.
 pub fn init(filter: &str, format: LogFormat) {
-    let (filter, bad_filter) = match EnvFilter::try_new(filter) {
+    let (filter, bad_filter) = match EnvFilter::try_new(directives(filter)) {
         Ok(f) => (f, None),
         Err(e) => (EnvFilter::new("info"), Some(format!("{filter:?}: {e}"))),
     };
@@ -46,6 +46,21 @@ pub fn init(filter: &str, format: LogFormat) {
     }
     if let Some(why) = bad_filter {
         tracing::warn!(filter = %why, "invalid log filter; logging at info");
+    }
+}
+
+/// tiberius logs every error a SQL server returns at ERROR
+/// (`tiberius::tds::stream::token`), so a caller's bad query or missing
+/// permission would read as a gateway failure; the caller gets the error as
+/// its status and the audit line records it. Silenced unless the operator's
+/// filter names tiberius itself.
+const QUIET_SQL_SERVER_ERRORS: &str = "tiberius::tds::stream::token=off";
+
+fn directives(filter: &str) -> String {
+    if filter.contains("tiberius") {
+        filter.to_string()
+    } else {
+        format!("{filter},{QUIET_SQL_SERVER_ERRORS}")
     }
 }
 
@@ -161,6 +176,13 @@ mod tests {
         let l = limits(&config);
         assert!(l.contains("5 concurrent, 20/s"), "{l}");
         assert!(l.contains("no row cap"), "{l}");
+    }
+
+    #[test]
+    fn sql_server_errors_are_not_gateway_errors_unless_asked_for() {
+        assert_eq!(directives("info"), "info,tiberius::tds::stream::token=off");
+        assert_eq!(directives("warn,tiberius=debug"), "warn,tiberius=debug");
+        EnvFilter::try_new(directives("info,identity_gateway=debug")).unwrap();
     }
 
     #[test]
