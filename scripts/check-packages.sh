@@ -124,10 +124,12 @@ check "systemd-analyze verify identity-gateway.service" verify_unit
 # --- the packaged binary on the packaged default config ---------------------
 starts_on_default_config() {
   local socket="$work/gw.sock" log="$work/gateway.log"
-  # The packaged config, unedited; only the socket moves out of /run and
-  # IMDS points at a dead loopback port (it is asked on demand only).
+  # The packaged config, unedited; flags only move the socket out of /run,
+  # give it this machine's group (the package's identity-gateway group exists
+  # in the throwaway root, not here) and point IMDS at a dead loopback port
+  # (it is asked on demand only).
   "$root/usr/bin/identity-gateway" --config "$root/etc/identity-gateway/config.toml" \
-    --socket "$socket" --imds-endpoint http://127.0.0.1:9 --log-format json \
+    --socket "$socket" --socket-group "$(id -g)" --imds-endpoint http://127.0.0.1:9 --log-format json \
     >/dev/null 2>"$log" &
   gateway_pid=$!
   local healthy=""
@@ -155,7 +157,7 @@ lines = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 start = next(l for l in lines if l.get("message") == "identity-gateway serving")
 for field in ("transports", "source", "policy", "limits"):
     assert field in start, f"startup line lacks {field}: {start}"
-assert "as with IMDS" in start["policy"], start
+assert "IMDS-equivalent" in start["policy"], start
 PY
 }
 check "packaged binary starts on the packaged config and answers healthcheck" starts_on_default_config

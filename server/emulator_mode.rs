@@ -271,8 +271,16 @@ fn write_ca(path: &Path, pem: &str) -> Result<CaFile, EmulatorError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| EmulatorError::new(format!("cannot create {}", dir.display()), e))?;
+    if !dir.exists() {
+        // Made like the socket's directory (0750), which it is.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o750);
+        builder
+            .create(dir)
+            .map_err(|e| EmulatorError::new(format!("cannot create {}", dir.display()), e))?;
+    }
     let mut file = tempfile::Builder::new()
         .prefix(".identity-gateway-ca-")
         .tempfile_in(dir)

@@ -1,10 +1,17 @@
 //! The process's log output: the `tracing` subscriber (`--log-format text`
-//! or `json`, on stderr) and the one startup line that says what the gateway
-//! runs with.
+//! or `json`, on stderr), its filter, and the one startup line that says
+//! what the gateway runs with.
 //!
 //! Colour codes only go to a terminal: under systemd, in a container or into
 //! a file, stderr is not one, so journald and log shippers get plain text.
-//! This module formats; it decides nothing about what the gateway does.
+//!
+//! The filter is the operator's `log` setting plus what must never be logged
+//! whatever it says: tiberius logs every SQL Server ERROR token at ERROR
+//! level (`tiberius::tds::stream::token`). Those messages are the caller's
+//! SQL errors, which quote the caller's data (a duplicate key's value, a
+//! conversion's input); the caller gets them in its status, and the audit
+//! line records the outcome. They are turned off unless the filter names
+//! that target explicitly (for debugging against a test server).
 
 use std::io::IsTerminal as _;
 
@@ -12,6 +19,21 @@ use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
+
+/// Where tiberius logs server ERROR tokens.
+pub const TIBERIUS_TOKENS: &str = "tiberius::tds::stream::token";
+
+/// The filter for `log` (e.g. `info`, `identity_gateway=debug`); `info`
+/// when it does not parse.
+pub fn env_filter(log: &str) -> EnvFilter {
+    let directives = if log.contains(TIBERIUS_TOKENS) {
+        log.to_string()
+    } else {
+        format!("{log},{TIBERIUS_TOKENS}=off")
+    };
+    EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{TIBERIUS_TOKENS}=off")))
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -29,12 +51,11 @@ pub enum LogFormat {
 /// ("info", "identity_gateway=debug,warn"); an invalid one falls back to
 /// "info" and says so.
 pub fn init(filter: &str, format: LogFormat) {
-    let (filter, bad_filter) = match EnvFilter::try_new(directives(filter)) {
-        Ok(f) => (f, None),
-        Err(e) => (EnvFilter::new("info"), Some(format!("{filter:?}: {e}"))),
-    };
+    let bad_filter = EnvFilter::try_new(filter)
+        .err()
+        .map(|e| format!("{filter:?}: {e}"));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(env_filter(filter))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(colour_wanted()).init(),
@@ -49,21 +70,6 @@ pub fn init(filter: &str, format: LogFormat) {
     }
 }
 
-/// tiberius logs every error a SQL server returns at ERROR
-/// (`tiberius::tds::stream::token`), so a caller's bad query or missing
-/// permission would read as a gateway failure; the caller gets the error as
-/// its status and the audit line records it. Silenced unless the operator's
-/// filter names tiberius itself.
-const QUIET_SQL_SERVER_ERRORS: &str = "tiberius::tds::stream::token=off";
-
-fn directives(filter: &str) -> String {
-    if filter.contains("tiberius") {
-        filter.to_string()
-    } else {
-        format!("{filter},{QUIET_SQL_SERVER_ERRORS}")
-    }
-}
-
 /// Colour only for a person at a terminal, and never with `NO_COLOR` set
 /// (https://no-color.org).
 fn colour_wanted() -> bool {
@@ -73,11 +79,11 @@ fn colour_wanted() -> bool {
 /// Writes the startup line: every transport the gateway serves on, the token
 /// source, the caller policy and the limits in force, so an operator reading
 /// the journal knows what this instance does without reading its config.
-pub fn log_startup(config: &Config, source: &str, identity_endpoint: Option<&str>) {
+pub fn log_startup(config: &Config, source: &str, policy: &str, identity_endpoint: Option<&str>) {
     tracing::info!(
         transports = %transports(config, identity_endpoint),
         source,
-        policy = %policy(config),
+        policy,
         limits = %limits(config),
         "identity-gateway serving"
     );
@@ -110,17 +116,6 @@ fn transports(config: &Config, identity_endpoint: Option<&str>) -> String {
     out.join(", ")
 }
 
-fn policy(config: &Config) -> String {
-    match config.policy.rules.len() {
-        0 => "none: any local process that can open the socket may use any identity (as with IMDS)"
-            .to_string(),
-        n => format!(
-            "{n} rule{}: the first rule matching the caller decides; callers no rule matches are refused",
-            if n == 1 { "" } else { "s" }
-        ),
-    }
-}
-
 fn limits(config: &Config) -> String {
     let id = &config.identity;
     let up = &config.upstream;
@@ -147,11 +142,62 @@ fn limits(config: &Config) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        io::Write,
+        sync::{Arc, Mutex},
+    };
+
+    use tracing_subscriber::fmt::MakeWriter;
+
     use super::*;
 
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    fn logged(filter: &str) -> String {
+        let out = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(env_filter(filter))
+            .with_writer(out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "tiberius::tds::stream::token", message = "Violation of PRIMARY KEY: duplicate key value is (alice@example.com)", code = 2627);
+            tracing::info!(target: "audit", rpc = "QuerySql", "still logged");
+        });
+        let text = out.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
     #[test]
-    fn the_startup_summary_names_transports_policy_and_limits() {
-        let mut config = Config {
+    fn sql_error_text_is_not_logged_at_error() {
+        for filter in ["info", "debug", "trace", "info,tiberius=trace", "bogus=[["] {
+            let text = logged(filter);
+            assert!(!text.contains("alice@example.com"), "{filter}: {text}");
+            assert!(text.contains("still logged"), "{filter}: {text}");
+        }
+        assert!(logged("info,tiberius::tds::stream::token=error").contains("alice@example.com"));
+    }
+
+    #[test]
+    fn the_startup_summary_names_transports_and_limits() {
+        let config = Config {
             tcp: Some("127.0.0.1:7777".parse().unwrap()),
             socket_group: Some("identity-gateway".into()),
             ..Config::default()
@@ -166,23 +212,9 @@ mod tests {
             t.contains("identity endpoint http://127.0.0.1:42356"),
             "{t}"
         );
-        assert!(policy(&config).contains("as with IMDS"));
-        config.policy = toml::from_str("[[rules]]\nuids = [1000]\n").unwrap();
-        assert!(
-            policy(&config).starts_with("1 rule:"),
-            "{}",
-            policy(&config)
-        );
         let l = limits(&config);
         assert!(l.contains("5 concurrent, 20/s"), "{l}");
         assert!(l.contains("no row cap"), "{l}");
-    }
-
-    #[test]
-    fn sql_server_errors_are_not_gateway_errors_unless_asked_for() {
-        assert_eq!(directives("info"), "info,tiberius::tds::stream::token=off");
-        assert_eq!(directives("warn,tiberius=debug"), "warn,tiberius=debug");
-        EnvFilter::try_new(directives("info,identity_gateway=debug")).unwrap();
     }
 
     #[test]

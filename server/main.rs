@@ -1,11 +1,13 @@
 //! The `identity-gateway` binary: parse configuration, [`App::start`], serve
-//! until SIGTERM or Ctrl-C, drain, remove the socket.
+//! until SIGTERM or Ctrl-C, drain, remove the socket. SIGHUP reloads the
+//! caller policy from the configuration file.
 
 use std::{error::Error, io::Write as _, process::ExitCode};
 
 use clap::Parser;
 use identity_gateway::{
     config::{Cli, Command, Config},
+    error_chain,
     healthcheck::{self, HealthcheckArgs},
     logging, App, Options, StartupError,
 };
@@ -79,24 +81,31 @@ fn print_stdout(text: &str) {
     }
 }
 
-/// An error and its causes, `: `-separated.
 fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
+    error_chain(error)
 }
 
 async fn run(config: Config, options: Options) -> Result<(), StartupError> {
+    // Before anything else: SIGHUP's default action would end the process.
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let app = App::start_with(config, options).await?;
+    #[cfg(unix)]
+    if let Some(mut hangups) = hangups.take() {
+        let reloader = app.reloader();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the caller policy");
+                // The outcome is logged by the reloader.
+                let _ = reloader.reload();
+            }
+        });
+    }
     let config = app.config();
     logging::log_startup(
         config,
         &app.gateway().tokens().source_description(),
+        &app.gateway().policy().summary(),
         app.identity_endpoint().map(|e| e.url()).as_deref(),
     );
     #[cfg(feature = "emulator")]

@@ -109,7 +109,7 @@ fn json_startup_line_names_transports_source_policy_and_limits() {
         "{json}"
     );
     assert!(
-        json["policy"].as_str().unwrap().contains("as with IMDS"),
+        json["policy"].as_str().unwrap().contains("IMDS-equivalent"),
         "{json}"
     );
     let limits = json["limits"].as_str().unwrap();
