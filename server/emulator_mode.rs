@@ -164,7 +164,9 @@ impl RunningEmulator {
 
 /// Starts the fakes on their well-known loopback ports (free ones when
 /// taken), and writes the test CA next to `socket` ([`ca_path`],
-/// [`ca_bundle_path`]).
+/// [`ca_bundle_path`]). The socket's directory must exist: the gateway binds
+/// first, and creating the directory here would skip the socket group and
+/// mode that binding gives it.
 pub async fn start(socket: &Path) -> Result<RunningEmulator, EmulatorError> {
     let authority = Arc::new(TokenAuthority::generate(sample::TENANT_ID));
     let ca = Arc::new(TestCa::generate(&["localhost", "127.0.0.1"]));
@@ -271,16 +273,6 @@ fn write_ca(path: &Path, pem: &str) -> Result<CaFile, EmulatorError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    if !dir.exists() {
-        // Made like the socket's directory (0750), which it is.
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o750);
-        builder
-            .create(dir)
-            .map_err(|e| EmulatorError::new(format!("cannot create {}", dir.display()), e))?;
-    }
     let mut file = tempfile::Builder::new()
         .prefix(".identity-gateway-ca-")
         .tempfile_in(dir)

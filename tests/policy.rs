@@ -47,7 +47,9 @@ async fn start(
     config.socket = env.dir.path().join("run/gw.sock");
     config.socket_group = Some(GROUP.to_string());
     config.policy = policy(policy_text);
-    let emulator = emulator_mode::start(&config.socket)
+    // The CA beside a socket path in the existing temp dir: `run/` is the
+    // gateway's to create (with the socket group), after this.
+    let emulator = emulator_mode::start(&env.dir.path().join("gw.sock"))
         .await
         .expect("emulator");
     emulator.configure(&mut config);
