@@ -113,8 +113,10 @@ verify_unit() {
   # In the root: ExecStart= must exist there, and the targets the unit
   # names come from this machine's systemd (copied in, as on a real system).
   # Any output (an unknown key, a bad value) fails, not only errors.
-  mkdir -p "$root/usr/lib/systemd/system"
+  # Likewise ExecReload='s /bin/kill (procps, on every real system).
+  mkdir -p "$root/usr/lib/systemd/system" "$root/bin"
   cp -an /lib/systemd/system/. "$root/usr/lib/systemd/system/"
+  cp -an /bin/kill "$root/bin/kill"
   local out
   out="$(systemd-analyze verify --root="$root" identity-gateway.service 2>&1)" || { echo "$out"; return 1; }
   [[ -z "$out" ]] || { echo "$out"; return 1; }
