@@ -4,10 +4,13 @@
 //! startup `main`, the integration tests and the benchmarks share; then
 //! [`App::serve`] runs the gRPC service (plus health and reflection) on the
 //! listeners it bound, until the shutdown future resolves, and drains.
+//! It also builds the one metrics registry and hands each layer its handles,
+//! and starts the opt-in metrics listener.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use identity_gateway_azure::{keyvault::SecretCache, sql::SqlPools, Upstream};
+use identity_gateway_core::metrics::UpstreamMetrics;
 use identity_gateway_core::{
     clock::{Clock, SystemClock},
     http::{self, HttpClientError},
@@ -26,6 +29,10 @@ use crate::{
         http_identity::{self, EndpointError, RunningIdentityEndpoint},
     },
     config::{Config, ConfigError},
+    metrics::{
+        endpoint::{self as metrics_endpoint, MetricsEndpointError, RunningMetricsEndpoint},
+        Metrics, MetricsBuilder,
+    },
     proto::{identity_gateway_server::IdentityGatewayServer, FILE_DESCRIPTOR_SET},
     transport::{self, BindError, Listeners},
 };
@@ -45,6 +52,8 @@ pub enum StartupError {
     TokenSource(#[from] SourceError),
     #[error(transparent)]
     IdentityEndpoint(#[from] EndpointError),
+    #[error(transparent)]
+    MetricsEndpoint(#[from] MetricsEndpointError),
     #[cfg(feature = "emulator")]
     #[error(transparent)]
     Emulator(#[from] crate::emulator_mode::EmulatorError),
@@ -71,6 +80,8 @@ pub struct App {
     gateway: Arc<Gateway>,
     listeners: Listeners,
     identity_endpoint: Option<RunningIdentityEndpoint>,
+    metrics: Metrics,
+    metrics_endpoint: Option<RunningMetricsEndpoint>,
     #[cfg(feature = "emulator")]
     emulator: Option<crate::emulator_mode::RunningEmulator>,
 }
@@ -100,13 +111,17 @@ impl App {
             None
         };
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let gateway = Arc::new(build_gateway(&config, clock)?);
+        let (gateway, metrics) = build(&config, clock)?;
+        let gateway = Arc::new(gateway);
         let identity_endpoint = http_identity::start(&gateway, &config).await?;
+        let metrics_endpoint = metrics_endpoint::start(&metrics, &config).await?;
         Ok(Self {
             config,
             gateway,
             listeners,
             identity_endpoint,
+            metrics,
+            metrics_endpoint,
             #[cfg(feature = "emulator")]
             emulator,
         })
@@ -128,6 +143,16 @@ impl App {
         self.identity_endpoint.as_ref()
     }
 
+    /// The metrics registry (what a scrape of the endpoint returns).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The metrics listener, when configured.
+    pub fn metrics_endpoint(&self) -> Option<&RunningMetricsEndpoint> {
+        self.metrics_endpoint.as_ref()
+    }
+
     /// The running emulator (`--emulator`).
     #[cfg(feature = "emulator")]
     pub fn emulator(&self) -> Option<&crate::emulator_mode::RunningEmulator> {
@@ -145,6 +170,9 @@ impl App {
         if let Some(endpoint) = self.identity_endpoint {
             endpoint.stop().await;
         }
+        if let Some(endpoint) = self.metrics_endpoint {
+            endpoint.stop().await;
+        }
         #[cfg(feature = "emulator")]
         drop(self.emulator);
         served.map_err(StartupError::Serve)
@@ -155,13 +183,25 @@ impl App {
 /// cache on `clock`, the upstream clients' shared [`Upstream`], the policy,
 /// the secret cache and the SQL pools.
 pub fn build_gateway(config: &Config, clock: Arc<dyn Clock>) -> Result<Gateway, StartupError> {
+    build(config, clock).map(|(gateway, _)| gateway)
+}
+
+/// [`build_gateway`], and the metrics registry its layers report to. The
+/// identity source gets its own client with `identity.connect_timeout_secs`
+/// (about a second, as the Azure SDKs use), so off Azure a token request
+/// fails fast instead of waiting out the upstream connect timeout.
+pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<(Gateway, Metrics), StartupError> {
+    let metrics = MetricsBuilder::new();
     let http = http::build_client(&config.upstream)?;
+    let identity_http =
+        http::build_client_with(&config.upstream, config.identity.connect_timeout())?;
     let source = TokenSource::from_config(&config.identity)?;
-    let tokens = TokenCache::new(
+    let tokens = TokenCache::with_metrics(
         source,
-        http.clone(),
+        identity_http,
         CacheSettings::from_config(&config.identity),
         Arc::clone(&clock),
+        metrics.identity.clone(),
     );
     let upstream = Upstream {
         http,
@@ -169,19 +209,23 @@ pub fn build_gateway(config: &Config, clock: Arc<dyn Clock>) -> Result<Gateway, 
         hosts: HostGuard::new(&config.upstream.allowed_hosts, config.upstream.allow_http),
         config: config.upstream.clone(),
         tokens: Arc::new(tokens.clone()),
+        metrics: UpstreamMetrics::clone(&metrics.upstream),
     };
     let sql = Arc::new(SqlPools::new(upstream.clone(), config.sql.clone()));
-    Ok(Gateway::new(GatewayParts {
-        tokens,
+    let gateway = Gateway::new(GatewayParts {
+        tokens: tokens.clone(),
         upstream,
         policy: CallerPolicy::new(&config.policy),
         secrets: SecretCache::new(Duration::from_secs(config.keyvault.secret_cache_ttl_secs)),
-        sql,
+        sql: Arc::clone(&sql),
         limits: Limits {
             sas_max_lifetime: Duration::from_secs(config.sas.max_expiry_secs),
         },
         shutdown: CancellationToken::new(),
-    }))
+        metrics: metrics.service.clone(),
+    });
+    let metrics = metrics.finish(tokens, sql);
+    Ok((gateway, metrics))
 }
 
 /// How long in-flight calls get to finish once shutdown starts.
@@ -220,6 +264,10 @@ async fn serve(
     health_reporter
         .set_serving::<IdentityGatewayServer<GatewayService>>()
         .await;
+    crate::adapters::grpc::health::follow_source_health(
+        health_reporter.clone(),
+        gateway.tokens().source_health(),
+    );
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -89,6 +89,31 @@ pub struct Cli {
     /// App Service identity header secret (normally from IDENTITY_HEADER).
     #[arg(long, env = "IDENTITY_HEADER", hide = true, hide_env_values = true)]
     pub app_service_header: Option<String>,
+
+    /// Serve Prometheus metrics (GET /metrics) on this loopback address
+    /// (e.g. 127.0.0.1:9464) or Unix socket (unix:/run/identity-gateway/metrics.sock).
+    /// [default: off]
+    #[arg(
+        long,
+        env = "IDENTITY_GATEWAY_METRICS_LISTEN",
+        value_name = "ADDR|unix:PATH"
+    )]
+    pub metrics_listen: Option<MetricsListen>,
+
+    /// A command instead of serving (serving is the default).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `identity-gateway <COMMAND>`: tools for operators, run with the
+/// configuration the daemon would use (same flags, variables and file).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Checks, in order, what the gateway needs (identity source, a token,
+    /// the identity's ids, configured upstreams, the socket, the policy) and
+    /// prints a report with a fix for each failure. Exits 1 if any check
+    /// failed.
+    Diagnose(crate::diagnose::DiagnoseArgs),
 }
 
 /// The resolved configuration the gateway runs with.
@@ -108,6 +133,51 @@ pub struct Config {
     pub identity_endpoint: IdentityEndpointConfig,
     /// Who may ask for what (see `policy`); no rules = any local process.
     pub policy: identity_gateway_service::policy::PolicyConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the opt-in Prometheus endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `"127.0.0.1:9464"` (loopback only) or `"unix:/run/identity-gateway/metrics.sock"`
+    /// (created 0660 with the socket group). Unset: no metrics listener.
+    pub listen: Option<MetricsListen>,
+}
+
+/// Where the metrics endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum MetricsListen {
+    /// Loopback TCP.
+    Tcp(SocketAddr),
+    /// A Unix socket of its own.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(
+                    "unix: needs a socket path, e.g. unix:/run/identity-gateway/metrics.sock"
+                        .into(),
+                );
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>()
+            .map(Self::Tcp)
+            .map_err(|_| format!("'{s}' is neither an address (127.0.0.1:9464) nor unix:PATH"))
+    }
+}
+
+impl TryFrom<String> for MetricsListen {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
 }
 
 /// The App Service-compatible identity endpoint for unmodified Azure SDKs
@@ -137,6 +207,7 @@ impl Default for Config {
             sql: SqlConfig::default(),
             identity_endpoint: IdentityEndpointConfig::default(),
             policy: identity_gateway_service::policy::PolicyConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -229,6 +300,9 @@ impl Config {
         if cli.app_service_header.is_some() {
             self.identity.app_service_header = cli.app_service_header;
         }
+        if cli.metrics_listen.is_some() {
+            self.metrics.listen = cli.metrics_listen;
+        }
     }
 
     /// Checks what the types cannot.
@@ -237,6 +311,14 @@ impl Config {
             if !tcp.ip().is_loopback() {
                 return Err(ConfigError::Invalid(format!(
                     "--tcp {tcp}: only loopback addresses are allowed (the gateway hands out tokens)"
+                )));
+            }
+        }
+        if let Some(MetricsListen::Tcp(addr)) = &self.metrics.listen {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "metrics listen {addr}: only loopback addresses are allowed \
+                     (put a local Prometheus agent or a Unix socket in front)"
                 )));
             }
         }
@@ -356,6 +438,25 @@ mod tests {
         assert!(err.contains("own identity endpoint"), "{err}");
         config.identity.source = SourceKind::Imds;
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn metrics_listen_takes_an_address_or_a_unix_socket() {
+        let config =
+            Config::from_toml("[metrics]\nlisten = \"unix:/run/ig/metrics.sock\"\n").unwrap();
+        assert_eq!(
+            config.metrics.listen,
+            Some(MetricsListen::Unix("/run/ig/metrics.sock".into()))
+        );
+        let config = Config::from_toml("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(
+            config.metrics.listen,
+            Some(MetricsListen::Tcp("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert!(Config::from_toml("[metrics]\nlisten = \"nowhere\"\n").is_err());
+        let public = Config::from_toml("[metrics]\nlisten = \"0.0.0.0:9464\"\n").unwrap();
+        let err = public.validate().unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
     }
 
     #[test]

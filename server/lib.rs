@@ -16,7 +16,9 @@
 //! - `identity_gateway_core`: errors, clock, clouds, tokens, host guard.
 //!
 //! Beside them in this crate: [`config`] (flags, `IDENTITY_GATEWAY_*`
-//! variables and the TOML file), [`transport`] (the listeners), and, with
+//! variables and the TOML file), [`transport`] (the listeners), [`metrics`]
+//! (the registry and its opt-in Prometheus listener), [`diagnose`] (the
+//! `diagnose` subcommand's checks), and, with
 //! the `emulator` cargo feature only, `emulator_mode` (`--emulator`: the
 //! gateway wired to in-process fakes). Production builds
 //! (`--no-default-features`) contain no emulator code.
@@ -25,8 +27,10 @@
 pub mod adapters;
 pub mod app;
 pub mod config;
+pub mod diagnose;
 #[cfg(feature = "emulator")]
 pub mod emulator_mode;
+pub mod metrics;
 pub mod transport;
 
 /// Generated protobuf and gRPC types of `identity_gateway.v1`.

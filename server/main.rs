@@ -1,11 +1,12 @@
 //! The `identity-gateway` binary: parse configuration, [`App::start`], serve
-//! until SIGTERM or Ctrl-C, drain, remove the socket.
+//! until SIGTERM or Ctrl-C, drain, remove the socket; or run a subcommand
+//! (`diagnose`).
 
 use std::{error::Error, process::ExitCode};
 
 use clap::Parser;
 use identity_gateway::{
-    config::{Cli, Config},
+    config::{Cli, Command, Config},
     App, Options, StartupError,
 };
 use tracing_subscriber::EnvFilter;
@@ -14,6 +15,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     #[cfg(feature = "emulator")]
     let emulator = cli.emulator;
+    if let Some(Command::Diagnose(args)) = cli.command.clone() {
+        return diagnose(cli, args);
+    }
     let config = match Config::from_cli(cli) {
         Ok(config) => config,
         Err(e) => {
@@ -43,6 +47,53 @@ fn main() -> ExitCode {
             eprintln!("identity-gateway: {}", chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `identity-gateway diagnose`: the report on stdout; exit 1 if a check
+/// failed (a configuration that does not load is a failed check too).
+fn diagnose(cli: Cli, args: identity_gateway::diagnose::DiagnoseArgs) -> ExitCode {
+    use identity_gateway::diagnose::{self, Report};
+    #[cfg(feature = "emulator")]
+    let emulator = cli.emulator;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("identity-gateway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match Config::from_cli(cli) {
+        Err(e) => Report::bad_config(&chain(&e)),
+        Ok(config) => runtime.block_on(async {
+            #[cfg(feature = "emulator")]
+            let mut config = config;
+            // `--emulator diagnose` checks the gateway's view of the emulator.
+            #[cfg(feature = "emulator")]
+            let _emulator = if emulator {
+                match identity_gateway::emulator_mode::start().await {
+                    Ok(running) => {
+                        running.configure(&mut config);
+                        Some(running)
+                    }
+                    Err(e) => return Report::bad_config(&chain(&e)),
+                }
+            } else {
+                None
+            };
+            diagnose::run(&config, &args).await
+        }),
+    };
+    let text = if args.json {
+        report.to_json()
+    } else {
+        report.to_text()
+    };
+    println!("{text}");
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

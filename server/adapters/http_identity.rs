@@ -344,6 +344,7 @@ async fn answer(
         },
         transport: Transport::IdentityEndpoint,
         budget: Some(TOKEN_BUDGET),
+        started: std::time::Instant::now(),
     };
     let client_id = match &query.identity {
         IdentityRef::ClientId(id) => Some(id.trim().to_string()),

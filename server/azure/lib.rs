@@ -23,7 +23,9 @@ mod testing;
 
 use std::sync::Arc;
 
-use identity_gateway_core::{error, http, http::UpstreamConfig, token, Clock, TokenProvider};
+use identity_gateway_core::{
+    error, http, http::UpstreamConfig, metrics::UpstreamMetrics, token, Clock, TokenProvider,
+};
 
 pub use identity_gateway_core::{Cloud, HostGuard, Service};
 
@@ -36,4 +38,6 @@ pub struct Upstream {
     pub hosts: HostGuard,
     pub config: UpstreamConfig,
     pub tokens: Arc<dyn TokenProvider>,
+    /// Requests and retries by service and status.
+    pub metrics: UpstreamMetrics,
 }

@@ -13,6 +13,9 @@
 //! - Keys nobody used for a while (the token's lifetime, at least an hour)
 //!   and nobody watches are dropped at refresh time instead of being renewed
 //!   forever.
+//! - Lookups, refreshes and requests to the source are counted in
+//!   [`IdentityMetrics`]; whether the source answers at all is tracked in
+//!   [`Reachability`](crate::reachability) (health reports it).
 
 use std::{
     collections::HashMap,
@@ -33,6 +36,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::{
     governor::{Governor, Priority},
+    metrics::IdentityMetrics,
+    reachability::{self, Reachability, SourceHealth},
     retry::{final_error, Decision, FetchError, RetryPolicy},
     AccessToken, IdentitySelector, TokenSource,
 };
@@ -47,6 +52,9 @@ pub struct CacheSettings {
     pub max_per_second: u32,
     /// Timeout of one request to the source.
     pub request_timeout: Duration,
+    /// Connect timeout of the unreachable-source probe (the HTTP client the
+    /// cache is given carries its own, normally the same).
+    pub connect_timeout: Duration,
     pub retry: RetryPolicy,
 }
 
@@ -57,6 +65,7 @@ impl Default for CacheSettings {
             max_concurrent: 5,
             max_per_second: 20,
             request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
         }
     }
@@ -104,6 +113,8 @@ struct Inner {
     upstream_requests: AtomicU64,
     refresh_failures: AtomicU64,
     events: broadcast::Sender<CacheEvent>,
+    metrics: IdentityMetrics,
+    reachability: Reachability,
 }
 
 struct Entry {
@@ -186,12 +197,24 @@ impl TokenCache {
         settings: CacheSettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::with_metrics(source, http, settings, clock, IdentityMetrics::default())
+    }
+
+    /// A cache that reports to `metrics` (registered by the composition root).
+    pub fn with_metrics(
+        source: TokenSource,
+        http: reqwest::Client,
+        settings: CacheSettings,
+        clock: Arc<dyn Clock>,
+        metrics: IdentityMetrics,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                governor: Governor::new(
+                governor: Governor::with_metrics(
                     settings.max_concurrent,
                     settings.max_per_second,
                     Arc::clone(&clock),
+                    metrics.clone(),
                 ),
                 source,
                 http,
@@ -201,6 +224,8 @@ impl TokenCache {
                 upstream_requests: AtomicU64::new(0),
                 refresh_failures: AtomicU64::new(0),
                 events: broadcast::channel(256).0,
+                metrics,
+                reachability: Reachability::new(),
             }),
         }
     }
@@ -219,9 +244,11 @@ impl TokenCache {
             state.last_used = Some(self.inner.clock.now());
             if let Some(cached) = &state.cached {
                 if cached.usable_at(self.inner.clock.now()) {
+                    self.inner.metrics.lookup(true);
                     return Ok(Arc::clone(&cached.token));
                 }
             }
+            self.inner.metrics.lookup(false);
             self.shared_fetch(&entry, &mut state, Priority::Foreground, budget)
         };
         fetch.await
@@ -276,6 +303,36 @@ impl TokenCache {
     /// A feed of what the cache does (fetches, failed refreshes, evictions).
     pub fn events(&self) -> broadcast::Receiver<CacheEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Whether the identity source answers, and every change of it.
+    pub fn source_health(&self) -> watch::Receiver<SourceHealth> {
+        self.inner.reachability.subscribe()
+    }
+
+    /// The metric handles the cache reports to.
+    pub fn metrics(&self) -> &IdentityMetrics {
+        &self.inner.metrics
+    }
+
+    /// Every cached token's identity, resource and time left before expiry
+    /// (for the `token_expiry` gauge; no token values).
+    pub fn expiries(&self) -> Vec<(IdentitySelector, String, Duration)> {
+        let now = self.inner.clock.now();
+        let entries = read(&self.inner.entries);
+        let mut out = Vec::new();
+        for by_resource in entries.values() {
+            for entry in by_resource.values() {
+                if let Some(cached) = &lock(&entry.state).cached {
+                    out.push((
+                        entry.key.0.clone(),
+                        entry.key.1.clone(),
+                        cached.expires_at.saturating_duration_since(now),
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// The source's name and endpoint, for the startup banner.
@@ -403,8 +460,12 @@ impl TokenCache {
                 )
             };
             match fetch.await {
-                Ok(_) => retry_at = None,
+                Ok(_) => {
+                    self.inner.metrics.refresh(true);
+                    retry_at = None
+                }
                 Err(error) => {
+                    self.inner.metrics.refresh(false);
                     self.inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
                     let _ = self.inner.events.send(CacheEvent::RefreshFailed {
                         resource: entry.key.1.clone(),
@@ -483,6 +544,7 @@ impl TokenCache {
                 }
             });
             drop(permit);
+            self.observe(&result);
             let error = match result {
                 Ok(token) => {
                     tracing::debug!(%resource, identity = %selector, attempts = attempt + 1, "token fetched");
@@ -499,6 +561,10 @@ impl TokenCache {
                 .decide(attempt, &error, elapsed, left, jitter)
             {
                 Decision::Retry(delay) => {
+                    inner
+                        .metrics
+                        .upstream
+                        .retry(inner.source.metric_label(), &status_label(&error));
                     tracing::info!(%resource, identity = %selector, ?error, retry_in_ms = delay.as_millis() as u64, "token request failed; retrying");
                     inner.clock.sleep(delay).await;
                     attempt += 1;
@@ -514,6 +580,94 @@ impl TokenCache {
                 }
             }
         }
+    }
+}
+
+impl TokenCache {
+    /// Counts one request to the source and updates its reachability; on
+    /// the first connect failure, logs the hint and starts the probe.
+    fn observe(&self, result: &Result<AccessToken, FetchError>) {
+        let inner = &self.inner;
+        let label = match result {
+            Ok(_) => "200".to_string(),
+            Err(FetchError::Rejected(_)) => return,
+            Err(error) => status_label(error),
+        };
+        inner
+            .metrics
+            .upstream
+            .request(inner.source.metric_label(), &label);
+        match result {
+            Err(FetchError::Transport {
+                connect: true,
+                message,
+                ..
+            }) => {
+                if inner.reachability.unreachable(message.clone()) {
+                    inner.metrics.source_up(false);
+                    tracing::warn!(
+                        source = inner.source.name(),
+                        endpoint = %inner.source.endpoint(),
+                        reason = %message,
+                        "identity source unreachable: is this an Azure VM with a managed identity enabled? \
+                         Tokens fail fast until it answers; health reports the gateway service NOT_SERVING"
+                    );
+                    self.start_probe();
+                }
+            }
+            Err(FetchError::Transport { .. }) => {}
+            _ => {
+                if inner.reachability.answered() {
+                    inner.metrics.source_up(true);
+                    tracing::info!(
+                        source = inner.source.name(),
+                        "identity source reachable again"
+                    );
+                }
+            }
+        }
+    }
+
+    /// While the source is unreachable, tries a TCP connection every
+    /// [`reachability::PROBE_INTERVAL`]; a success marks it reachable.
+    fn start_probe(&self) {
+        let Some(address) = self.inner.source.probe_address() else {
+            return;
+        };
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let inner = &cache.inner;
+            loop {
+                inner.clock.sleep(reachability::PROBE_INTERVAL).await;
+                if inner.reachability.current().is_usable() {
+                    return;
+                }
+                if reachability::probe(&address, inner.settings.connect_timeout).await {
+                    if inner.reachability.answered() {
+                        inner.metrics.source_up(true);
+                        tracing::info!(
+                            source = inner.source.name(),
+                            "identity source accepts connections again"
+                        );
+                    }
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The `status` label of a failed request to the source.
+fn status_label(error: &FetchError) -> String {
+    match error {
+        FetchError::Status { status, .. } => status.to_string(),
+        FetchError::Transport { connect: true, .. } => "connect_error".into(),
+        FetchError::Transport {
+            timed_out: true, ..
+        } => "timeout".into(),
+        FetchError::Transport { .. } => "error".into(),
+        FetchError::Malformed(_) => "malformed".into(),
+        FetchError::Rejected(_) => "rejected".into(),
     }
 }
 

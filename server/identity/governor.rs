@@ -1,6 +1,7 @@
 //! The upstream governor: at most N requests in flight and R requests per
 //! second to the identity endpoint (IMDS allows 5 and 20 per VM), with cold
-//! misses served before background refreshes.
+//! misses served before background refreshes. Its queue, in-flight count
+//! and waits are reported through [`IdentityMetrics`].
 
 use std::{
     sync::{
@@ -13,6 +14,9 @@ use std::{
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 
 use identity_gateway_core::clock::Clock;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::IdentityMetrics;
 
 /// Who is asking: a caller waiting for a token, or a refresh nobody waits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,16 +34,55 @@ pub struct Governor {
     foreground_waiting: AtomicUsize,
     foreground_done: Notify,
     clock: Arc<dyn Clock>,
+    metrics: IdentityMetrics,
 }
 
 /// Held while a request is in flight.
 #[derive(Debug)]
 pub struct Permit {
     _in_flight: OwnedSemaphorePermit,
+    gauge: Gauge,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// One request in the queue, for the `governor_waiting` gauge.
+struct Waiting(Gauge);
+
+impl Waiting {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Governor {
     pub fn new(max_concurrent: usize, max_per_second: u32, clock: Arc<dyn Clock>) -> Self {
+        Self::with_metrics(
+            max_concurrent,
+            max_per_second,
+            clock,
+            IdentityMetrics::default(),
+        )
+    }
+
+    /// A governor that reports its queue and waits to `metrics`.
+    pub fn with_metrics(
+        max_concurrent: usize,
+        max_per_second: u32,
+        clock: Arc<dyn Clock>,
+        metrics: IdentityMetrics,
+    ) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(max_concurrent.max(1))),
             // 10% headroom: the endpoint counts arrivals, which jitter.
@@ -48,12 +91,28 @@ impl Governor {
             foreground_waiting: AtomicUsize::new(0),
             foreground_done: Notify::new(),
             clock,
+            metrics,
         }
     }
 
     /// Waits for a concurrency slot and a rate slot. Background requests wait
     /// while any foreground request is queued.
     pub async fn acquire(&self, priority: Priority) -> Permit {
+        let label = match priority {
+            Priority::Foreground => "foreground",
+            Priority::Background => "background",
+        };
+        // Counted down on drop, so a caller that stops waiting leaves no trace.
+        let waiting = Waiting::new(self.metrics.waiting(label));
+        let started = self.clock.now();
+        let permit = self.acquire_prioritized(priority).await;
+        drop(waiting);
+        let waited = self.clock.now().saturating_duration_since(started);
+        self.metrics.waited(label, waited.as_secs_f64());
+        permit
+    }
+
+    async fn acquire_prioritized(&self, priority: Priority) -> Permit {
         match priority {
             Priority::Foreground => {
                 self.foreground_waiting.fetch_add(1, Ordering::SeqCst);
@@ -101,7 +160,12 @@ impl Governor {
         if !wait.is_zero() {
             self.clock.sleep(wait).await;
         }
-        Permit { _in_flight: permit }
+        let gauge = self.metrics.in_flight().clone();
+        gauge.inc();
+        Permit {
+            _in_flight: permit,
+            gauge,
+        }
     }
 }
 

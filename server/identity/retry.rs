@@ -156,7 +156,8 @@ pub fn final_error(
             "{source} at {endpoint} did not answer in time ({message})"
         )),
         FetchError::Transport { message, .. } => GatewayError::Unavailable(format!(
-            "cannot reach {source} at {endpoint} ({message}); is this an Azure VM? {not_enabled}"
+            "cannot reach {source} at {endpoint} ({message}): is this an Azure VM with a managed \
+             identity enabled? Off Azure there is no {source}; on a VM, {not_enabled}"
         )),
         FetchError::Status {
             status,

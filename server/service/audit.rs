@@ -1,17 +1,25 @@
 //! One audit line per call: caller, RPC, target, outcome. Targets are names
 //! and URLs without query strings; never tokens, secrets or signatures.
+//! Every operation passes here exactly once, so the call counters and the
+//! latency histogram are recorded here too.
 
 use identity_gateway_core::GatewayError;
 
-use crate::context::CallContext;
+use crate::{context::CallContext, metrics::ServiceMetrics};
 
-/// Logs the outcome of one operation under the `audit` target.
+/// Logs the outcome of one operation under the `audit` target and counts it.
 pub(crate) fn record<T>(
+    metrics: &ServiceMetrics,
     ctx: &CallContext,
-    rpc: &str,
+    rpc: &'static str,
     target: &str,
     outcome: &Result<T, GatewayError>,
 ) {
+    let code = match outcome {
+        Ok(_) => "OK",
+        Err(error) => error.code_name(),
+    };
+    metrics.call(rpc, ctx.transport, code, ctx.started.elapsed());
     let caller = &ctx.peer;
     match outcome {
         Ok(_) => tracing::info!(target: "audit", %caller, rpc, target, outcome = "ok"),

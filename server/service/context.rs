@@ -3,7 +3,11 @@
 //! credentials, the `grpc-timeout` header, a TCP address); operations never
 //! look at a transport themselves.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use crate::policy::Caller;
 
@@ -49,6 +53,9 @@ pub struct CallContext {
     pub transport: Transport,
     /// Time left before the caller's deadline, if it set one.
     pub budget: Option<Duration>,
+    /// When the call arrived (for the latency histogram only; deadlines
+    /// and token lifetimes use the injected clock).
+    pub started: Instant,
 }
 
 impl CallContext {

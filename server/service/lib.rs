@@ -9,7 +9,8 @@
 //! - [`context`]: who calls, over what, by when.
 //! - [`validate`]: identity selectors and token audiences.
 //! - [`policy`]: which callers may use which identities and targets.
-//! - `audit`: the one audit line per call.
+//! - `audit`: the one audit line per call (and its call metrics).
+//! - [`metrics`]: call, latency and policy-denial metric handles.
 //! - [`ops`]: the operations (tokens, secrets, Data Lake, SAS, blobs, ARM, SQL).
 //!
 //! This crate knows nothing about gRPC, HTTP adapters or the assembly.
@@ -17,6 +18,7 @@
 
 mod audit;
 pub mod context;
+pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod validate;
@@ -24,10 +26,12 @@ pub mod validate;
 use std::{sync::Arc, time::Duration};
 
 use identity_gateway_azure::{keyvault::SecretCache, sql::SqlPools, Upstream};
+use identity_gateway_core::{GatewayError, IdentitySelector};
 use identity_gateway_identity::TokenCache;
 use tokio_util::sync::CancellationToken;
 
 pub use context::{CallContext, Peer, Transport};
+pub use metrics::ServiceMetrics;
 pub use policy::CallerPolicy;
 pub use validate::IdentityRef;
 
@@ -48,6 +52,7 @@ pub struct Gateway {
     sql: Arc<SqlPools>,
     limits: Limits,
     shutdown: CancellationToken,
+    metrics: ServiceMetrics,
 }
 
 /// The parts a [`Gateway`] is made of.
@@ -62,6 +67,8 @@ pub struct GatewayParts {
     /// Cancelled when the gateway starts shutting down: long-lived streams
     /// (WatchToken) end so the drain can finish.
     pub shutdown: CancellationToken,
+    /// Where calls, latencies and denials are counted.
+    pub metrics: ServiceMetrics,
 }
 
 impl Gateway {
@@ -74,6 +81,7 @@ impl Gateway {
             sql,
             limits,
             shutdown,
+            metrics,
         } = parts;
         Self {
             tokens,
@@ -83,6 +91,7 @@ impl Gateway {
             sql,
             limits,
             shutdown,
+            metrics,
         }
     }
 
@@ -94,6 +103,25 @@ impl Gateway {
     /// The SQL connection pools (for counters).
     pub fn sql(&self) -> &SqlPools {
         &self.sql
+    }
+
+    /// The operations' metric handles.
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.metrics
+    }
+
+    /// The caller policy's verdict on `target`, a denial counted.
+    pub(crate) fn authorize(
+        &self,
+        caller: policy::Caller,
+        identity: &IdentitySelector,
+        target: policy::Target<'_>,
+    ) -> Result<(), GatewayError> {
+        let verdict = self.policy.check(caller, identity, target);
+        if verdict.is_err() {
+            self.metrics.denial(&target);
+        }
+        verdict
     }
 
     /// Starts ending long-lived streams (shutdown).

@@ -15,6 +15,7 @@ pub fn call_context<T>(request: &Request<T>) -> CallContext {
         peer,
         transport,
         budget: budget(request),
+        started: std::time::Instant::now(),
     }
 }
 

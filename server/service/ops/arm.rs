@@ -35,7 +35,7 @@ impl Gateway {
             let selector = validate::identity(request.identity.clone())?;
             let subscription = arm::subscription_id("subscription_id", &request.subscription_id)?;
             arm::resource_group_name("name", &request.name)?;
-            self.policy.check(
+            self.authorize(
                 ctx.policy_caller(),
                 &selector,
                 Target::Subscription(subscription),
@@ -49,7 +49,7 @@ impl Gateway {
             arm::get_resource_group(call, &request.subscription_id, &request.name).await
         }
         .await;
-        audit::record(ctx, "GetResourceGroup", &target, &outcome);
+        audit::record(&self.metrics, ctx, "GetResourceGroup", &target, &outcome);
         outcome
     }
 }

@@ -38,7 +38,7 @@ impl Gateway {
         let outcome = async {
             let url = blob::blob_url(&self.upstream, &request.blob_url)?;
             let selector = validate::identity(request.identity.clone())?;
-            self.policy.check(
+            self.authorize(
                 ctx.policy_caller(),
                 &selector,
                 Target::StorageAccount(&blob::account_of(&url)),
@@ -54,7 +54,7 @@ impl Gateway {
             .await
         }
         .await;
-        audit::record(ctx, "ReadBlob", &target, &outcome);
+        audit::record(&self.metrics, ctx, "ReadBlob", &target, &outcome);
         outcome
     }
 }

@@ -79,7 +79,7 @@ impl Gateway {
             };
             let selector = validate::identity(request.identity.clone())?;
             target = listing.describe();
-            self.policy.check(
+            self.authorize(
                 ctx.policy_caller(),
                 &selector,
                 Target::StorageAccount(listing.account()),
@@ -114,7 +114,7 @@ impl Gateway {
             Ok(pages)
         }
         .await;
-        audit::record(ctx, "ListDataLake", &target, &outcome);
+        audit::record(&self.metrics, ctx, "ListDataLake", &target, &outcome);
         outcome
     }
 }

@@ -46,10 +46,9 @@ impl Gateway {
                 self.limits.sas_max_lifetime,
             )?;
             let caller = ctx.policy_caller();
-            self.policy
-                .check(caller, &selector, Target::StorageAccount(&plan.account))?;
+            self.authorize(caller, &selector, Target::StorageAccount(&plan.account))?;
             if request.method == SasMethod::ArmListServiceSas {
-                self.policy.check(
+                self.authorize(
                     caller,
                     &selector,
                     Target::Subscription(&plan.subscription_id),
@@ -58,7 +57,7 @@ impl Gateway {
             sas::issue(&self.upstream, ctx.budget, &selector, request.cloud, &plan).await
         }
         .await;
-        audit::record(ctx, "GetServiceSas", &target, &outcome);
+        audit::record(&self.metrics, ctx, "GetServiceSas", &target, &outcome);
         outcome
     }
 }

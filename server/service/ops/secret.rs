@@ -64,8 +64,7 @@ impl Gateway {
             let version = request.version.to_ascii_lowercase();
             let selector = validate::identity(request.identity.clone())?;
             target = format!("{}/secrets/{}/{}", vault.base_url(), request.name, version);
-            self.policy
-                .check(ctx.policy_caller(), &selector, Target::Vault(vault.host()))?;
+            self.authorize(ctx.policy_caller(), &selector, Target::Vault(vault.host()))?;
 
             let clock = &self.upstream.clock;
             let key = CacheKey::new(&selector, &vault, &request.name, &version);
@@ -91,7 +90,7 @@ impl Gateway {
             Ok(secret)
         }
         .await;
-        audit::record(ctx, "GetSecret", &target, &outcome);
+        audit::record(&self.metrics, ctx, "GetSecret", &target, &outcome);
         outcome
     }
 }

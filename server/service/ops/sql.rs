@@ -51,7 +51,7 @@ impl Gateway {
                 "{}:{}/{}",
                 query.target.host, query.target.port, query.target.database
             );
-            self.policy.check(
+            self.authorize(
                 ctx.policy_caller(),
                 &query.identity,
                 Target::SqlServer(&query.target.host),
@@ -59,7 +59,7 @@ impl Gateway {
             sql::query(std::sync::Arc::clone(&self.sql), query, deadline).await
         }
         .await;
-        audit::record(ctx, "QuerySql", &target, &outcome);
+        audit::record(&self.metrics, ctx, "QuerySql", &target, &outcome);
         outcome
     }
 

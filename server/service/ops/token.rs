@@ -37,7 +37,7 @@ impl Gateway {
             self.tokens.token(&selector, resource, ctx.budget).await
         }
         .await;
-        audit::record(ctx, "GetToken", &request.resource, &outcome);
+        audit::record(&self.metrics, ctx, "GetToken", &request.resource, &outcome);
         outcome
     }
 
@@ -74,7 +74,13 @@ impl Gateway {
             Ok(stream)
         }
         .await;
-        audit::record(ctx, "WatchToken", &request.resource, &outcome);
+        audit::record(
+            &self.metrics,
+            ctx,
+            "WatchToken",
+            &request.resource,
+            &outcome,
+        );
         outcome
     }
 
