@@ -104,6 +104,7 @@ impl TestEnv {
             url: e.url(),
             header_file: e.header_file().to_path_buf(),
         });
+        let metrics = app.metrics_endpoint().map(|e| e.addr().clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(async move {
             let _ = stopped.await;
@@ -115,6 +116,7 @@ impl TestEnv {
             client,
             gateway,
             identity_endpoint,
+            metrics,
             socket,
             stop: Some(stop),
             task: Some(task),
@@ -149,6 +151,8 @@ pub struct TestGateway {
     pub gateway: Arc<Gateway>,
     /// Set when the config asked for the identity endpoint.
     pub identity_endpoint: Option<IdentityEndpoint>,
+    /// Set when the config asked for the metrics listener.
+    pub metrics: Option<identity_gateway::metrics::endpoint::BoundAddr>,
     pub socket: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), identity_gateway::StartupError>>>,

@@ -92,8 +92,7 @@ impl Gateway {
     ) -> Result<(&'a str, IdentitySelector), GatewayError> {
         let resource = validate::resource(&request.resource)?;
         let selector = validate::identity(request.identity.clone())?;
-        self.policy
-            .check(ctx.policy_caller(), &selector, Target::Token(resource))?;
+        self.authorize(ctx.policy_caller(), &selector, Target::Token(resource))?;
         Ok((resource, selector))
     }
 }
