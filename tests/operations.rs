@@ -185,7 +185,10 @@ async fn metrics_are_scraped_over_tcp_and_the_counters_move() {
         "identity_gateway_token_expiry_seconds",
         &[("resource", VAULT), ("identity", "system")],
     );
-    assert!(left > 3000.0 && left <= 2.0 * 86_400.0, "time to expiry {left}");
+    assert!(
+        left > 3000.0 && left <= 2.0 * 86_400.0,
+        "time to expiry {left}"
+    );
     assert_eq!(
         value(&after, "identity_gateway_identity_source_up", &[]),
         1.0
