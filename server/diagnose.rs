@@ -8,8 +8,8 @@
 //!    token's claims, decoded *without* verifying the signature (the gateway
 //!    is not the token's audience; the claims are only shown);
 //! 4. the configured upstreams accept connections (`upstream.arm_endpoint`,
-//!    `host:port` entries of `upstream.allowed_hosts`, vault and SQL hosts
-//!    named by policy rules, and every `--check URL`);
+//!    `host:port` entries of `upstream.allowed_hosts`, the vaults, storage
+//!    accounts and SQL servers policy rules name, and every `--check URL`);
 //! 5. the socket's directory and file have safe permissions, and whether a
 //!    gateway answers on it;
 //! 6. the caller policy loaded.
@@ -369,6 +369,9 @@ async fn upstream_checks(config: &Config, args: &DiagnoseArgs, checks: &mut Vec<
     for rule in &config.policy.rules {
         for host in rule.vaults.iter().filter(|h| !h.contains('*')) {
             targets.push(format!("https://{host}"));
+        }
+        for account in rule.storage_accounts.iter().filter(|a| !a.contains('*')) {
+            targets.push(format!("https://{account}.blob.core.windows.net"));
         }
         for host in rule.sql_servers.iter().filter(|h| !h.contains('*')) {
             targets.push(format!("{host}:1433"));
