@@ -107,7 +107,7 @@ pub struct Cli {
 
 /// `identity-gateway <COMMAND>`: tools for operators, run with the
 /// configuration the daemon would use (same flags, variables and file).
-#[derive(Debug, Clone, clap::Subcommand)]
+#[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Checks, in order, what the gateway needs (identity source, a token,
     /// the identity's ids, configured upstreams, the socket, the policy) and

@@ -12,11 +12,14 @@ use identity_gateway::{
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
     #[cfg(feature = "emulator")]
     let emulator = cli.emulator;
-    if let Some(Command::Diagnose(args)) = cli.command.clone() {
-        return diagnose(cli, args);
+    // Before the configuration is resolved: diagnose reports a configuration
+    // that does not load as a failed check.
+    if let Some(Command::Diagnose(args)) = &command {
+        return diagnose(cli, args.clone());
     }
     let config = match Config::from_cli(cli) {
         Ok(config) => config,
