@@ -18,7 +18,7 @@
 //! and never prints the token.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, SystemTime},
 };
 
@@ -440,9 +440,9 @@ async fn socket_check(socket: &Path, group: Option<&str>) -> Check {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-        let dir: PathBuf = match socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let dir: std::path::PathBuf = match socket.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(dir) => dir.to_owned(),
-            None => PathBuf::from("."),
+            None => std::path::PathBuf::from("."),
         };
         let Ok(dir_meta) = std::fs::metadata(&dir) else {
             // The gateway creates a missing directory 0750 if it may.
