@@ -461,3 +461,62 @@ fn diagnose_passes_against_the_built_in_emulator() {
     assert_eq!(names[1], ("token for ARM".into(), "ok".into()), "{names:?}");
     assert_eq!(names[2], ("identity".into(), "ok".into()), "{names:?}");
 }
+
+#[tokio::test]
+async fn upstream_requests_and_retries_are_counted_by_service_and_status() {
+    use identity_gateway_emulator::{
+        arm::{ArmFake, Fault},
+        imds::ScriptedResponse,
+        sample,
+    };
+    let env = TestEnv::new().await;
+    let arm = ArmFake::sample(env.authority.clone(), &env.ca)
+        .await
+        .unwrap();
+    arm.push_fault(Fault::throttled(2));
+    env.imds.script([ScriptedResponse::status(503)]);
+    let mut config = env.config();
+    config.upstream.arm_endpoint = Some(arm.base_url().parse().unwrap());
+    config.metrics.listen = Some(MetricsListen::Tcp("127.0.0.1:0".parse().unwrap()));
+    // A manual clock: the backoffs are recorded, not slept.
+    let (gw, _clock) = env.start_manual(config).await;
+    gw.client
+        .rpc()
+        .get_resource_group(identity_gateway_client::proto::GetResourceGroupRequest {
+            subscription_id: sample::SUBSCRIPTION_ID.into(),
+            name: sample::RESOURCE_GROUP.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let samples = scrape(gw.metrics.as_ref().unwrap()).await;
+    let requests = |service, status| {
+        value(
+            &samples,
+            "identity_gateway_upstream_requests_total",
+            &[("service", service), ("status", status)],
+        )
+    };
+    let retries = |service, reason| {
+        value(
+            &samples,
+            "identity_gateway_upstream_retries_total",
+            &[("service", service), ("reason", reason)],
+        )
+    };
+    assert_eq!(requests("imds", "503"), 1.0);
+    assert_eq!(requests("imds", "200"), 1.0);
+    assert_eq!(retries("imds", "503"), 1.0);
+    assert_eq!(requests("azure_resource_manager", "429"), 1.0);
+    assert_eq!(requests("azure_resource_manager", "200"), 1.0);
+    assert_eq!(retries("azure_resource_manager", "429"), 1.0);
+    assert_eq!(
+        value(
+            &samples,
+            "identity_gateway_calls_total",
+            &[("rpc", "GetResourceGroup"), ("code", "OK")]
+        ),
+        1.0
+    );
+}
