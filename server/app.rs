@@ -21,7 +21,7 @@ use identity_gateway_service::{CallerPolicy, Gateway, GatewayParts, Limits};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use crate::{
     adapters::{
@@ -34,7 +34,11 @@ use crate::{
         Metrics, MetricsBuilder,
     },
     proto::{identity_gateway_server::IdentityGatewayServer, FILE_DESCRIPTOR_SET},
-    transport::{self, BindError, Listeners},
+    transport::{
+        self,
+        serve::{ConnectionServer, Transport},
+        BindError, Listeners,
+    },
 };
 
 /// Why the gateway could not start. Each variant keeps its cause as
@@ -280,37 +284,41 @@ async fn serve(
         .expect("the embedded descriptor set is valid");
     let service = IdentityGatewayServer::new(GatewayService::new(gateway))
         .max_decoding_message_size(4 * 1024 * 1024);
-    let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(health)
+    let routes = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service);
+    let server = Arc::new(
+        ConnectionServer::new(routes).http2_keepalive_interval(Some(Duration::from_secs(30))),
+    );
 
     let mut servers = Vec::new();
     #[cfg(unix)]
     if let Some(unix) = listeners.unix {
         let incoming = unix.into_listener();
-        let r = router.clone();
+        let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(incoming, stop).await
+            s.serve(Transport::Local, incoming, stop).await;
+            Ok::<(), tonic::transport::Error>(())
         }));
     }
     #[cfg(windows)]
     if let Some(incoming) = listeners.pipe {
-        let r = router.clone();
+        let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(incoming, stop).await
+            s.serve(Transport::Local, incoming, stop).await;
+            Ok::<(), tonic::transport::Error>(())
         }));
     }
     if let Some(tcp) = listeners.tcp {
         let incoming = TcpListenerStream::new(tcp);
-        let r = router.clone();
+        let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(incoming, stop).await
+            s.serve(Transport::Tcp, incoming, stop).await;
+            Ok::<(), tonic::transport::Error>(())
         }));
     }
     let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();

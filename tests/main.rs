@@ -9,6 +9,7 @@ mod emulator;
 mod emulator_blob;
 mod identity_endpoint;
 mod keyvault;
+mod local_authority;
 mod operations;
 mod sources;
 mod sql;

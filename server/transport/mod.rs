@@ -1,11 +1,15 @@
 //! Where the gateway listens: a Unix domain socket (the default), optional
 //! loopback TCP, and a Windows named pipe. Binding happens before serving, so
-//! the socket accepts as soon as startup returns.
+//! the socket accepts as soon as startup returns. [`serve`] serves the
+//! connections of a bound listener (HTTP/2, per-transport `:authority` rule,
+//! protocol errors logged).
 
 #[cfg(windows)]
 pub mod pipe;
 #[cfg(unix)]
 pub mod uds;
+
+pub mod serve;
 
 use std::{io, net::SocketAddr, path::PathBuf};
 
