@@ -4,10 +4,17 @@
 //! startup `main`, the integration tests and the benchmarks share; then
 //! [`App::serve`] runs the gRPC service (plus health and reflection) on the
 //! listeners it bound, until the shutdown future resolves, and drains.
+//! [`App::reloader`] re-reads the caller policy from the configuration file
+//! (`main` calls it on SIGHUP) without touching connections or streams.
 //! It also builds the one metrics registry and hands each layer its handles,
 //! and starts the opt-in metrics listener.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use identity_gateway_azure::{keyvault::SecretCache, sql::SqlPools, Upstream};
 use identity_gateway_core::metrics::UpstreamMetrics;
@@ -17,9 +24,8 @@ use identity_gateway_core::{
     HostGuard,
 };
 use identity_gateway_identity::{CacheSettings, SourceError, TokenCache, TokenSource};
-use identity_gateway_service::{CallerPolicy, Gateway, GatewayParts, Limits};
+use identity_gateway_service::{CallerPolicy, Gateway, GatewayParts, Limits, PolicyError};
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
@@ -36,6 +42,7 @@ use crate::{
     proto::{identity_gateway_server::IdentityGatewayServer, FILE_DESCRIPTOR_SET},
     transport::{
         self,
+        peer::Attributor,
         serve::{ConnectionServer, Transport},
         BindError, Listeners,
     },
@@ -50,6 +57,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error(transparent)]
     HttpClient(#[from] HttpClientError),
     #[error(transparent)]
@@ -74,6 +83,9 @@ pub struct Options {
     /// Start the built-in emulator and point the gateway at it (`--emulator`).
     #[cfg(feature = "emulator")]
     pub emulator: bool,
+    /// Where loopback callers are looked up (`/proc` when unset); tests
+    /// point it at an empty directory to see unattributable callers.
+    pub proc_root: Option<PathBuf>,
 }
 
 /// A started gateway: listeners bound, operations built, identity endpoint
@@ -83,6 +95,7 @@ pub struct App {
     config: Config,
     gateway: Arc<Gateway>,
     listeners: Listeners,
+    attributor: Attributor,
     identity_endpoint: Option<RunningIdentityEndpoint>,
     metrics: Metrics,
     metrics_endpoint: Option<RunningMetricsEndpoint>,
@@ -117,12 +130,20 @@ impl App {
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let (gateway, metrics) = build(&config, clock)?;
         let gateway = Arc::new(gateway);
-        let identity_endpoint = http_identity::start(&gateway, &config).await?;
+        tracing::info!(policy = %gateway.policy().summary(), "caller policy");
+        let socket_gid = socket_gid(&config)?;
+        let mut attributor = Attributor::new(socket_gid);
+        if let Some(dir) = options.proc_root {
+            attributor = attributor.with_proc(dir);
+        }
+        let identity_endpoint =
+            http_identity::start(&gateway, &config, attributor.clone(), socket_gid).await?;
         let metrics_endpoint = metrics_endpoint::start(&metrics, &config).await?;
         Ok(Self {
             config,
             gateway,
             listeners,
+            attributor,
             identity_endpoint,
             metrics,
             metrics_endpoint,
@@ -140,6 +161,15 @@ impl App {
     /// The operations.
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// Re-reads the caller policy from the configuration file the gateway
+    /// started with (see [`Reloader`]).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            gateway: Arc::clone(&self.gateway),
+            file: self.config.config_file.clone(),
+        }
     }
 
     /// The identity endpoint, when configured.
@@ -170,7 +200,7 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let served = serve(self.gateway, self.listeners, shutdown).await;
+        let served = serve(self.gateway, self.listeners, self.attributor, shutdown).await;
         if let Some(endpoint) = self.identity_endpoint {
             endpoint.stop().await;
         }
@@ -219,7 +249,7 @@ pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<(Gateway, Metrics
     let gateway = Gateway::new(GatewayParts {
         tokens: tokens.clone(),
         upstream,
-        policy: CallerPolicy::new(&config.policy),
+        policy: CallerPolicy::compile(&config.policy)?,
         secrets: SecretCache::new(Duration::from_secs(config.keyvault.secret_cache_ttl_secs)),
         sql: Arc::clone(&sql),
         limits: Limits {
@@ -241,6 +271,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 async fn serve(
     gateway: Arc<Gateway>,
     listeners: Listeners,
+    attributor: Attributor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -313,7 +344,8 @@ async fn serve(
         }));
     }
     if let Some(tcp) = listeners.tcp {
-        let incoming = TcpListenerStream::new(tcp);
+        // Each connection is attributed to its owner at accept.
+        let incoming = transport::peer::incoming(tcp, attributor);
         let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
@@ -339,5 +371,86 @@ async fn serve(
             aborts.iter().for_each(|a| a.abort());
             Ok(())
         }
+    }
+}
+
+/// The socket group's gid (for loopback callers and the header file).
+fn socket_gid(config: &Config) -> Result<Option<u32>, StartupError> {
+    #[cfg(unix)]
+    {
+        Ok(config
+            .socket_group
+            .as_deref()
+            .map(transport::uds::resolve_group)
+            .transpose()?)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = config;
+        Ok(None)
+    }
+}
+
+/// Reloads the caller policy from the configuration file: on SIGHUP, or
+/// when a test or tool asks. Only `[policy]` is taken from the new file;
+/// other settings apply at the next start. A file that does not parse, or a
+/// policy that does not compile, leaves the policy in force and says why.
+/// Connections, streams and calls in flight are not touched: each call
+/// judges with the policy it read at its start.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    file: Option<PathBuf>,
+}
+
+/// Why a reload kept the old policy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    #[error(
+        "the gateway was started without --config; there is no file to reload the policy from"
+    )]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{}: {source}", .file.display())]
+    Policy {
+        file: PathBuf,
+        #[source]
+        source: PolicyError,
+    },
+}
+
+impl Reloader {
+    /// Reloads from the file the gateway started with, logging the outcome.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let result = match &self.file {
+            Some(file) => self.reload_from(file),
+            None => Err(ReloadError::NoFile),
+        };
+        match &result {
+            Ok(()) => tracing::info!(
+                file = %self.file.as_deref().unwrap_or(Path::new("")).display(),
+                policy = %self.gateway.policy().summary(),
+                "caller policy reloaded (other settings apply at the next start)"
+            ),
+            Err(error) => tracing::error!(
+                error = %crate::error_chain(error),
+                "caller policy NOT reloaded; the previous policy stays in force"
+            ),
+        }
+        result
+    }
+
+    /// Reads `file`, compiles its `[policy]` and puts it in force.
+    pub fn reload_from(&self, file: &Path) -> Result<(), ReloadError> {
+        let config = Config::from_file(file)?;
+        let policy =
+            CallerPolicy::compile(&config.policy).map_err(|source| ReloadError::Policy {
+                file: file.to_owned(),
+                source,
+            })?;
+        self.gateway.replace_policy(policy);
+        Ok(())
     }
 }

@@ -555,22 +555,14 @@ fn group_matches(group: &str, gid: u32) -> bool {
     !entry.is_null() && unsafe { (*entry).gr_gid } == gid
 }
 
-/// Check 6: the caller policy.
+/// Check 6: the caller policy compiles; what it says.
 fn policy_check(config: &Config) -> Check {
-    let rules = config.policy.rules.len();
-    if rules == 0 {
-        Check::new(
-            "policy",
-            Outcome::Warn,
-            "no [policy] rules: any local process that can open the socket may use the identity (the same as IMDS itself)",
-        )
-        .fix("add [[policy.rules]] naming the uids/gids and what each may ask for, if that matters here")
-    } else {
-        Check::new(
-            "policy",
-            Outcome::Ok,
-            format!("{rules} rule(s) loaded; a rule grants only what it names"),
-        )
+    match identity_gateway_service::CallerPolicy::compile(&config.policy) {
+        Err(e) => Check::new("policy", Outcome::Fail, error_chain(&e))
+            .fix("fix the [policy] section the message names; the gateway refuses to start with it"),
+        Ok(policy) if policy.rule_count() == 0 => Check::new("policy", Outcome::Warn, policy.summary())
+            .fix("add [[policy.rules]] naming the uids/gids and what each may ask for, if that matters here"),
+        Ok(policy) => Check::new("policy", Outcome::Ok, policy.summary()),
     }
 }
 

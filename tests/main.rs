@@ -11,6 +11,7 @@ mod identity_endpoint;
 mod keyvault;
 mod local_authority;
 mod operations;
+mod policy;
 mod sources;
 mod sql;
 mod storage;

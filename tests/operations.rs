@@ -18,7 +18,7 @@ use identity_gateway::{
     metrics::endpoint::BoundAddr,
 };
 use identity_gateway_client::Error;
-use identity_gateway_service::policy::Rule;
+use identity_gateway_service::policy::{IdEntry, RuleConfig};
 use prometheus_parse::{Sample, Scrape, Value};
 use tonic::Code;
 
@@ -94,10 +94,11 @@ async fn metrics_are_scraped_over_tcp_and_the_counters_move() {
     config.metrics.listen = Some(MetricsListen::Tcp("127.0.0.1:0".parse().unwrap()));
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
-    config.policy.rules = vec![Rule {
-        uids: vec![me],
+    config.policy.rules = vec![RuleConfig {
+        uids: vec![IdEntry::Id(me)],
+        identities: vec!["system".into()],
         resources: vec![VAULT.into()],
-        ..Rule::default()
+        ..RuleConfig::default()
     }];
     let gw = env.start(config).await;
     let addr = gw.metrics.clone().expect("metrics endpoint");

@@ -1,11 +1,11 @@
-//! One audit line per call: caller, RPC, target, outcome. Targets are names
-//! and URLs without query strings; never tokens, secrets or signatures.
-//! Every operation passes here exactly once, so the call counters and the
-//! latency histogram are recorded here too.
+//! One audit line per call: caller, RPC, target, identity, outcome. Targets
+//! are names and URLs without query strings; never tokens, secrets or
+//! signatures. Every operation passes here exactly once, so the call
+//! counters and the latency histogram are recorded here too.
 
 use identity_gateway_core::GatewayError;
 
-use crate::{context::CallContext, metrics::ServiceMetrics};
+use crate::{context::CallContext, metrics::ServiceMetrics, validate::IdentityRef};
 
 /// Logs the outcome of one operation under the `audit` target and counts it.
 pub(crate) fn record<T>(
@@ -13,6 +13,21 @@ pub(crate) fn record<T>(
     ctx: &CallContext,
     rpc: &'static str,
     target: &str,
+    identity: &IdentityRef,
+    outcome: &Result<T, GatewayError>,
+) {
+    record_with(metrics, ctx, rpc, target, identity, None, outcome);
+}
+
+/// [`record`] with a `detail` field (GetServiceSas: the SAS permissions and
+/// expiry granted, or asked for when refused).
+pub(crate) fn record_with<T>(
+    metrics: &ServiceMetrics,
+    ctx: &CallContext,
+    rpc: &'static str,
+    target: &str,
+    identity: &IdentityRef,
+    detail: Option<&str>,
     outcome: &Result<T, GatewayError>,
 ) {
     let code = match outcome {
@@ -22,12 +37,16 @@ pub(crate) fn record<T>(
     metrics.call(rpc, ctx.transport, code, ctx.started.elapsed());
     let caller = &ctx.peer;
     match outcome {
-        Ok(_) => tracing::info!(target: "audit", %caller, rpc, target, outcome = "ok"),
+        Ok(_) => {
+            tracing::info!(target: "audit", %caller, rpc, target, %identity, detail, outcome = "ok")
+        }
         Err(error) => tracing::info!(
             target: "audit",
             %caller,
             rpc,
             target,
+            %identity,
+            detail,
             outcome = error.code_name(),
             message = %error
         ),

@@ -70,7 +70,7 @@ impl ServiceMetrics {
         );
         registry.register(
             "policy_denials",
-            "Calls the gateway's caller policy refused, by the kind of target (token, vault, storage_account, sql_server, subscription)",
+            "Calls the gateway's caller policy refused, by the kind of target (token, secret, blob, data_lake, sas, sql, resource_group)",
             metrics.denials.clone(),
         );
         metrics
@@ -97,11 +97,13 @@ impl ServiceMetrics {
 
     pub(crate) fn denial(&self, target: &Target<'_>) {
         let kind = match target {
-            Target::Token(_) => "token",
-            Target::Vault(_) => "vault",
-            Target::StorageAccount(_) => "storage_account",
-            Target::SqlServer(_) => "sql_server",
-            Target::Subscription(_) => "subscription",
+            Target::Token { .. } => "token",
+            Target::Secret { .. } => "secret",
+            Target::Blob { .. } => "blob",
+            Target::DataLake { .. } => "data_lake",
+            Target::Sas { .. } => "sas",
+            Target::Sql { .. } => "sql",
+            Target::ResourceGroup { .. } => "resource_group",
         };
         self.denials.get_or_create(&[("target", kind)]).inc();
     }

@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
-use identity_gateway_service::{CallContext, Peer, Transport};
+use identity_gateway_service::{Attribution, CallContext, Peer, Transport};
 use tonic::Request;
+
+use crate::transport::peer::TcpCaller;
 
 /// The call context of a gRPC request.
 pub fn call_context<T>(request: &Request<T>) -> CallContext {
@@ -30,13 +32,20 @@ fn peer<T>(request: &Request<T>) -> (Peer, Transport) {
                 uid: Some(cred.uid()),
                 gid: Some(cred.gid()),
                 pid: cred.pid(),
-                addr: None,
+                attribution: Attribution::PeerCredentials,
+                ..Peer::default()
             },
             None => Peer::default(),
         };
         return (peer, Transport::UnixSocket);
     }
+    // Loopback TCP connections are attributed once, at accept.
+    if let Some(caller) = request.extensions().get::<TcpCaller>() {
+        return (caller.peer, Transport::Tcp);
+    }
     match request.remote_addr() {
+        // A TCP listener that did not attribute (not served by the App):
+        // an anonymous caller.
         Some(addr) => (
             Peer {
                 addr: Some(addr),

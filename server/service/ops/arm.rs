@@ -36,9 +36,9 @@ impl Gateway {
             let subscription = arm::subscription_id("subscription_id", &request.subscription_id)?;
             arm::resource_group_name("name", &request.name)?;
             self.authorize(
-                ctx.policy_caller(),
+                &ctx.policy_caller(),
                 &selector,
-                Target::Subscription(subscription),
+                Target::ResourceGroup { subscription },
             )?;
             let call = ArmCall {
                 up: &self.upstream,
@@ -49,7 +49,14 @@ impl Gateway {
             arm::get_resource_group(call, &request.subscription_id, &request.name).await
         }
         .await;
-        audit::record(&self.metrics, ctx, "GetResourceGroup", &target, &outcome);
+        audit::record(
+            &self.metrics,
+            ctx,
+            "GetResourceGroup",
+            &target,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 }

@@ -38,10 +38,14 @@ impl Gateway {
         let outcome = async {
             let url = blob::blob_url(&self.upstream, &request.blob_url)?;
             let selector = validate::identity(request.identity.clone())?;
+            // `url` is the guard's normalised URL: the account judged here
+            // is the one the request goes to.
             self.authorize(
-                ctx.policy_caller(),
+                &ctx.policy_caller(),
                 &selector,
-                Target::StorageAccount(&blob::account_of(&url)),
+                Target::Blob {
+                    account: &blob::account_of(&url),
+                },
             )?;
             blob::open(
                 &self.upstream,
@@ -54,7 +58,14 @@ impl Gateway {
             .await
         }
         .await;
-        audit::record(&self.metrics, ctx, "ReadBlob", &target, &outcome);
+        audit::record(
+            &self.metrics,
+            ctx,
+            "ReadBlob",
+            &target,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 }

@@ -80,9 +80,12 @@ impl Gateway {
             let selector = validate::identity(request.identity.clone())?;
             target = listing.describe();
             self.authorize(
-                ctx.policy_caller(),
+                &ctx.policy_caller(),
                 &selector,
-                Target::StorageAccount(listing.account()),
+                Target::DataLake {
+                    account: listing.account(),
+                    path: &listing.policy_path(),
+                },
             )?;
 
             let pager = Pager {
@@ -114,7 +117,14 @@ impl Gateway {
             Ok(pages)
         }
         .await;
-        audit::record(&self.metrics, ctx, "ListDataLake", &target, &outcome);
+        audit::record(
+            &self.metrics,
+            ctx,
+            "ListDataLake",
+            &target,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 }

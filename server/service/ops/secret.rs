@@ -64,7 +64,14 @@ impl Gateway {
             let version = request.version.to_ascii_lowercase();
             let selector = validate::identity(request.identity.clone())?;
             target = format!("{}/secrets/{}/{}", vault.base_url(), request.name, version);
-            self.authorize(ctx.policy_caller(), &selector, Target::Vault(vault.host()))?;
+            self.authorize(
+                &ctx.policy_caller(),
+                &selector,
+                Target::Secret {
+                    vault: vault.host(),
+                    name: &request.name,
+                },
+            )?;
 
             let clock = &self.upstream.clock;
             let key = CacheKey::new(&selector, &vault, &request.name, &version);
@@ -90,7 +97,14 @@ impl Gateway {
             Ok(secret)
         }
         .await;
-        audit::record(&self.metrics, ctx, "GetSecret", &target, &outcome);
+        audit::record(
+            &self.metrics,
+            ctx,
+            "GetSecret",
+            &target,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 }

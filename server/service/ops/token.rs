@@ -37,7 +37,14 @@ impl Gateway {
             self.tokens.token(&selector, resource, ctx.budget).await
         }
         .await;
-        audit::record(&self.metrics, ctx, "GetToken", &request.resource, &outcome);
+        audit::record(
+            &self.metrics,
+            ctx,
+            "GetToken",
+            &request.resource,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 
@@ -79,6 +86,7 @@ impl Gateway {
             ctx,
             "WatchToken",
             &request.resource,
+            &request.identity,
             &outcome,
         );
         outcome
@@ -92,7 +100,7 @@ impl Gateway {
     ) -> Result<(&'a str, IdentitySelector), GatewayError> {
         let resource = validate::resource(&request.resource)?;
         let selector = validate::identity(request.identity.clone())?;
-        self.authorize(ctx.policy_caller(), &selector, Target::Token(resource))?;
+        self.authorize(&ctx.policy_caller(), &selector, Target::Token { resource })?;
         Ok((resource, selector))
     }
 }
