@@ -120,7 +120,7 @@ impl App {
         let listeners = transport::bind(&config).await?;
         #[cfg(feature = "emulator")]
         let emulator = if options.emulator {
-            let emulator = crate::emulator_mode::start().await?;
+            let emulator = crate::emulator_mode::start(&config.socket).await?;
             emulator.configure(&mut config);
             config.validate()?;
             Some(emulator)
@@ -130,7 +130,6 @@ impl App {
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let (gateway, metrics) = build(&config, clock)?;
         let gateway = Arc::new(gateway);
-        tracing::info!(policy = %gateway.policy().summary(), "caller policy");
         let socket_gid = socket_gid(&config)?;
         let mut attributor = Attributor::new(socket_gid);
         if let Some(dir) = options.proc_root {

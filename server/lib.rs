@@ -16,11 +16,13 @@
 //! - `identity_gateway_core`: errors, clock, clouds, tokens, host guard.
 //!
 //! Beside them in this crate: [`config`] (flags, `IDENTITY_GATEWAY_*`
-//! variables and the TOML file), [`transport`] (the listeners), [`metrics`]
-//! (the registry and its opt-in Prometheus listener), [`diagnose`] (the
-//! `diagnose` subcommand's checks), and, with
-//! the `emulator` cargo feature only, `emulator_mode` (`--emulator`: the
-//! gateway wired to in-process fakes). Production builds
+//! variables and the TOML file), [`transport`] (the listeners), [`logging`]
+//! (the log subscriber, text or JSON, and the startup line),
+//! [`healthcheck`] (`identity-gateway healthcheck`, a grpc.health.v1 client
+//! for container probes), [`metrics`] (the registry and its opt-in
+//! Prometheus listener), [`diagnose`] (the `diagnose` subcommand's checks)
+//! and, with the `emulator` cargo feature only, `emulator_mode`
+//! (`--emulator`: the gateway wired to in-process fakes). Production builds
 //! (`--no-default-features`) contain no emulator code.
 #![warn(missing_debug_implementations, unreachable_pub)]
 
@@ -30,6 +32,7 @@ pub mod config;
 pub mod diagnose;
 #[cfg(feature = "emulator")]
 pub mod emulator_mode;
+pub mod healthcheck;
 pub mod logging;
 pub mod metrics;
 pub mod transport;

@@ -1,14 +1,16 @@
 //! The `identity-gateway` binary: parse configuration, [`App::start`], serve
-//! until SIGTERM or Ctrl-C, drain, remove the socket; SIGHUP reloads the
+//! until SIGTERM or Ctrl-C, drain, remove the socket. SIGHUP reloads the
 //! caller policy from the configuration file. Or run a subcommand
-//! (`diagnose`).
+//! (`diagnose`, `healthcheck`).
 
-use std::{error::Error, process::ExitCode};
+use std::{error::Error, io::Write as _, process::ExitCode};
 
 use clap::Parser;
 use identity_gateway::{
     config::{Cli, Command, Config},
-    error_chain, logging, App, Options, StartupError,
+    error_chain,
+    healthcheck::{self, HealthcheckArgs},
+    logging, App, Options, StartupError,
 };
 
 fn main() -> ExitCode {
@@ -28,10 +30,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(logging::env_filter(&config.log))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(Command::Healthcheck(args)) = &command {
+        return healthcheck(&config, args);
+    }
+    logging::init(&config.log, config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -74,7 +76,7 @@ fn diagnose(cli: Cli, args: identity_gateway::diagnose::DiagnoseArgs) -> ExitCod
             // `--emulator diagnose` checks the gateway's view of the emulator.
             #[cfg(feature = "emulator")]
             let _emulator = if emulator {
-                match identity_gateway::emulator_mode::start().await {
+                match identity_gateway::emulator_mode::start(&config.socket).await {
                     Ok(running) => {
                         running.configure(&mut config);
                         Some(running)
@@ -100,6 +102,38 @@ fn diagnose(cli: Cli, args: identity_gateway::diagnose::DiagnoseArgs) -> ExitCod
     }
 }
 
+fn healthcheck(config: &Config, args: &HealthcheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("identity-gateway healthcheck: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    let health = runtime.block_on(healthcheck::check(&config.socket, &args.service, timeout));
+    match health {
+        healthcheck::Health::Serving => print_stdout(&health.to_string()),
+        _ => eprintln!("identity-gateway healthcheck: {health}"),
+    }
+    ExitCode::from(health.exit_code())
+}
+
+/// Prints to stdout; a reader that went away (`identity-gateway --emulator |
+/// head`) is not an error worth dying or panicking for: the banner is a
+/// courtesy, the gateway keeps serving.
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            tracing::warn!(error = %e, "cannot write to stdout");
+        }
+    }
+}
+
 fn chain(error: &dyn Error) -> String {
     error_chain(error)
 }
@@ -121,22 +155,22 @@ async fn run(config: Config, options: Options) -> Result<(), StartupError> {
         });
     }
     let config = app.config();
-    tracing::info!(
-        socket = %config.socket.display(),
-        tcp = ?config.tcp,
-        source = %app.gateway().tokens().source_description(),
-        "identity-gateway serving"
+    logging::log_startup(
+        config,
+        &app.gateway().tokens().source_description(),
+        &app.gateway().policy().summary(),
+        app.identity_endpoint().map(|e| e.url()).as_deref(),
     );
     #[cfg(feature = "emulator")]
     if let Some(emulator) = app.emulator() {
-        println!(
-            "{}",
-            identity_gateway::emulator_mode::banner(config, emulator)
-        );
+        print_stdout(&identity_gateway::emulator_mode::banner(config, emulator));
     }
     if let Some(endpoint) = app.identity_endpoint() {
-        println!("identity endpoint: {}", endpoint.url());
-        println!("identity header file: {}", endpoint.header_file().display());
+        print_stdout(&format!("identity endpoint: {}", endpoint.url()));
+        print_stdout(&format!(
+            "identity header file: {}",
+            endpoint.header_file().display()
+        ));
     }
     app.serve(shutdown_signal()).await?;
     tracing::info!("identity-gateway stopped");

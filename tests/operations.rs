@@ -1,523 +1,195 @@
-//! What an operator watches and runs: the Prometheus endpoint (scraped and
-//! parsed with a real Prometheus text parser; the counters move with the
-//! calls), per-service gRPC health and fail-fast token requests when the
-//! identity source is unreachable, and `diagnose` against a healthy and a
-//! broken setup.
+//! What an operator sees of the binary: the startup line (text without
+//! colour codes when stderr is not a terminal, or JSON), the `healthcheck`
+//! subcommand container probes run, and `--emulator | head` ending quietly.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{BufRead, BufReader, Read},
     path::Path,
-    process::Command,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
-use identity_gateway::{
-    config::MetricsListen,
-    diagnose::{self, DiagnoseArgs, Outcome},
-    metrics::endpoint::BoundAddr,
-};
-use identity_gateway_client::Error;
-use identity_gateway_service::policy::{IdEntry, RuleConfig};
-use prometheus_parse::{Sample, Scrape, Value};
-use tonic::Code;
-
-use crate::common::TestEnv;
-
 const BIN: &str = env!("CARGO_BIN_EXE_identity-gateway");
-const VAULT: &str = "https://vault.azure.net";
-const STORAGE: &str = "https://storage.azure.com/";
-const GATEWAY_SERVICE: &str = "identity_gateway.v1.IdentityGateway";
-const HINT: &str = "is this an Azure VM with a managed identity enabled?";
+const STARTUP: Duration = Duration::from_secs(60);
 
-/// One HTTP/1.0 GET over any byte stream; the body.
-fn http_get(mut stream: impl Read + Write) -> String {
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: metrics\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/openmetrics-text"),
-        "{head}"
-    );
-    body.to_string()
+/// A production-shaped gateway: no emulator, IMDS on a dead loopback port
+/// (asked on demand only).
+fn spawn_gateway(socket: &Path, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .arg("--socket")
+        .arg(socket)
+        .args(["--imds-endpoint", "http://127.0.0.1:9"])
+        .args(extra)
+        .env("IDENTITY_GATEWAY_LOG", "info")
+        .env_remove("IDENTITY_GATEWAY_LOG_FORMAT")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn identity-gateway")
 }
 
-/// Scrapes the endpoint and parses the text with `prometheus-parse`.
-async fn scrape(addr: &BoundAddr) -> Vec<Sample> {
-    let addr = addr.clone();
-    let body = tokio::task::spawn_blocking(move || match addr {
-        BoundAddr::Tcp(addr) => http_get(TcpStream::connect(addr).unwrap()),
-        BoundAddr::Unix(path) => http_get(std::os::unix::net::UnixStream::connect(path).unwrap()),
-    })
-    .await
-    .unwrap();
-    assert!(
-        body.trim_end().ends_with("# EOF"),
-        "OpenMetrics ends with # EOF"
-    );
-    let lines = body.lines().map(|l| Ok(l.to_string()));
-    Scrape::parse(lines)
-        .expect("Prometheus text parses")
-        .samples
+/// Streams the child's stderr lines into a channel (and keeps draining it).
+fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
-/// The value of the sample `name` whose labels include all of `labels`
-/// (0 when there is none: a counter that never moved is not exported).
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            other => panic!("{name}: unexpected {other:?}"),
-        })
-        .sum()
-}
-
-fn has(samples: &[Sample], name: &str) -> bool {
-    samples.iter().any(|s| s.metric == name)
-}
-
-#[tokio::test]
-async fn metrics_are_scraped_over_tcp_and_the_counters_move() {
-    let env = TestEnv::new().await;
-    let mut config = env.config();
-    config.metrics.listen = Some(MetricsListen::Tcp("127.0.0.1:0".parse().unwrap()));
-    // SAFETY: getuid has no preconditions.
-    let me = unsafe { libc::getuid() };
-    config.policy.rules = vec![RuleConfig {
-        uids: vec![IdEntry::Id(me)],
-        identities: vec!["system".into()],
-        resources: vec![VAULT.into()],
-        ..RuleConfig::default()
-    }];
-    let gw = env.start(config).await;
-    let addr = gw.metrics.clone().expect("metrics endpoint");
-    assert!(matches!(addr, BoundAddr::Tcp(a) if a.port() != 0));
-
-    let before = scrape(&addr).await;
-    assert_eq!(
-        value(
-            &before,
-            "identity_gateway_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
-        ),
-        1.0
-    );
-    assert_eq!(value(&before, "identity_gateway_calls_total", &[]), 0.0);
-    assert!(has(&before, "identity_gateway_sql_pools"));
-    assert!(has(&before, "identity_gateway_identity_source_up"));
-
-    gw.client.get_token(VAULT).await.unwrap();
-    gw.client.get_token(VAULT).await.unwrap();
-    let denied = gw.client.get_token(STORAGE).await.unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied);
-
-    let after = scrape(&addr).await;
-    let calls = |code| {
-        value(
-            &after,
-            "identity_gateway_calls_total",
-            &[("rpc", "GetToken"), ("code", code), ("transport", "unix")],
-        )
-    };
-    assert_eq!(calls("OK"), 2.0);
-    assert_eq!(calls("PermissionDenied"), 1.0);
-    assert_eq!(
-        value(
-            &after,
-            "identity_gateway_call_duration_seconds_count",
-            &[("rpc", "GetToken")]
-        ),
-        3.0
-    );
-    assert_eq!(
-        value(
-            &after,
-            "identity_gateway_policy_denials_total",
-            &[("target", "token")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &after,
-            "identity_gateway_token_cache_lookups_total",
-            &[("result", "miss")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &after,
-            "identity_gateway_token_cache_lookups_total",
-            &[("result", "hit")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &after,
-            "identity_gateway_upstream_requests_total",
-            &[("service", "imds"), ("status", "200")]
-        ),
-        1.0
-    );
-    assert_eq!(env.imds.token_requests(), 1);
-    assert_eq!(
-        value(
-            &after,
-            "identity_gateway_governor_wait_seconds_count",
-            &[("priority", "foreground")]
-        ),
-        1.0
-    );
-    let left = value(
-        &after,
-        "identity_gateway_token_expiry_seconds",
-        &[("resource", VAULT), ("identity", "system")],
-    );
-    assert!(
-        left > 3000.0 && left <= 2.0 * 86_400.0,
-        "time to expiry {left}"
-    );
-    assert_eq!(
-        value(&after, "identity_gateway_identity_source_up", &[]),
-        1.0
-    );
-}
-
-#[tokio::test]
-async fn metrics_can_have_a_unix_socket_of_their_own() {
-    let env = TestEnv::new().await;
-    let mut config = env.config();
-    let path = env.dir.path().join("metrics.sock");
-    config.metrics.listen = Some(MetricsListen::Unix(path.clone()));
-    let gw = env.start(config).await;
-    assert_eq!(gw.metrics, Some(BoundAddr::Unix(path.clone())));
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o660);
-
-    gw.client.get_token(VAULT).await.unwrap();
-    let samples = scrape(&BoundAddr::Unix(path.clone())).await;
-    assert_eq!(
-        value(
-            &samples,
-            "identity_gateway_calls_total",
-            &[("rpc", "GetToken"), ("code", "OK")]
-        ),
-        1.0
-    );
-    gw.shutdown().await;
-    assert!(!path.exists(), "the metrics socket is removed at stop");
-}
-
-/// A loopback port that never completes a TCP handshake: a listener whose
-/// accept queue is full (nobody accepts), so further SYNs are dropped, as a
-/// firewall black-holing 169.254.169.254 would. Keep the returned values alive.
-fn black_hole() -> (SocketAddr, TcpListener, Vec<TcpStream>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..4096 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(stream) => held.push(stream),
-            Err(_) => return (addr, listener, held),
+fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + STARTUP;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
         }
     }
-    panic!("the accept queue never filled");
+    panic!("no stderr line with {needle:?}; saw:\n{}", seen.join("\n"));
 }
 
-async fn health(socket: &Path, service: &str) -> i32 {
-    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
-    let path = socket.to_owned();
-    let channel = tonic::transport::Endpoint::from_static("http://gateway.local")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
-    HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
+fn healthcheck(socket: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--socket")
+        .arg(socket)
+        .arg("healthcheck")
+        .args(extra)
+        .output()
+        .expect("run healthcheck")
 }
 
-const SERVING: i32 = 1;
-const NOT_SERVING: i32 = 2;
-
-#[tokio::test]
-async fn off_azure_a_token_request_fails_in_seconds_with_the_reason_and_health_tells() {
-    let env = TestEnv::new().await;
-    let (addr, listener, held) = black_hole();
-    let mut config = env.config();
-    config.identity.imds_endpoint = format!("http://{addr}").parse().unwrap();
-    let gw = env.start(config).await;
-    assert_eq!(
-        health(&gw.socket, GATEWAY_SERVICE).await,
-        SERVING,
-        "nothing known yet"
-    );
-
-    // No deadline: the gateway's own connect timeout (1 s) decides.
-    let started = Instant::now();
-    let err = gw.client.get_token(VAULT).await.unwrap_err();
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(4), "took {took:?}");
-    let Error::Unavailable(message) = &err else {
-        panic!("{err:?}")
-    };
-    assert!(message.contains(HINT), "{message}");
-    assert!(message.contains(&addr.to_string()), "{message}");
-
-    assert_eq!(health(&gw.socket, GATEWAY_SERVICE).await, NOT_SERVING);
-    assert_eq!(
-        health(&gw.socket, "").await,
-        SERVING,
-        "the process still serves"
-    );
-
-    // The source comes back: the probe notices, without any caller trying.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let accepting = {
-        let stop = std::sync::Arc::clone(&stop);
-        std::thread::spawn(move || {
-            listener.set_nonblocking(true).unwrap();
-            let mut accepted = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => accepted.push(stream),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-            drop((held, accepted));
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while health(&gw.socket, GATEWAY_SERVICE).await != SERVING {
-        assert!(Instant::now() < deadline, "health never recovered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// Waits until `healthcheck` passes: serving has started (and with it the
+/// SIGTERM handler; a signal before that ends the process the default way).
+fn wait_healthy(socket: &Path) -> std::process::Output {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        let out = healthcheck(socket, &["--timeout", "2"]);
+        if out.status.success() || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    accepting.join().unwrap();
 }
 
-#[tokio::test]
-async fn a_refused_imds_connection_fails_at_once_with_the_hint() {
-    let env = TestEnv::new().await;
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut config = env.config();
-    config.identity.imds_endpoint = format!("http://{dead}").parse().unwrap();
-    let gw = env.start(config).await;
-    let started = Instant::now();
-    let err = gw.client.get_token(VAULT).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.to_string().contains(HINT), "{err}");
-    assert_eq!(health(&gw.socket, GATEWAY_SERVICE).await, NOT_SERVING);
-}
-
-#[tokio::test]
-async fn diagnose_passes_against_the_emulator_and_names_the_identity() {
-    let env = TestEnv::new().await;
-    let mut config = env.config();
-    let arm = TcpListener::bind("127.0.0.1:0").unwrap();
-    config.upstream.arm_endpoint = Some(
-        format!("http://{}", arm.local_addr().unwrap())
-            .parse()
-            .unwrap(),
-    );
-    let gw = env.start(config.clone()).await;
-    let report = diagnose::run(&config, &DiagnoseArgs::default()).await;
-    let text = report.to_text();
-    assert!(report.ok, "{text}");
-    let outcome = |prefix: &str| {
-        report
-            .checks
-            .iter()
-            .find(|c| c.name.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no check {prefix}: {text}"))
-    };
-    assert_eq!(outcome("IMDS reachable").outcome, Outcome::Ok, "{text}");
-    assert_eq!(outcome("token for ARM").outcome, Outcome::Ok, "{text}");
-    let identity = outcome("identity");
-    assert_eq!(identity.outcome, Outcome::Ok, "{text}");
-    assert!(
-        identity.detail.contains(&format!(
-            "tenant={}",
-            identity_gateway_emulator::sample::TENANT_ID
-        )) && identity.detail.contains("without verifying"),
-        "{text}"
-    );
-    assert_eq!(
-        outcome("upstream http://127.0.0.1").outcome,
-        Outcome::Ok,
-        "{text}"
-    );
-    let socket = outcome("socket");
-    assert_eq!(socket.outcome, Outcome::Ok, "{text}");
-    assert!(
-        socket.detail.contains("mode 0660") && socket.detail.contains("a gateway answers"),
-        "{text}"
-    );
-    assert_eq!(outcome("policy").outcome, Outcome::Warn, "no rules: {text}");
-    assert!(!text.contains(".ey"), "never the token: {text}");
-    drop(gw);
+fn sigterm_and_wait(mut child: Child) -> std::process::ExitStatus {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().expect("wait for the gateway")
 }
 
 #[test]
-fn diagnose_fails_with_the_fix_when_imds_is_dead() {
+fn json_startup_line_names_transports_source_policy_and_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let output = Command::new(BIN)
-        .args(["--imds-endpoint", &format!("http://{dead}"), "--socket"])
-        .arg(dir.path().join("gw.sock"))
-        .args(["diagnose", "--json"])
-        .env("IDENTITY_GATEWAY_LOG", "warn")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
-    assert_eq!(report["ok"], false);
-    let checks = report["checks"].as_array().unwrap();
-    assert_eq!(checks[0]["name"], "IMDS reachable");
-    assert_eq!(checks[0]["outcome"], "fail");
-    let fix = checks[0]["fix"].as_str().unwrap();
+    let socket = dir.path().join("gw.sock");
+    let mut child = spawn_gateway(&socket, &["--log-format", "json", "--tcp", "127.0.0.1:0"]);
+    let rx = stderr_lines(&mut child);
+    let line = wait_for_line(&rx, "identity-gateway serving");
+    let json: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+    assert_eq!(json["level"], "INFO", "{json}");
+    assert_eq!(json["message"], "identity-gateway serving", "{json}");
+    let transports = json["transports"].as_str().unwrap();
     assert!(
-        fix.contains(HINT) && fix.contains("system-assigned") && fix.contains("user-assigned"),
-        "{fix}"
+        transports.contains(&format!("unix socket {}", socket.display())),
+        "{json}"
     );
-    assert_eq!(checks[1]["name"], "token for ARM");
-    assert_eq!(checks[1]["outcome"], "skip");
-
-    // The readable form says the same, with the fix.
-    let output = Command::new(BIN)
-        .args(["--imds-endpoint", &format!("http://{dead}"), "--socket"])
-        .arg(dir.path().join("gw.sock"))
-        .arg("diagnose")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let text = String::from_utf8(output.stdout).unwrap();
-    assert!(text.contains("[FAIL] IMDS reachable"), "{text}");
-    assert!(text.contains("fix: is this an Azure VM"), "{text}");
-    assert!(text.contains("result: 1 check failed"), "{text}");
+    assert!(transports.contains("tcp 127.0.0.1:0"), "{json}");
+    assert!(
+        json["source"].as_str().unwrap().contains("127.0.0.1:9"),
+        "{json}"
+    );
+    assert!(
+        json["policy"].as_str().unwrap().contains("IMDS-equivalent"),
+        "{json}"
+    );
+    let limits = json["limits"].as_str().unwrap();
+    assert!(limits.contains("5 concurrent, 20/s"), "{json}");
+    assert!(wait_healthy(&socket).status.success());
+    assert!(sigterm_and_wait(child).success());
 }
 
 #[test]
-fn diagnose_passes_against_the_built_in_emulator() {
+fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(BIN)
+    let socket = dir.path().join("gw.sock");
+    let mut child = spawn_gateway(&socket, &[]);
+    let rx = stderr_lines(&mut child);
+    let line = wait_for_line(&rx, "identity-gateway serving");
+    assert!(!line.contains('\u{1b}'), "ANSI escape in {line:?}");
+    assert!(line.contains("INFO"), "{line}");
+    assert!(wait_healthy(&socket).status.success());
+    assert!(sigterm_and_wait(child).success());
+}
+
+#[test]
+fn healthcheck_exits_zero_only_when_the_gateway_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("gw.sock");
+
+    let none = healthcheck(&socket, &["--timeout", "2"]);
+    assert_eq!(none.status.code(), Some(1), "no gateway yet");
+    let why = String::from_utf8_lossy(&none.stderr);
+    assert!(why.contains("unreachable"), "{why}");
+
+    let mut child = spawn_gateway(&socket, &[]);
+    let rx = stderr_lines(&mut child);
+    wait_for_line(&rx, "identity-gateway serving");
+    // The startup line comes before serving starts.
+    let live = wait_healthy(&socket);
+    assert!(live.status.success(), "{live:?}");
+    assert_eq!(String::from_utf8_lossy(&live.stdout).trim(), "SERVING");
+
+    let ready = healthcheck(
+        &socket,
+        &["--service", "identity_gateway.v1.IdentityGateway"],
+    );
+    assert!(ready.status.success(), "{ready:?}");
+    let unknown = healthcheck(&socket, &["--service", "no.such.Service"]);
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+
+    assert!(sigterm_and_wait(child).success());
+}
+
+#[test]
+fn emulator_banner_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("gw.sock");
+    let mut child = Command::new(BIN)
         .args(["--emulator", "--socket"])
-        .arg(dir.path().join("gw.sock"))
-        .args(["diagnose", "--json"])
+        .arg(&socket)
         .env("IDENTITY_GATEWAY_LOG", "warn")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
-    assert_eq!(report["ok"], true);
-    let names: Vec<_> = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_string(),
-                c["outcome"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        names[0],
-        ("IMDS reachable".into(), "ok".into()),
-        "{names:?}"
-    );
-    assert_eq!(names[1], ("token for ARM".into(), "ok".into()), "{names:?}");
-    assert_eq!(names[2], ("identity".into(), "ok".into()), "{names:?}");
-}
-
-#[tokio::test]
-async fn upstream_requests_and_retries_are_counted_by_service_and_status() {
-    use identity_gateway_emulator::{
-        arm::{ArmFake, Fault},
-        imds::ScriptedResponse,
-        sample,
-    };
-    let env = TestEnv::new().await;
-    let arm = ArmFake::sample(env.authority.clone(), &env.ca)
-        .await
-        .unwrap();
-    arm.push_fault(Fault::throttled(2));
-    env.imds.script([ScriptedResponse::status(503)]);
-    let mut config = env.config();
-    config.upstream.arm_endpoint = Some(arm.base_url().parse().unwrap());
-    config.metrics.listen = Some(MetricsListen::Tcp("127.0.0.1:0".parse().unwrap()));
-    // A manual clock: the backoffs are recorded, not slept.
-    let (gw, _clock) = env.start_manual(config).await;
-    gw.client
-        .rpc()
-        .get_resource_group(identity_gateway_client::proto::GetResourceGroupRequest {
-            subscription_id: sample::SUBSCRIPTION_ID.into(),
-            name: sample::RESOURCE_GROUP.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-
-    let samples = scrape(gw.metrics.as_ref().unwrap()).await;
-    let requests = |service, status| {
-        value(
-            &samples,
-            "identity_gateway_upstream_requests_total",
-            &[("service", service), ("status", status)],
-        )
-    };
-    let retries = |service, reason| {
-        value(
-            &samples,
-            "identity_gateway_upstream_retries_total",
-            &[("service", service), ("reason", reason)],
-        )
-    };
-    assert_eq!(requests("imds", "503"), 1.0);
-    assert_eq!(requests("imds", "200"), 1.0);
-    assert_eq!(retries("imds", "503"), 1.0);
-    assert_eq!(requests("azure_resource_manager", "429"), 1.0);
-    assert_eq!(requests("azure_resource_manager", "200"), 1.0);
-    assert_eq!(retries("azure_resource_manager", "429"), 1.0);
-    assert_eq!(
-        value(
-            &samples,
-            "identity_gateway_calls_total",
-            &[("rpc", "GetResourceGroup"), ("code", "OK")]
-        ),
-        1.0
-    );
+    // `identity-gateway --emulator | head -0`: the reader is gone before the
+    // banner is written.
+    drop(child.stdout.take());
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // Serving starts after the banner is printed, so an answer means the
+    // write into the closed pipe has happened.
+    if !wait_healthy(&socket).status.success() {
+        let _ = child.kill();
+        panic!("the gateway never served: {}", stderr.join().unwrap());
+    }
+    let status = sigterm_and_wait(child);
+    let stderr = stderr.join().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert!(status.success(), "{status}: {stderr}");
 }
