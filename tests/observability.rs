@@ -1,5 +1,5 @@
-//! What an operator watches and runs (observability): the Prometheus endpoint (scraped and
-//! parsed with a real Prometheus text parser; the counters move with the
+//! What an operator watches and diagnoses: the Prometheus endpoint (scraped
+//! and parsed with a real Prometheus text parser; the counters move with the
 //! calls), per-service gRPC health and fail-fast token requests when the
 //! identity source is unreachable, and `diagnose` against a healthy and a
 //! broken setup.
