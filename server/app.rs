@@ -14,7 +14,7 @@ use identity_gateway_core::{
     HostGuard,
 };
 use identity_gateway_identity::{CacheSettings, SourceError, TokenCache, TokenSource};
-use identity_gateway_service::{CallerPolicy, Gateway, GatewayParts, Limits};
+use identity_gateway_service::{CallerPolicy, Gateway, GatewayParts, Limits, LimitsConfig};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ use crate::{
     },
     config::{Config, ConfigError},
     proto::{identity_gateway_server::IdentityGatewayServer, FILE_DESCRIPTOR_SET},
-    transport::{self, BindError, Listeners},
+    transport::{self, limits::ConnectionLimits, BindError, Listeners},
 };
 
 /// Why the gateway could not start. Each variant keeps its cause as
@@ -141,7 +141,7 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let served = serve(self.gateway, self.listeners, shutdown).await;
+        let served = serve(self.gateway, self.listeners, &self.config.limits, shutdown).await;
         if let Some(endpoint) = self.identity_endpoint {
             endpoint.stop().await;
         }
@@ -179,6 +179,7 @@ pub fn build_gateway(config: &Config, clock: Arc<dyn Clock>) -> Result<Gateway, 
         sql,
         limits: Limits {
             sas_max_lifetime: Duration::from_secs(config.sas.max_expiry_secs),
+            callers: config.limits.clone(),
         },
         shutdown: CancellationToken::new(),
     }))
@@ -193,6 +194,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 async fn serve(
     gateway: Arc<Gateway>,
     listeners: Listeners,
+    limits: &LimitsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -230,19 +232,35 @@ async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
+    // Requests are refused from their 5-byte length prefix, before their
+    // body is read; the small receive windows bound what h2 buffers for a
+    // stream (and a connection) before the service sees it.
+    let max_request = limits.max_request_bytes.max(1024);
     let service = IdentityGatewayServer::new(GatewayService::new(gateway))
-        .max_decoding_message_size(4 * 1024 * 1024);
+        .max_decoding_message_size(max_request);
+    let window = u32::try_from(max_request)
+        .unwrap_or(u32::MAX)
+        .clamp(16 * 1024, 1024 * 1024);
     let router = Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams.max(1))
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window.saturating_mul(4))
+        .max_frame_size(16 * 1024)
+        .http2_max_header_list_size(16 * 1024)
+        .http2_max_pending_accept_reset_streams(Some(32))
+        .timeout(Duration::from_secs(limits.request_timeout_secs.max(1)))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service);
 
+    let connections = ConnectionLimits::new(limits);
     let mut servers = Vec::new();
     #[cfg(unix)]
     if let Some(unix) = listeners.unix {
-        let incoming = unix.into_listener();
+        let incoming = connections.limit(unix.into_listener());
         let r = router.clone();
         let stop = stopped();
         servers.push(tokio::spawn(async move {
@@ -258,7 +276,7 @@ async fn serve(
         }));
     }
     if let Some(tcp) = listeners.tcp {
-        let incoming = TcpListenerStream::new(tcp);
+        let incoming = connections.limit(TcpListenerStream::new(tcp));
         let r = router.clone();
         let stop = stopped();
         servers.push(tokio::spawn(async move {

@@ -108,6 +108,8 @@ pub struct Config {
     pub identity_endpoint: IdentityEndpointConfig,
     /// Who may ask for what (see `policy`); no rules = any local process.
     pub policy: identity_gateway_service::policy::PolicyConfig,
+    /// What one caller and one connection may ask of the gateway.
+    pub limits: identity_gateway_service::LimitsConfig,
 }
 
 /// The App Service-compatible identity endpoint for unmodified Azure SDKs
@@ -137,6 +139,7 @@ impl Default for Config {
             sql: SqlConfig::default(),
             identity_endpoint: IdentityEndpointConfig::default(),
             policy: identity_gateway_service::policy::PolicyConfig::default(),
+            limits: identity_gateway_service::LimitsConfig::default(),
         }
     }
 }

@@ -181,6 +181,15 @@ pub async fn start(
     })?;
     let header_file = HeaderFile(path);
     let app = router(Arc::clone(gateway), secret);
+    // Its own counts: a flood here cannot take the gRPC socket's places.
+    let listener = axum::serve::ListenerExt::tap_io(
+        crate::transport::limits::LimitedTcpListener::new(
+            listener,
+            crate::transport::limits::ConnectionLimits::new(&config.limits),
+        ),
+        // (tap_io gives the limited listener axum's SocketAddr connect info.)
+        |_: &mut crate::transport::limits::Limited<tokio::net::TcpStream>| {},
+    );
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();

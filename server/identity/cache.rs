@@ -274,6 +274,21 @@ impl TokenCache {
             .await
     }
 
+    /// The cached token for `resource`, if one is usable now (a hit counts
+    /// as a use); never fetches.
+    pub fn cached(&self, selector: &IdentitySelector, resource: &str) -> Option<Arc<AccessToken>> {
+        let entry = read(&self.inner.entries)
+            .get(selector)
+            .and_then(|by_resource| by_resource.get(resource))
+            .cloned()?;
+        let mut state = lock(&entry.state);
+        let now = self.inner.clock.now();
+        let cached = state.cached.as_ref().filter(|c| c.usable_at(now))?;
+        let token = Arc::clone(&cached.token);
+        state.last_used = Some(now);
+        Some(token)
+    }
+
     /// A token for `resource` for `caller`: its cold fetches queue in
     /// `caller`'s turn at the governor. Gives up with DEADLINE_EXCEEDED
     /// (saying what the source last answered) when `budget` runs out.
@@ -589,7 +604,8 @@ impl TokenCache {
                     Priority::Background
                 };
                 (
-                    self.shared_fetch(&entry, &mut state, priority, Some(budget)).0,
+                    self.shared_fetch(&entry, &mut state, priority, Some(budget))
+                        .0,
                     expires_at,
                 )
             };
@@ -687,8 +703,10 @@ impl TokenCache {
                 attempts: attempt + 1,
                 elapsed,
             };
-            lock(&entry.state).last_failure =
-                Some(format!("{} ({tried})", describe(&error, inner.source.name())));
+            lock(&entry.state).last_failure = Some(format!(
+                "{} ({tried})",
+                describe(&error, inner.source.name())
+            ));
             let left = budget.map(|b| b.saturating_sub(elapsed));
             let jitter: f64 = rand::rng().random();
             match inner

@@ -421,7 +421,8 @@ mod tests {
         let held = governor.acquire(Priority::Urgent).await;
         for i in 0..100 {
             let g = governor.clone();
-            let t = tokio::spawn(async move { g.acquire(Priority::Foreground(CallerKey(i))).await });
+            let t =
+                tokio::spawn(async move { g.acquire(Priority::Foreground(CallerKey(i))).await });
             tokio::task::yield_now().await;
             t.abort();
         }

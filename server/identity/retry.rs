@@ -327,12 +327,24 @@ mod tests {
             Decision::Retry(Duration::from_secs(2))
         );
         assert_eq!(
-            p.decide(4, &status(429, Some(2)), Duration::ZERO, Some(Duration::from_secs(3)), 0.0),
+            p.decide(
+                4,
+                &status(429, Some(2)),
+                Duration::ZERO,
+                Some(Duration::from_secs(3)),
+                0.0
+            ),
             Decision::Retry(Duration::from_secs(2))
         );
         // Asked to wait longer than the deadline leaves: stop now.
         assert_eq!(
-            p.decide(0, &status(429, Some(10)), Duration::ZERO, Some(Duration::from_secs(8)), 0.0),
+            p.decide(
+                0,
+                &status(429, Some(10)),
+                Duration::ZERO,
+                Some(Duration::from_secs(8)),
+                0.0
+            ),
             Decision::GiveUp
         );
     }
@@ -341,11 +353,23 @@ mod tests {
     fn a_backoff_that_would_overrun_is_shortened_so_the_last_attempt_fits() {
         let p = RetryPolicy::default();
         assert_eq!(
-            p.decide(3, &status(503, None), Duration::ZERO, Some(Duration::from_secs(5)), 0.0),
+            p.decide(
+                3,
+                &status(503, None),
+                Duration::ZERO,
+                Some(Duration::from_secs(5)),
+                0.0
+            ),
             Decision::Retry(Duration::from_millis(4500))
         );
         assert_eq!(
-            p.decide(3, &status(503, None), Duration::ZERO, Some(Duration::from_millis(500)), 0.0),
+            p.decide(
+                3,
+                &status(503, None),
+                Duration::ZERO,
+                Some(Duration::from_millis(500)),
+                0.0
+            ),
             Decision::GiveUp
         );
     }
@@ -370,11 +394,23 @@ mod tests {
         );
         // ...and inside the caller's deadline.
         assert_eq!(
-            p.decide(9, &gone, Duration::from_secs(27), Some(Duration::from_secs(3)), 0.0),
+            p.decide(
+                9,
+                &gone,
+                Duration::from_secs(27),
+                Some(Duration::from_secs(3)),
+                0.0
+            ),
             Decision::Retry(Duration::from_millis(2500))
         );
         assert_eq!(
-            p.decide(0, &gone, Duration::ZERO, Some(Duration::from_millis(500)), 0.0),
+            p.decide(
+                0,
+                &gone,
+                Duration::ZERO,
+                Some(Duration::from_millis(500)),
+                0.0
+            ),
             Decision::GiveUp
         );
     }
@@ -387,7 +423,13 @@ mod tests {
         let mut elapsed = Duration::ZERO;
         let mut attempt = 0;
         while elapsed < Duration::from_secs(20) {
-            match p.decide(attempt, &status(410, None), elapsed, Some(deadline - elapsed), 0.99) {
+            match p.decide(
+                attempt,
+                &status(410, None),
+                elapsed,
+                Some(deadline - elapsed),
+                0.99,
+            ) {
                 Decision::Retry(d) => elapsed += d,
                 Decision::GiveUp => panic!("gave up at {elapsed:?}"),
             }

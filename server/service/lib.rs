@@ -9,12 +9,14 @@
 //! - [`context`]: who calls, over what, by when.
 //! - [`validate`]: identity selectors and token audiences.
 //! - [`policy`]: which callers may use which identities and targets.
-//! - `audit`: the one audit line per call.
+//! - [`admission`]: per-caller rate, concurrency and watch limits (`[limits]`).
+//! - `audit`: the bounded audit log (one line per call, cached grants counted).
 //! - [`ops`]: the operations (tokens, secrets, Data Lake, SAS, blobs, ARM, SQL).
 //!
 //! This crate knows nothing about gRPC, HTTP adapters or the assembly.
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+pub mod admission;
 mod audit;
 pub mod context;
 pub mod ops;
@@ -27,6 +29,7 @@ use identity_gateway_azure::{keyvault::SecretCache, sql::SqlPools, Upstream};
 use identity_gateway_identity::TokenCache;
 use tokio_util::sync::CancellationToken;
 
+pub use admission::LimitsConfig;
 pub use context::{CallContext, Peer, Transport};
 pub use policy::CallerPolicy;
 pub use validate::IdentityRef;
@@ -36,6 +39,8 @@ pub use validate::IdentityRef;
 pub struct Limits {
     /// Longest SAS lifetime GetServiceSas issues (`sas.max_expiry_secs`).
     pub sas_max_lifetime: Duration,
+    /// Per-caller limits (`[limits]`).
+    pub callers: LimitsConfig,
 }
 
 /// Everything the operations use, built once by the composition root.
@@ -48,6 +53,8 @@ pub struct Gateway {
     sql: Arc<SqlPools>,
     limits: Limits,
     shutdown: CancellationToken,
+    admission: Arc<admission::Admission>,
+    audit: Arc<audit::Audit>,
 }
 
 /// The parts a [`Gateway`] is made of.
@@ -81,6 +88,8 @@ impl Gateway {
             policy,
             secrets,
             sql,
+            admission: Arc::new(admission::Admission::new(limits.callers.clone())),
+            audit: audit::Audit::start(audit::AGGREGATE_INTERVAL),
             limits,
             shutdown,
         }
@@ -99,5 +108,6 @@ impl Gateway {
     /// Starts ending long-lived streams (shutdown).
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
+        self.audit.flush();
     }
 }

@@ -2,6 +2,7 @@
 //! loopback TCP, and a Windows named pipe. Binding happens before serving, so
 //! the socket accepts as soon as startup returns.
 
+pub mod limits;
 #[cfg(windows)]
 pub mod pipe;
 #[cfg(unix)]

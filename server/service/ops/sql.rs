@@ -8,7 +8,6 @@ use identity_gateway_azure::sql::{self, SqlEventStream, SqlQuery, SqlTarget, Sql
 use identity_gateway_core::{GatewayError, Service};
 
 use crate::{
-    audit,
     context::CallContext,
     policy::Target,
     validate::{self, IdentityRef},
@@ -46,6 +45,7 @@ impl Gateway {
         let deadline = ctx.budget.map(|b| Instant::now() + b.min(MAX_TIMEOUT));
         let mut target = request.server.clone();
         let outcome = async {
+            let _admitted = self.admission.admit(ctx)?;
             let query = self.sql_query(request)?;
             target = format!(
                 "{}:{}/{}",
@@ -59,7 +59,7 @@ impl Gateway {
             sql::query(std::sync::Arc::clone(&self.sql), query, deadline).await
         }
         .await;
-        audit::record(ctx, "QuerySql", &target, &outcome);
+        self.audit.record(ctx, "QuerySql", &target, &outcome);
         outcome
     }
 
