@@ -185,7 +185,7 @@ pub async fn start(
     let listener = axum::serve::ListenerExt::tap_io(
         crate::transport::limits::LimitedTcpListener::new(
             listener,
-            crate::transport::limits::ConnectionLimits::new(&config.limits),
+            crate::transport::limits::ConnectionLimits::with_share(&config.limits, 4),
         ),
         // (tap_io gives the limited listener axum's SocketAddr connect info.)
         |_: &mut crate::transport::limits::Limited<tokio::net::TcpStream>| {},

@@ -38,16 +38,13 @@ pub struct LimitsConfig {
     pub max_request_bytes: usize,
     /// Concurrent streams (calls) per connection.
     pub max_concurrent_streams: u32,
-    /// Server-side timeout of a unary call, whatever the caller's deadline.
+    /// Server-side timeout of a call (until its reply starts), whatever the
+    /// caller's deadline.
     pub request_timeout_secs: u64,
-    /// A connection with no open call for this long is closed.
-    pub idle_timeout_secs: u64,
     /// Open connections in total (Unix socket and TCP).
     pub max_connections: usize,
     /// Open connections per uid (Unix socket) or IP (TCP).
     pub max_connections_per_caller: usize,
-    /// Bytes of row data in one QuerySql batch.
-    pub sql_batch_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -60,10 +57,8 @@ impl Default for LimitsConfig {
             max_request_bytes: 64 * 1024,
             max_concurrent_streams: 256,
             request_timeout_secs: 120,
-            idle_timeout_secs: 300,
             max_connections: 768,
             max_connections_per_caller: 256,
-            sql_batch_bytes: 1024 * 1024,
         }
     }
 }

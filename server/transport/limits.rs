@@ -87,11 +87,30 @@ pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 impl ConnectionLimits {
-    /// From `[limits]` (`max_connections`, `max_connections_per_caller`).
+    /// From `[limits]` (`max_connections`, `max_connections_per_caller`),
+    /// lowered to what the process's descriptor limit leaves room for.
     pub fn new(config: &LimitsConfig) -> Self {
+        Self::with_share(config, 1)
+    }
+
+    /// Like [`new`](Self::new) with `1/share` of the connection budget (the
+    /// identity endpoint takes a quarter beside the gRPC listeners).
+    pub fn with_share(config: &LimitsConfig, share: usize) -> Self {
+        let mut total = config.max_connections / share.max(1);
+        if let Some(room) = descriptor_room() {
+            let room = room / share.max(1);
+            if total > room {
+                tracing::warn!(
+                    configured = total,
+                    allowed = room,
+                    "limits.max_connections lowered to fit the open-file limit (raise LimitNOFILE / ulimit -n to allow more)"
+                );
+                total = room;
+            }
+        }
         Self::with(
-            config.max_connections,
-            config.max_connections_per_caller,
+            total,
+            config.max_connections_per_caller.min(total),
             FIRST_BYTE_TIMEOUT,
         )
     }
@@ -192,6 +211,57 @@ impl ConnectionLimits {
             counts: Arc::clone(c),
             peer,
         })
+    }
+}
+
+/// Descriptors kept for everything but client connections (upstream HTTP
+/// and SQL connections, the listeners, files).
+const DESCRIPTOR_RESERVE: u64 = 256;
+/// The open-file limit [`raise_descriptor_limit`] asks for.
+const WANTED_DESCRIPTORS: u64 = 4096;
+
+/// Client connections the open-file limit leaves room for, if known.
+fn descriptor_room() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return None;
+        }
+        let soft = limit.rlim_cur;
+        if soft == libc::RLIM_INFINITY {
+            return None;
+        }
+        Some(usize::try_from(soft.saturating_sub(DESCRIPTOR_RESERVE).max(16)).unwrap_or(usize::MAX))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Raises the soft open-file limit towards 4096 as far as the hard limit
+/// allows (systemd's LimitNOFILE and container runtimes set the hard one).
+pub fn raise_descriptor_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return;
+            }
+            let wanted = WANTED_DESCRIPTORS.min(limit.rlim_max);
+            if limit.rlim_cur < wanted {
+                limit.rlim_cur = wanted;
+                let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
     }
 }
 
