@@ -9,6 +9,7 @@ mod emulator;
 mod emulator_blob;
 mod identity_endpoint;
 mod keyvault;
+mod resilience;
 mod sources;
 mod sql;
 mod storage;

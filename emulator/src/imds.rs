@@ -328,6 +328,12 @@ impl ImdsFake {
         self.shared.lock().script.extend(responses);
     }
 
+    /// Answers token requests by `fault` (after any script) until cleared
+    /// with `None`.
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.shared.lock().fault = fault;
+    }
+
     /// Delays every admitted request by `latency` (zero to stop).
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().latency = latency;
@@ -395,7 +401,13 @@ struct FakeState {
     /// Like real IMDS, one token per (identity object id, resource).
     tokens: HashMap<(String, String), CachedToken>,
     caching_disabled: bool,
+    fault: Option<Fault>,
 }
+
+/// A rule consulted for every token request the script does not answer:
+/// `Some(answer)` is given instead of the normal behaviour (e.g. "410
+/// until the test's clock passes 20 s").
+pub type Fault = Arc<dyn Fn() -> Option<ScriptedResponse> + Send + Sync>;
 
 #[derive(Clone)]
 struct CachedToken {
@@ -509,7 +521,11 @@ impl Shared {
                 format!("No route matches '{path}'"),
             ));
         }
-        let scripted = self.lock().script.pop_front();
+        let scripted = {
+            let mut state = self.lock();
+            let fault = state.fault.clone();
+            state.script.pop_front().or_else(|| fault.and_then(|f| f()))
+        };
         if let Some(scripted) = scripted {
             let answer_normally = (200..300).contains(&scripted.status) && scripted.body.is_none();
             if !answer_normally {

@@ -155,7 +155,7 @@ impl Audit {
                     tracing::info!(target: "audit", %caller, rpc, %target, outcome, cached = true, count)
                 }
                 Some(message) => {
-                    tracing::info!(target: "audit", %caller, rpc, %target, outcome, count, %message)
+                    tracing::info!(target: "audit", %caller, rpc, %target, outcome, count, reason = %message)
                 }
             }
         }
