@@ -289,6 +289,13 @@ impl Config {
                 )));
             }
         }
+        if self.sql.max_query_bytes >= self.limits.max_request_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "sql.max_query_bytes ({}) must be less than limits.max_request_bytes ({}): \
+                 a query that long could never arrive",
+                self.sql.max_query_bytes, self.limits.max_request_bytes
+            )));
+        }
         if self.sql.batch_rows == 0 {
             return Err(ConfigError::Invalid(
                 "sql.batch_rows must be at least 1".into(),

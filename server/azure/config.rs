@@ -67,7 +67,9 @@ impl Default for SqlConfig {
             batch_bytes: 1024 * 1024,
             max_rows: 0,
             query_timeout_secs: 30,
-            max_query_bytes: 1024 * 1024,
+            // Within [limits] max_request_bytes (64 KiB), with room for
+            // the parameters.
+            max_query_bytes: 32 * 1024,
             idle_timeout_secs: 300,
             login_timeout_secs: 15,
             stream_buffer_batches: 4,

@@ -50,9 +50,12 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            per_caller_rate: 1000,
-            per_caller_burst: 2000,
-            per_caller_concurrency: 256,
+            // Far above any real workload's cached-token rate (a whole
+            // 2-core gateway serves ~30k/s): a cap on one caller's share of
+            // the CPU, not a quota.
+            per_caller_rate: 20_000,
+            per_caller_burst: 40_000,
+            per_caller_concurrency: 512,
             per_caller_watches: 64,
             max_request_bytes: 64 * 1024,
             max_concurrent_streams: 256,
