@@ -27,7 +27,10 @@ use serde_json::{json, Value};
 use crate::{
     authority::{TokenAuthority, VerifyError},
     datalake_tree::{self, Entry, Key, Tree, TreeError},
-    faults::{bearer, lock, request_id, FaultScript, Grant, RecordedRequest, RequestLog},
+    front_door::{
+        bearer::{self, BearerRefusal, TokenSeen},
+        lock, request_id, Fault, FaultScript, Grant, RecordedRequest, RequestLog,
+    },
     http::{serve_https, RunningServer},
     tls::TestCa,
 };
@@ -174,13 +177,6 @@ pub fn seed_sample(fake: &DataLakeGen1Fake) -> Result<(), TreeError> {
     fake.add_generated_dir("/generated", 2_500)
 }
 
-#[derive(Default)]
-struct Seen {
-    bearer: bool,
-    audience: Option<String>,
-    oid: Option<String>,
-}
-
 async fn handle(
     State(inner): State<Arc<Inner>>,
     method: Method,
@@ -188,7 +184,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut seen = Seen::default();
+    let mut seen = TokenSeen::default();
     let mut response = inner.serve(&method, &uri, &headers, body, &mut seen);
     let response_headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&request_id()) {
@@ -198,15 +194,10 @@ async fn handle(
         "x-ms-webhdfs-version",
         HeaderValue::from_static(WEBHDFS_VERSION),
     );
-    inner.log.push(RecordedRequest {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query: uri.query().unwrap_or_default().to_string(),
-        bearer: seen.bearer,
-        audience: seen.audience,
-        oid: seen.oid,
-        status: response.status().as_u16(),
-    });
+    let status = response.status().as_u16();
+    inner
+        .log
+        .push(RecordedRequest::new(&method, &uri, seen, status));
     response
 }
 
@@ -259,7 +250,7 @@ impl Inner {
         uri: &Uri,
         headers: &HeaderMap,
         body: Bytes,
-        seen: &mut Seen,
+        seen: &mut TokenSeen,
     ) -> Response {
         let (key, display) = match fs_path(uri) {
             Ok(p) => p,
@@ -273,7 +264,7 @@ impl Inner {
             .unwrap_or_default()
             .to_ascii_uppercase();
         if let Some(fault) = self.faults.next() {
-            return fault_response(fault.status, fault.retry_after, &op);
+            return fault_response(fault, &op);
         }
         if !lock(&self.grant).allows(&claims.oid) {
             return remote_exception(
@@ -332,45 +323,34 @@ impl Inner {
     fn authenticate(
         &self,
         headers: &HeaderMap,
-        seen: &mut Seen,
+        seen: &mut TokenSeen,
     ) -> Result<crate::authority::Claims, Box<Response>> {
         let audience = lock(&self.audience).clone();
-        let refuse = |message: &str| {
+        bearer::authenticate(&self.authority, headers, &[&audience], seen).map_err(|refusal| {
+            let message = match refusal {
+                refusal if refusal.no_token() => {
+                    "Authentication failed: the request has no Bearer token.".to_string()
+                }
+                BearerRefusal::Rejected(VerifyError::WrongAudience { expected, actual }) => {
+                    format!(
+                        "Authentication failed: invalid audience '{actual}', expected '{expected}'."
+                    )
+                }
+                BearerRefusal::Rejected(VerifyError::Expired) => {
+                    "Authentication failed: the token has expired.".into()
+                }
+                BearerRefusal::Rejected(VerifyError::NotYetValid) => {
+                    "Authentication failed: the token is not valid yet.".into()
+                }
+                _ => "Authentication failed: the token signature could not be validated.".into(),
+            };
             Box::new(remote_exception(
                 StatusCode::UNAUTHORIZED,
                 "SecurityException",
                 "java.lang.SecurityException",
-                message,
+                &message,
             ))
-        };
-        let Some(token) = bearer(headers) else {
-            return Err(refuse(
-                "Authentication failed: the request has no Bearer token.",
-            ));
-        };
-        seen.bearer = true;
-        match self.authority.verify(token, &audience, SystemTime::now()) {
-            Ok(claims) => {
-                seen.audience = Some(claims.aud.clone());
-                seen.oid = Some(claims.oid.clone());
-                Ok(claims)
-            }
-            Err(VerifyError::WrongAudience { expected, actual }) => {
-                seen.audience = Some(actual.clone());
-                Err(refuse(&format!(
-                    "Authentication failed: invalid audience '{actual}', expected '{expected}'."
-                )))
-            }
-            Err(VerifyError::Expired) => {
-                Err(refuse("Authentication failed: the token has expired."))
-            }
-            Err(VerifyError::NotYetValid) => {
-                Err(refuse("Authentication failed: the token is not valid yet."))
-            }
-            Err(VerifyError::BadToken(_)) => Err(refuse(
-                "Authentication failed: the token signature could not be validated.",
-            )),
-        }
+        })
     }
 
     fn list_status(&self, uri: &Uri, key: &[String], display: &str) -> Response {
@@ -533,9 +513,10 @@ fn tree_error(op: &str, error: TreeError) -> Response {
     }
 }
 
-fn fault_response(status: u16, retry_after: Option<u64>, op: &str) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = if status == StatusCode::TOO_MANY_REQUESTS {
+/// A scripted failure as a WebHDFS `RemoteException`.
+fn fault_response(fault: Fault, op: &str) -> Response {
+    let status = fault.status_code(StatusCode::INTERNAL_SERVER_ERROR);
+    let response = if status == StatusCode::TOO_MANY_REQUESTS {
         remote_exception(
             status,
             "ThrottledException",
@@ -550,12 +531,7 @@ fn fault_response(status: u16, retry_after: Option<u64>, op: &str) -> Response {
             &format!("{op} failed with an internal error"),
         )
     };
-    if let Some(secs) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
+    fault.finish(response)
 }
 
 fn bad_request(
@@ -593,283 +569,4 @@ fn webhdfs_json(status: StatusCode, body: Value) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::faults::{
-        testing::{Kit, OID, OTHER_OID},
-        Fault,
-    };
-
-    async fn call(
-        kit: &Kit,
-        method: reqwest::Method,
-        url: &str,
-        token: Option<&str>,
-        body: &[u8],
-    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-        let mut request = kit.http.request(method, url).body(body.to_vec());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        (status, headers, response.bytes().await.unwrap().to_vec())
-    }
-
-    fn json(body: &[u8]) -> Value {
-        serde_json::from_slice(body).unwrap()
-    }
-
-    #[tokio::test]
-    async fn two_step_create_then_list_and_read() {
-        let kit = Kit::new();
-        let fake = DataLakeGen1Fake::start(Arc::clone(&kit.authority), &kit.ca)
-            .await
-            .unwrap();
-        let token = kit.token_for(OID, DATALAKE_GEN1_AUDIENCE);
-        let base = fake.account_url();
-        let (status, headers, _) = call(
-            &kit,
-            reqwest::Method::PUT,
-            &format!("{base}/webhdfs/v1/dir%20one/file.txt?op=CREATE&overwrite=true"),
-            Some(&token),
-            b"",
-        )
-        .await;
-        assert_eq!(status, 307);
-        assert_eq!(headers["x-ms-webhdfs-version"], WEBHDFS_VERSION);
-        let location = headers["location"].to_str().unwrap().to_string();
-        assert!(
-            location.contains("op=CREATE") && location.ends_with("write=true"),
-            "{location}"
-        );
-        let (status, _, _) = call(
-            &kit,
-            reqwest::Method::PUT,
-            &location,
-            Some(&token),
-            b"hello",
-        )
-        .await;
-        assert_eq!(status, 201);
-        // Without overwrite a second create is refused.
-        let (status, _, body) = call(
-            &kit,
-            reqwest::Method::PUT,
-            &format!("{base}/webhdfs/v1/dir%20one/file.txt?op=CREATE&write=true"),
-            Some(&token),
-            b"again",
-        )
-        .await;
-        assert_eq!(status, 403);
-        assert_eq!(
-            json(&body)["RemoteException"]["exception"],
-            "FileAlreadyExistsException"
-        );
-        let (status, _, body) = call(
-            &kit,
-            reqwest::Method::PUT,
-            &format!("{base}/webhdfs/v1/dir%20one/sub?op=MKDIRS"),
-            Some(&token),
-            b"",
-        )
-        .await;
-        assert_eq!((status, json(&body)), (200, json!({"boolean": true})));
-
-        let (status, _, body) = call(
-            &kit,
-            reqwest::Method::GET,
-            &format!("{base}/webhdfs/v1/dir%20one?op=LISTSTATUS"),
-            Some(&token),
-            b"",
-        )
-        .await;
-        assert_eq!(status, 200);
-        let list = json(&body);
-        let statuses = list["FileStatuses"]["FileStatus"].as_array().unwrap();
-        assert_eq!(statuses.len(), 2);
-        assert_eq!(statuses[0]["pathSuffix"], "file.txt");
-        assert_eq!(statuses[0]["type"], "FILE");
-        assert_eq!(statuses[0]["length"], 5);
-        assert_eq!(statuses[0]["permission"], "770");
-        assert_eq!(statuses[1]["pathSuffix"], "sub");
-        assert_eq!(statuses[1]["type"], "DIRECTORY");
-        assert_eq!(statuses[1]["blockSize"], 0);
-
-        let (_, _, body) = call(
-            &kit,
-            reqwest::Method::GET,
-            &format!(
-                "{base}/webhdfs/v1/dir%20one/file.txt?op=GETFILESTATUS&api-version=2016-11-01"
-            ),
-            Some(&token),
-            b"",
-        )
-        .await;
-        assert_eq!(json(&body)["FileStatus"]["pathSuffix"], "");
-        let (_, _, body) = call(
-            &kit,
-            reqwest::Method::GET,
-            &format!("{base}/webhdfs/v1/dir%20one/file.txt?op=OPEN&read=true"),
-            Some(&token),
-            b"",
-        )
-        .await;
-        assert_eq!(body, b"hello");
-    }
-
-    #[tokio::test]
-    async fn liststatus_pages_with_list_size_and_list_after() {
-        let kit = Kit::new();
-        let fake = DataLakeGen1Fake::start(Arc::clone(&kit.authority), &kit.ca)
-            .await
-            .unwrap();
-        fake.add_generated_dir("/big", 10).unwrap();
-        let token = kit.token_for(OID, DATALAKE_GEN1_AUDIENCE);
-        let url = format!(
-            "{}/webhdfs/v1/big?op=LISTSTATUS&listSize=4&listAfter=file-00000005",
-            fake.account_url()
-        );
-        let (_, _, body) = call(&kit, reqwest::Method::GET, &url, Some(&token), b"").await;
-        let names: Vec<String> = json(&body)["FileStatuses"]["FileStatus"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["pathSuffix"].as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "file-00000006",
-                "file-00000007",
-                "file-00000008",
-                "file-00000009"
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn errors_are_remote_exceptions_with_webhdfs_statuses() {
-        let kit = Kit::new();
-        let fake = DataLakeGen1Fake::start(Arc::clone(&kit.authority), &kit.ca)
-            .await
-            .unwrap();
-        let token = kit.token_for(OID, DATALAKE_GEN1_AUDIENCE);
-        let base = fake.account_url();
-        let list = |path: &str| format!("{base}/webhdfs/v1{path}?op=LISTSTATUS");
-        let (status, _, body) = call(
-            &kit,
-            reqwest::Method::GET,
-            &list("/nope"),
-            Some(&token),
-            b"",
-        )
-        .await;
-        assert_eq!(status, 404);
-        let error = &json(&body)["RemoteException"];
-        assert_eq!(error["exception"], "FileNotFoundException");
-        assert_eq!(error["javaClassName"], "java.io.FileNotFoundException");
-        assert!(error["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("File/Folder does not exist: /nope"));
-
-        let (status, _, body) = call(
-            &kit,
-            reqwest::Method::GET,
-            &format!("{base}/webhdfs/v1/?op=LISTSTATUS&listSize=zero"),
-            Some(&token),
-            b"",
-        )
-        .await;
-        assert_eq!(status, 400);
-        assert_eq!(
-            json(&body)["RemoteException"]["exception"],
-            "IllegalArgumentException"
-        );
-
-        let vault_token = kit.token_for(OID, "https://vault.azure.net");
-        let (status, _, body) = call(
-            &kit,
-            reqwest::Method::GET,
-            &list("/"),
-            Some(&vault_token),
-            b"",
-        )
-        .await;
-        assert_eq!(status, 401);
-        assert_eq!(
-            json(&body)["RemoteException"]["exception"],
-            "SecurityException"
-        );
-        assert_eq!(
-            call(&kit, reqwest::Method::GET, &list("/"), None, b"")
-                .await
-                .0,
-            401
-        );
-        // The audience is exact: no trailing slash, no entry.
-        let no_slash = kit.token_for(OID, "https://datalake.azure.net");
-        assert_eq!(
-            call(&kit, reqwest::Method::GET, &list("/"), Some(&no_slash), b"")
-                .await
-                .0,
-            401
-        );
-
-        fake.set_grant(Grant::only([OTHER_OID]));
-        let (status, _, body) =
-            call(&kit, reqwest::Method::GET, &list("/"), Some(&token), b"").await;
-        assert_eq!(status, 403);
-        assert_eq!(
-            json(&body)["RemoteException"]["exception"],
-            "AccessControlException"
-        );
-
-        fake.set_grant(Grant::Everyone);
-        fake.faults().push([Fault::throttle(1)]);
-        let (status, headers, body) =
-            call(&kit, reqwest::Method::GET, &list("/"), Some(&token), b"").await;
-        assert_eq!(
-            (status, headers["retry-after"].to_str().unwrap()),
-            (429, "1")
-        );
-        assert_eq!(
-            json(&body)["RemoteException"]["exception"],
-            "ThrottledException"
-        );
-        let audiences: Vec<Option<String>> =
-            fake.requests().into_iter().map(|r| r.audience).collect();
-        assert_eq!(audiences[2].as_deref(), Some("https://vault.azure.net"));
-    }
-
-    #[test]
-    fn paths_are_decoded_and_checked() {
-        let uri: Uri = "/webhdfs/v1/a%20b/c?op=LISTSTATUS".parse().unwrap();
-        let (key, display) = fs_path(&uri).unwrap();
-        assert_eq!(key, ["a b", "c"]);
-        assert_eq!(display, "/a b/c");
-        let root: Uri = "/webhdfs/v1?op=LISTSTATUS".parse().unwrap();
-        assert!(fs_path(&root).unwrap().0.is_empty());
-        for bad in ["/webhdfs/v2/a", "/webhdfs/v1x", "/webhdfs/v1/a/../b"] {
-            let uri: Uri = bad.parse().unwrap();
-            assert!(fs_path(&uri).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn file_status_uses_the_wire_field_names() {
-        let mut tree = Tree::new("o", "g");
-        tree.create_file(&["f.csv".to_string()], vec![0; 10], false, Some(0o640))
-            .unwrap();
-        let entry = tree.get(&["f.csv".to_string()]).unwrap();
-        let status = file_status(&entry);
-        assert_eq!(status["type"], "FILE");
-        assert_eq!(status["permission"], "640");
-        assert_eq!(status["length"], 10);
-        assert_eq!(status["blockSize"], 268_435_456u64);
-        assert_eq!(status["pathSuffix"], "f.csv");
-        assert!(status["modificationTime"].as_u64().unwrap() > 1_600_000_000_000);
-    }
-}
+mod tests;
