@@ -122,29 +122,33 @@ async fn a_flood_of_one_millisecond_callers_cannot_starve_another_identitys_refr
     let user = Identity::ClientId(sample::USER_CLIENT_ID.into());
     let first = gw.client.get_token_for(VAULT, user.clone()).await.unwrap();
 
-    // The flood: distinct resources, 1 ms deadlines, 64 at a time.
+    // The flood: distinct resources, 1 ms deadlines, 64 at a time, until
+    // told to stop.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood_client = gw.client.clone();
+    let flooding = Arc::clone(&stop);
     let flood = tokio::spawn(async move {
-        let mut refused = 0usize;
-        let requests = futures::stream::iter(0..3000).map(|i| {
-            let rpc = flood_client.rpc();
-            async move {
-                let mut rpc = rpc;
-                rpc.get_token(token_request(
-                    &format!("https://flood-{i}.example.test"),
-                    Duration::from_millis(1),
-                ))
-                .await
+        let (mut sent, mut refused) = (0usize, 0usize);
+        while !flooding.load(std::sync::atomic::Ordering::SeqCst) {
+            let batch = (sent..sent + 64).map(|i| {
+                let mut rpc = flood_client.rpc();
+                async move {
+                    rpc.get_token(token_request(
+                        &format!("https://flood-{i}.example.test"),
+                        Duration::from_millis(1),
+                    ))
+                    .await
+                }
+            });
+            for result in futures::future::join_all(batch).await {
+                refused += usize::from(result.is_err());
             }
-        });
-        let mut results = requests.buffer_unordered(64);
-        while let Some(result) = results.next().await {
-            refused += usize::from(result.is_err());
+            sent += 64;
         }
-        refused
+        (sent, refused)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!flood.is_finished(), "the flood is still running");
+    assert!(!flood.is_finished(), "the flood is running");
 
     // The other identity's token reaches its refresh time mid-flood.
     let asked = Instant::now();
@@ -169,11 +173,14 @@ async fn a_flood_of_one_millisecond_callers_cannot_starve_another_identitys_refr
         refresh_took < Duration::from_secs(2),
         "refresh waited {refresh_took:?} behind the flood"
     );
-    let refused = flood.await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, refused) = flood.await.unwrap();
     assert!(
-        refused > 2500,
-        "most flood calls ran out of time: {refused}"
+        refused * 10 > sent * 8,
+        "most flood calls ran out of time: {refused} of {sent}"
     );
+    // Calls the server is still finishing after their callers left.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let tokens = gw.gateway.tokens();
     assert!(
         tokens.abandoned_fetches() > 0,
@@ -181,8 +188,8 @@ async fn a_flood_of_one_millisecond_callers_cannot_starve_another_identitys_refr
     );
     let upstream = env.imds.token_requests();
     assert!(
-        upstream < 600,
-        "{upstream} IMDS requests for 3000 callers that gave up"
+        upstream < sent / 4,
+        "{upstream} IMDS requests for {sent} callers that gave up"
     );
     // Failed and dropped keys are gone: what is left is what was fetched.
     assert!(tokens.keys() <= upstream, "{} keys", tokens.keys());
@@ -414,6 +421,7 @@ async fn a_caller_keeps_getting_tokens_under_large_requests_and_idle_connections
 async fn the_audit_log_stays_bounded_under_a_flood() {
     let gw = Gateway::start(4096, "warn,audit=info").await;
     let client = gw.client().await;
+    well_behaved(client.clone(), 1).await;
     let calls = 5000usize;
     let denials = 500usize;
     let cached = futures::stream::iter(0..calls)
@@ -454,7 +462,7 @@ async fn the_audit_log_stays_bounded_under_a_flood() {
         .sum();
     assert_eq!(
         counted as usize,
-        calls + denials,
+        calls + denials + 1,
         "every call is in the audit, as a line or in a count"
     );
     assert!(
