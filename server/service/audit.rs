@@ -172,16 +172,12 @@ impl Drop for Audit {
 /// control characters, quotes and backslashes escaped.
 pub(crate) fn bounded(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len().min(MAX_TARGET_CHARS + 32));
-    let mut chars = 0;
-    for (i, c) in raw.char_indices() {
+    for (chars, (i, c)) in raw.char_indices().enumerate() {
         if chars >= MAX_TARGET_CHARS {
             let _ = write!(out, "…(+{} bytes)", raw.len() - i);
             break;
         }
-        for e in c.escape_debug() {
-            out.push(e);
-        }
-        chars += 1;
+        out.extend(c.escape_debug());
     }
     out
 }
