@@ -547,6 +547,12 @@ impl TokenCache {
             self.evict_if_idle(entry);
             return;
         };
+        if state.removed {
+            // Every caller left and the key was forgotten while the request
+            // was out: nobody can reach this entry, so keep nothing alive
+            // (no refresh an hour from now for a key no one asked again).
+            return;
+        }
         state.last_failure = None;
         let token = Arc::clone(token);
         let now = self.inner.clock.now();
