@@ -4,8 +4,15 @@
 //! startup `main`, the integration tests and the benchmarks share; then
 //! [`App::serve`] runs the gRPC service (plus health and reflection) on the
 //! listeners it bound, until the shutdown future resolves, and drains.
+//! [`App::reloader`] re-reads the caller policy from the configuration file
+//! (`main` calls it on SIGHUP) without touching connections or streams.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use identity_gateway_azure::{keyvault::SecretCache, sql::SqlPools, Upstream};
 use identity_gateway_core::{
@@ -14,11 +21,12 @@ use identity_gateway_core::{
     HostGuard,
 };
 use identity_gateway_identity::{CacheSettings, SourceError, TokenCache, TokenSource};
-use identity_gateway_service::{CallerPolicy, Gateway, GatewayParts, Limits, LimitsConfig};
+use identity_gateway_service::{
+    CallerPolicy, Gateway, GatewayParts, Limits, LimitsConfig, PolicyError,
+};
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use crate::{
     adapters::{
@@ -27,7 +35,13 @@ use crate::{
     },
     config::{Config, ConfigError},
     proto::{identity_gateway_server::IdentityGatewayServer, FILE_DESCRIPTOR_SET},
-    transport::{self, limits::ConnectionLimits, BindError, Listeners},
+    transport::{
+        self,
+        limits::ConnectionLimits,
+        peer::Attributor,
+        serve::{ConnectionServer, Transport},
+        BindError, Listeners,
+    },
 };
 
 /// Why the gateway could not start. Each variant keeps its cause as
@@ -39,6 +53,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error(transparent)]
     HttpClient(#[from] HttpClientError),
     #[error(transparent)]
@@ -61,6 +77,9 @@ pub struct Options {
     /// Start the built-in emulator and point the gateway at it (`--emulator`).
     #[cfg(feature = "emulator")]
     pub emulator: bool,
+    /// Where loopback callers are looked up (`/proc` when unset); tests
+    /// point it at an empty directory to see unattributable callers.
+    pub proc_root: Option<PathBuf>,
 }
 
 /// A started gateway: listeners bound, operations built, identity endpoint
@@ -70,6 +89,7 @@ pub struct App {
     config: Config,
     gateway: Arc<Gateway>,
     listeners: Listeners,
+    attributor: Attributor,
     identity_endpoint: Option<RunningIdentityEndpoint>,
     #[cfg(feature = "emulator")]
     emulator: Option<crate::emulator_mode::RunningEmulator>,
@@ -101,11 +121,19 @@ impl App {
         };
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let gateway = Arc::new(build_gateway(&config, clock)?);
-        let identity_endpoint = http_identity::start(&gateway, &config).await?;
+        tracing::info!(policy = %gateway.policy().summary(), "caller policy");
+        let socket_gid = socket_gid(&config)?;
+        let mut attributor = Attributor::new(socket_gid);
+        if let Some(dir) = options.proc_root {
+            attributor = attributor.with_proc(dir);
+        }
+        let identity_endpoint =
+            http_identity::start(&gateway, &config, attributor.clone(), socket_gid).await?;
         Ok(Self {
             config,
             gateway,
             listeners,
+            attributor,
             identity_endpoint,
             #[cfg(feature = "emulator")]
             emulator,
@@ -121,6 +149,15 @@ impl App {
     /// The operations.
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// Re-reads the caller policy from the configuration file the gateway
+    /// started with (see [`Reloader`]).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            gateway: Arc::clone(&self.gateway),
+            file: self.config.config_file.clone(),
+        }
     }
 
     /// The identity endpoint, when configured.
@@ -141,7 +178,14 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let served = serve(self.gateway, self.listeners, &self.config.limits, shutdown).await;
+        let served = serve(
+            self.gateway,
+            self.listeners,
+            self.attributor,
+            &self.config.limits,
+            shutdown,
+        )
+        .await;
         if let Some(endpoint) = self.identity_endpoint {
             endpoint.stop().await;
         }
@@ -174,7 +218,7 @@ pub fn build_gateway(config: &Config, clock: Arc<dyn Clock>) -> Result<Gateway, 
     Ok(Gateway::new(GatewayParts {
         tokens,
         upstream,
-        policy: CallerPolicy::new(&config.policy),
+        policy: CallerPolicy::compile(&config.policy)?,
         secrets: SecretCache::new(Duration::from_secs(config.keyvault.secret_cache_ttl_secs)),
         sql,
         limits: Limits {
@@ -194,6 +238,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 async fn serve(
     gateway: Arc<Gateway>,
     listeners: Listeners,
+    attributor: Attributor,
     limits: &LimitsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -241,46 +286,56 @@ async fn serve(
     let window = u32::try_from(max_request)
         .unwrap_or(u32::MAX)
         .clamp(16 * 1024, 1024 * 1024);
-    let router = Server::builder()
-        .max_concurrent_streams(limits.max_concurrent_streams.max(1))
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window.saturating_mul(4))
-        .max_frame_size(16 * 1024)
-        .http2_max_header_list_size(16 * 1024)
-        .http2_max_pending_accept_reset_streams(Some(32))
-        .timeout(Duration::from_secs(limits.request_timeout_secs.max(1)))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(health)
+    let routes = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service);
-
+    let max_streams = limits.max_concurrent_streams.max(1);
+    let server = Arc::new(
+        ConnectionServer::new(routes)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2(|h2| {
+                h2.max_concurrent_streams(max_streams)
+                    .initial_stream_window_size(window)
+                    .initial_connection_window_size(window.saturating_mul(4))
+                    .max_frame_size(16 * 1024)
+                    .max_header_list_size(16 * 1024)
+                    .max_pending_accept_reset_streams(32);
+            })
+            .request_timeout(Some(Duration::from_secs(
+                limits.request_timeout_secs.max(1),
+            ))),
+    );
     let connections = ConnectionLimits::new(limits);
+
     let mut servers = Vec::new();
     #[cfg(unix)]
     if let Some(unix) = listeners.unix {
         let incoming = connections.limit(unix.into_listener());
-        let r = router.clone();
+        let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(incoming, stop).await
+            s.serve(Transport::Local, incoming, stop).await;
+            Ok::<(), tonic::transport::Error>(())
         }));
     }
     #[cfg(windows)]
     if let Some(incoming) = listeners.pipe {
-        let r = router.clone();
+        let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(incoming, stop).await
+            s.serve(Transport::Local, incoming, stop).await;
+            Ok::<(), tonic::transport::Error>(())
         }));
     }
     if let Some(tcp) = listeners.tcp {
-        let incoming = connections.limit(TcpListenerStream::new(tcp));
-        let r = router.clone();
+        // Each connection is attributed to its owner at accept.
+        let incoming = connections.limit(Box::pin(transport::peer::incoming(tcp, attributor)));
+        let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(incoming, stop).await
+            s.serve(Transport::Tcp, incoming, stop).await;
+            Ok::<(), tonic::transport::Error>(())
         }));
     }
     let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();
@@ -301,5 +356,86 @@ async fn serve(
             aborts.iter().for_each(|a| a.abort());
             Ok(())
         }
+    }
+}
+
+/// The socket group's gid (for loopback callers and the header file).
+fn socket_gid(config: &Config) -> Result<Option<u32>, StartupError> {
+    #[cfg(unix)]
+    {
+        Ok(config
+            .socket_group
+            .as_deref()
+            .map(transport::uds::resolve_group)
+            .transpose()?)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = config;
+        Ok(None)
+    }
+}
+
+/// Reloads the caller policy from the configuration file: on SIGHUP, or
+/// when a test or tool asks. Only `[policy]` is taken from the new file;
+/// other settings apply at the next start. A file that does not parse, or a
+/// policy that does not compile, leaves the policy in force and says why.
+/// Connections, streams and calls in flight are not touched: each call
+/// judges with the policy it read at its start.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    file: Option<PathBuf>,
+}
+
+/// Why a reload kept the old policy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    #[error(
+        "the gateway was started without --config; there is no file to reload the policy from"
+    )]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{}: {source}", .file.display())]
+    Policy {
+        file: PathBuf,
+        #[source]
+        source: PolicyError,
+    },
+}
+
+impl Reloader {
+    /// Reloads from the file the gateway started with, logging the outcome.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let result = match &self.file {
+            Some(file) => self.reload_from(file),
+            None => Err(ReloadError::NoFile),
+        };
+        match &result {
+            Ok(()) => tracing::info!(
+                file = %self.file.as_deref().unwrap_or(Path::new("")).display(),
+                policy = %self.gateway.policy().summary(),
+                "caller policy reloaded (other settings apply at the next start)"
+            ),
+            Err(error) => tracing::error!(
+                error = %crate::error_chain(error),
+                "caller policy NOT reloaded; the previous policy stays in force"
+            ),
+        }
+        result
+    }
+
+    /// Reads `file`, compiles its `[policy]` and puts it in force.
+    pub fn reload_from(&self, file: &Path) -> Result<(), ReloadError> {
+        let config = Config::from_file(file)?;
+        let policy =
+            CallerPolicy::compile(&config.policy).map_err(|source| ReloadError::Policy {
+                file: file.to_owned(),
+                source,
+            })?;
+        self.gateway.replace_policy(policy);
+        Ok(())
     }
 }

@@ -106,10 +106,14 @@ pub struct Config {
     pub sas: SasConfig,
     pub sql: SqlConfig,
     pub identity_endpoint: IdentityEndpointConfig,
-    /// Who may ask for what (see `policy`); no rules = any local process.
+    /// Who may ask for what (see `identity_gateway_service::policy`); no
+    /// rules: IMDS-equivalent. Reloaded from the file on SIGHUP.
     pub policy: identity_gateway_service::policy::PolicyConfig,
     /// What one caller and one connection may ask of the gateway.
     pub limits: identity_gateway_service::LimitsConfig,
+    /// The `--config` file this was read from (what SIGHUP reloads).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 /// The App Service-compatible identity endpoint for unmodified Azure SDKs
@@ -140,6 +144,7 @@ impl Default for Config {
             identity_endpoint: IdentityEndpointConfig::default(),
             policy: identity_gateway_service::policy::PolicyConfig::default(),
             limits: identity_gateway_service::LimitsConfig::default(),
+            config_file: None,
         }
     }
 }
@@ -172,7 +177,10 @@ impl Config {
             return Err(ConfigError::NoEmulator);
         }
         let mut config = match &cli.config {
-            Some(path) => Self::from_file(path)?,
+            Some(path) => Self {
+                config_file: Some(path.clone()),
+                ..Self::from_file(path)?
+            },
             None => Self::default(),
         };
         config.apply_cli(cli);
@@ -296,6 +304,8 @@ impl Config {
                 self.sql.max_query_bytes, self.limits.max_request_bytes
             )));
         }
+        identity_gateway_service::CallerPolicy::compile(&self.policy)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.sql.batch_rows == 0 {
             return Err(ConfigError::Invalid(
                 "sql.batch_rows must be at least 1".into(),
@@ -353,6 +363,34 @@ mod tests {
         let config = Config::from_file(&path).unwrap();
         config.validate().unwrap();
         assert_eq!(config.identity.max_per_second, 20);
+    }
+
+    #[test]
+    fn the_readmes_policy_example_is_valid() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .unwrap();
+        let example = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .find(|block| block.contains("[policy]"))
+            .expect("a policy example in the README");
+        let config = Config::from_toml(example).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.policy.rules.len(), 3);
+        let shipped = Config::from_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml"),
+        )
+        .unwrap();
+        assert!(!shipped.policy.allow_anonymous_loopback);
+    }
+
+    #[test]
+    fn an_invalid_policy_is_a_configuration_error() {
+        let config = Config::from_toml("[[policy.rules]]\nidentities = [\"system\"]\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("rule #1: names no callers"), "{err}");
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! The `identity-gateway` binary: parse configuration, [`App::start`], serve
-//! until SIGTERM or Ctrl-C, drain, remove the socket.
+//! until SIGTERM or Ctrl-C, drain, remove the socket. SIGHUP reloads the
+//! caller policy from the configuration file.
 
 use std::{error::Error, process::ExitCode};
 
 use clap::Parser;
 use identity_gateway::{
     config::{Cli, Config},
-    App, Options, StartupError,
+    error_chain, logging, App, Options, StartupError,
 };
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(logging::env_filter(&config.log))
         .with_writer(std::io::stderr)
         .init();
     identity_gateway::transport::limits::raise_descriptor_limit();
@@ -47,20 +47,26 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error and its causes, `: `-separated.
 fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
+    error_chain(error)
 }
 
 async fn run(config: Config, options: Options) -> Result<(), StartupError> {
+    // Before anything else: SIGHUP's default action would end the process.
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let app = App::start_with(config, options).await?;
+    #[cfg(unix)]
+    if let Some(mut hangups) = hangups.take() {
+        let reloader = app.reloader();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the caller policy");
+                // The outcome is logged by the reloader.
+                let _ = reloader.reload();
+            }
+        });
+    }
     let config = app.config();
     tracing::info!(
         socket = %config.socket.display(),

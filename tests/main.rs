@@ -9,6 +9,8 @@ mod emulator;
 mod emulator_blob;
 mod identity_endpoint;
 mod keyvault;
+mod local_authority;
+mod policy;
 mod resilience;
 mod sources;
 mod sql;

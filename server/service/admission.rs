@@ -247,8 +247,7 @@ mod tests {
             peer: Peer {
                 uid: Some(uid),
                 gid: Some(uid),
-                pid: None,
-                addr: None,
+                ..Peer::default()
             },
             transport: Transport::UnixSocket,
             budget: None,

@@ -1,4 +1,5 @@
-//! The audit log, bounded: caller, RPC, target, outcome. Targets are names
+//! The audit log, bounded: caller, RPC, target, identity, outcome (and a
+//! detail such as the SAS permissions granted). Targets are names
 //! and URLs without query strings, truncated to [`MAX_TARGET_CHARS`] and
 //! escaped (no control characters, quotes or newlines from a caller reach
 //! the log); never tokens, secrets or signatures.
@@ -18,7 +19,7 @@ use std::{
 
 use identity_gateway_core::GatewayError;
 
-use crate::{admission::CallerId, context::CallContext};
+use crate::{admission::CallerId, context::CallContext, validate::IdentityRef};
 
 /// Longest target written, in characters; longer ones are cut and say how
 /// many bytes were left out.
@@ -40,6 +41,7 @@ struct Key {
     caller: CallerId,
     rpc: &'static str,
     target: String,
+    identity: String,
     outcome: &'static str,
 }
 
@@ -82,23 +84,51 @@ impl Audit {
         ctx: &CallContext,
         rpc: &'static str,
         target: &str,
+        identity: &IdentityRef,
+        outcome: &Result<T, GatewayError>,
+    ) {
+        self.record_with(ctx, rpc, target, identity, None, outcome);
+    }
+
+    /// [`record`](Self::record) with a `detail` field (GetServiceSas: the
+    /// SAS permissions and expiry granted, or asked for when refused).
+    pub(crate) fn record_with<T>(
+        &self,
+        ctx: &CallContext,
+        rpc: &'static str,
+        target: &str,
+        identity: &IdentityRef,
+        detail: Option<&str>,
         outcome: &Result<T, GatewayError>,
     ) {
         if let Err(GatewayError::Throttled(message)) = outcome {
             if message.contains("limits.per_caller") {
-                self.count(ctx, rpc, target, "ResourceExhausted", Some(message));
+                self.count(
+                    ctx,
+                    rpc,
+                    target,
+                    identity,
+                    "ResourceExhausted",
+                    Some(message),
+                );
                 return;
             }
         }
         let caller = &ctx.peer;
         let target = bounded(target);
+        let detail = detail.map(bounded);
+        let detail = detail.as_deref();
         match outcome {
-            Ok(_) => tracing::info!(target: "audit", %caller, rpc, %target, outcome = "ok"),
+            Ok(_) => {
+                tracing::info!(target: "audit", %caller, rpc, %target, %identity, detail, outcome = "ok")
+            }
             Err(error) => tracing::info!(
                 target: "audit",
                 %caller,
                 rpc,
                 %target,
+                %identity,
+                detail,
                 outcome = error.code_name(),
                 message = %bounded(&error.to_string())
             ),
@@ -107,8 +137,14 @@ impl Audit {
 
     /// A grant served from the cache: counted, written with the interval's
     /// count.
-    pub(crate) fn cached_grant(&self, ctx: &CallContext, rpc: &'static str, target: &str) {
-        self.count(ctx, rpc, target, "ok", None);
+    pub(crate) fn cached_grant(
+        &self,
+        ctx: &CallContext,
+        rpc: &'static str,
+        target: &str,
+        identity: &IdentityRef,
+    ) {
+        self.count(ctx, rpc, target, identity, "ok", None);
     }
 
     fn count(
@@ -116,6 +152,7 @@ impl Audit {
         ctx: &CallContext,
         rpc: &'static str,
         target: &str,
+        identity: &IdentityRef,
         outcome: &'static str,
         message: Option<&str>,
     ) {
@@ -123,6 +160,7 @@ impl Audit {
             caller: CallerId::of(&ctx.peer),
             rpc,
             target: bounded(target),
+            identity: bounded(&identity.to_string()),
             outcome,
         };
         let full = {
@@ -149,13 +187,13 @@ impl Audit {
                 count,
                 message,
             } = p;
-            let (rpc, target, outcome) = (key.rpc, key.target, key.outcome);
+            let (rpc, target, identity, outcome) = (key.rpc, key.target, key.identity, key.outcome);
             match message {
                 None => {
-                    tracing::info!(target: "audit", %caller, rpc, %target, outcome, cached = true, count)
+                    tracing::info!(target: "audit", %caller, rpc, %target, %identity, outcome, cached = true, count)
                 }
                 Some(message) => {
-                    tracing::info!(target: "audit", %caller, rpc, %target, outcome, count, reason = %message)
+                    tracing::info!(target: "audit", %caller, rpc, %target, %identity, outcome, count, reason = %message)
                 }
             }
         }

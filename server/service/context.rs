@@ -21,6 +21,20 @@ pub enum Transport {
     IdentityEndpoint,
 }
 
+/// How the transport learned who the caller is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Attribution {
+    /// It did not: an anonymous caller.
+    #[default]
+    None,
+    /// The kernel's peer credentials of the Unix socket (`SO_PEERCRED`).
+    PeerCredentials,
+    /// The owner of the connecting loopback socket in the kernel's TCP table
+    /// (`/proc/net/tcp`, `/proc/net/tcp6`); the gid is the user's primary group.
+    TcpTable,
+}
+
 /// The caller as its transport saw it. Cheap to copy; formatted only when
 /// an audit line is actually written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,16 +43,27 @@ pub struct Peer {
     pub gid: Option<u32>,
     pub pid: Option<i32>,
     pub addr: Option<SocketAddr>,
+    pub attribution: Attribution,
+    /// Loopback callers only, when a socket group is configured: whether the
+    /// attributed user is a member (loopback admits whom the socket admits).
+    pub socket_group_member: Option<bool>,
 }
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.uid, self.gid, self.pid, self.addr) {
-            (Some(uid), Some(gid), Some(pid), _) => write!(f, "uid={uid} gid={gid} pid={pid}"),
-            (Some(uid), Some(gid), None, _) => write!(f, "uid={uid} gid={gid}"),
-            (_, _, _, Some(addr)) => write!(f, "tcp={addr}"),
-            _ => f.write_str("unknown"),
+        match (self.uid, self.gid, self.pid) {
+            (Some(uid), Some(gid), Some(pid)) => write!(f, "uid={uid} gid={gid} pid={pid}")?,
+            (Some(uid), Some(gid), None) => write!(f, "uid={uid} gid={gid}")?,
+            (Some(uid), None, _) => write!(f, "uid={uid}")?,
+            (None, _, _) => f.write_str("unattributed")?,
         }
+        if let Some(addr) = self.addr {
+            write!(f, " tcp={addr}")?;
+        }
+        if self.socket_group_member == Some(false) {
+            f.write_str(" (not in the socket group)")?;
+        }
+        Ok(())
     }
 }
 
@@ -57,6 +82,44 @@ impl CallContext {
         Caller {
             uid: self.peer.uid,
             gid: self.peer.gid,
+            transport: self.transport,
+            addr: self.peer.addr,
+            outside_socket_group: self.peer.socket_group_member == Some(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_say_how_they_were_attributed() {
+        let unix = Peer {
+            uid: Some(1000),
+            gid: Some(1000),
+            pid: Some(42),
+            attribution: Attribution::PeerCredentials,
+            ..Peer::default()
+        };
+        assert_eq!(unix.to_string(), "uid=1000 gid=1000 pid=42");
+        let addr = Some(SocketAddr::from(([127, 0, 0, 1], 5000)));
+        let tcp = Peer {
+            uid: Some(1001),
+            gid: Some(100),
+            addr,
+            attribution: Attribution::TcpTable,
+            socket_group_member: Some(false),
+            ..Peer::default()
+        };
+        assert_eq!(
+            tcp.to_string(),
+            "uid=1001 gid=100 tcp=127.0.0.1:5000 (not in the socket group)"
+        );
+        let anonymous = Peer {
+            addr,
+            ..Peer::default()
+        };
+        assert_eq!(anonymous.to_string(), "unattributed tcp=127.0.0.1:5000");
     }
 }

@@ -398,48 +398,51 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Limited<IO> {
     }
 }
 
-/// An axum listener with these limits (the identity endpoint).
+/// The identity endpoint's listener with these limits: attributed
+/// connections (see [`super::peer`]) counted per uid, or per IP when the
+/// owner is unknown.
 #[derive(Debug)]
 pub struct LimitedTcpListener {
-    listener: tokio::net::TcpListener,
+    listener: super::peer::AttributedListener,
     limits: ConnectionLimits,
-    errors: AcceptErrors,
 }
 
 impl LimitedTcpListener {
-    pub fn new(listener: tokio::net::TcpListener, limits: ConnectionLimits) -> Self {
-        Self {
-            listener,
-            limits,
-            errors: AcceptErrors::default(),
-        }
+    pub fn new(listener: super::peer::AttributedListener, limits: ConnectionLimits) -> Self {
+        Self { listener, limits }
     }
 }
 
 impl axum::serve::Listener for LimitedTcpListener {
     type Io = Limited<tokio::net::TcpStream>;
-    type Addr = std::net::SocketAddr;
+    type Addr = super::peer::TcpCaller;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match self.listener.accept().await {
-                Ok((io, addr)) => {
-                    self.errors.recovered();
-                    if let Some(slot) = self.limits.admit(PeerKey::Ip(addr.ip())) {
-                        let limited = Limited::new(io, slot, self.limits.counts.first_byte_timeout);
-                        return (limited, addr);
-                    }
-                }
-                Err(error) => {
-                    let pause = self.errors.failed(&error);
-                    tokio::time::sleep(pause).await;
-                }
+            // (AttributedListener backs off its own accept errors.)
+            let (io, caller) = self.listener.accept().await;
+            if let Some(slot) = self.limits.admit(caller_key(&caller)) {
+                let limited = Limited::new(io, slot, self.limits.counts.first_byte_timeout);
+                return (limited, caller);
             }
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.listener.local_addr()
+    }
+}
+
+fn caller_key(caller: &super::peer::TcpCaller) -> PeerKey {
+    match caller.peer.uid {
+        Some(uid) => PeerKey::Uid(uid),
+        None => PeerKey::Ip(caller.remote.ip()),
+    }
+}
+
+impl PeerOf for super::peer::AttributedTcp {
+    fn peer_key(&self) -> PeerKey {
+        caller_key(&self.connect_info())
     }
 }
 

@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
-use identity_gateway_service::{CallContext, Peer, Transport};
+use identity_gateway_service::{Attribution, CallContext, Peer, Transport};
 use tonic::Request;
+
+use crate::transport::peer::TcpCaller;
 
 /// The call context of a gRPC request.
 pub fn call_context<T>(request: &Request<T>) -> CallContext {
@@ -29,13 +31,20 @@ fn peer<T>(request: &Request<T>) -> (Peer, Transport) {
                 uid: Some(cred.uid()),
                 gid: Some(cred.gid()),
                 pid: cred.pid(),
-                addr: None,
+                attribution: Attribution::PeerCredentials,
+                ..Peer::default()
             },
             None => Peer::default(),
         };
         return (peer, Transport::UnixSocket);
     }
+    // Loopback TCP connections are attributed once, at accept.
+    if let Some(caller) = request.extensions().get::<TcpCaller>() {
+        return (caller.peer, Transport::Tcp);
+    }
     match request.remote_addr() {
+        // A TCP listener that did not attribute (not served by the App):
+        // an anonymous caller.
         Some(addr) => (
             Peer {
                 addr: Some(addr),
@@ -58,17 +67,7 @@ pub(super) fn budget<T>(request: &Request<T>) -> Option<Duration> {
 
 fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
     let raw = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    crate::transport::serve::parse_grpc_timeout(raw)
 }
 
 #[cfg(test)]

@@ -80,10 +80,13 @@ impl Gateway {
             };
             let selector = validate::identity(request.identity.clone())?;
             target = listing.describe();
-            self.policy.check(
-                ctx.policy_caller(),
+            self.policy().check(
+                &ctx.policy_caller(),
                 &selector,
-                Target::StorageAccount(listing.account()),
+                Target::DataLake {
+                    account: listing.account(),
+                    path: &listing.policy_path(),
+                },
             )?;
 
             let pager = Pager {
@@ -115,7 +118,8 @@ impl Gateway {
             Ok(pages)
         }
         .await;
-        self.audit.record(ctx, "ListDataLake", &target, &outcome);
+        self.audit
+            .record(ctx, "ListDataLake", &target, &request.identity, &outcome);
         outcome
     }
 }

@@ -49,13 +49,19 @@ impl Gateway {
         .await;
         match outcome {
             Ok((token, true)) => {
-                self.audit.cached_grant(ctx, "GetToken", &request.resource);
+                self.audit
+                    .cached_grant(ctx, "GetToken", &request.resource, &request.identity);
                 Ok(token)
             }
             outcome => {
                 let outcome = outcome.map(|(token, _)| token);
-                self.audit
-                    .record(ctx, "GetToken", &request.resource, &outcome);
+                self.audit.record(
+                    ctx,
+                    "GetToken",
+                    &request.resource,
+                    &request.identity,
+                    &outcome,
+                );
                 outcome
             }
         }
@@ -102,8 +108,13 @@ impl Gateway {
             Ok(stream)
         }
         .await;
-        self.audit
-            .record(ctx, "WatchToken", &request.resource, &outcome);
+        self.audit.record(
+            ctx,
+            "WatchToken",
+            &request.resource,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 
@@ -115,8 +126,8 @@ impl Gateway {
     ) -> Result<(&'a str, IdentitySelector), GatewayError> {
         let resource = validate::resource(&request.resource)?;
         let selector = validate::identity(request.identity.clone())?;
-        self.policy
-            .check(ctx.policy_caller(), &selector, Target::Token(resource))?;
+        self.policy()
+            .check(&ctx.policy_caller(), &selector, Target::Token { resource })?;
         Ok((resource, selector))
     }
 }
