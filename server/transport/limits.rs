@@ -5,10 +5,11 @@
 //! of retried in a hot loop.
 //!
 //! [`ConnectionLimits::limit`] wraps any stream of accepted connections and
-//! yields [`Limited`] connections (which keep the peer's connect info), so
-//! tonic's `serve_with_incoming_shutdown`, a connection-serving loop of our
-//! own, or an axum listener can all adopt it. It knows nothing of HTTP/2 or
-//! the services; the numbers come from `[limits]`.
+//! yields [`Limited`] connections (which keep the peer's connect info): the
+//! connection-serving loop ([`super::serve`]) takes the socket's and the
+//! attributed TCP listener's connections through it, and
+//! [`LimitedTcpListener`] does the same for the identity endpoint. It knows
+//! nothing of HTTP/2 or the services; the numbers come from `[limits]`.
 
 use std::{
     collections::HashMap,
