@@ -16,10 +16,12 @@
 //! - `identity_gateway_core`: errors, clock, clouds, tokens, host guard.
 //!
 //! Beside them in this crate: [`config`] (flags, `IDENTITY_GATEWAY_*`
-//! variables and the TOML file), [`transport`] (the listeners), and, with
-//! the `emulator` cargo feature only, `emulator_mode` (`--emulator`: the
-//! gateway wired to in-process fakes). Production builds
-//! (`--no-default-features`) contain no emulator code.
+//! variables and the TOML file), [`transport`] (the listeners), [`logging`]
+//! (the log subscriber, text or JSON, and the startup line),
+//! [`healthcheck`] (`identity-gateway healthcheck`, a grpc.health.v1 client
+//! for container probes) and, with the `emulator` cargo feature only,
+//! `emulator_mode` (`--emulator`: the gateway wired to in-process fakes).
+//! Production builds (`--no-default-features`) contain no emulator code.
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod adapters;
@@ -27,6 +29,7 @@ pub mod app;
 pub mod config;
 #[cfg(feature = "emulator")]
 pub mod emulator_mode;
+pub mod healthcheck;
 pub mod logging;
 pub mod transport;
 

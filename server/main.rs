@@ -2,16 +2,19 @@
 //! until SIGTERM or Ctrl-C, drain, remove the socket. SIGHUP reloads the
 //! caller policy from the configuration file.
 
-use std::{error::Error, process::ExitCode};
+use std::{error::Error, io::Write as _, process::ExitCode};
 
 use clap::Parser;
 use identity_gateway::{
-    config::{Cli, Config},
-    error_chain, logging, App, Options, StartupError,
+    config::{Cli, Command, Config},
+    error_chain,
+    healthcheck::{self, HealthcheckArgs},
+    logging, App, Options, StartupError,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
     #[cfg(feature = "emulator")]
     let emulator = cli.emulator;
     let config = match Config::from_cli(cli) {
@@ -21,10 +24,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(logging::env_filter(&config.log))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(Command::Healthcheck(args)) = command {
+        return healthcheck(&config, &args);
+    }
+    logging::init(&config.log, config.log_format);
     identity_gateway::transport::limits::raise_descriptor_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -43,6 +46,38 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("identity-gateway: {}", chain(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(config: &Config, args: &HealthcheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("identity-gateway healthcheck: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    let health = runtime.block_on(healthcheck::check(&config.socket, &args.service, timeout));
+    match health {
+        healthcheck::Health::Serving => print_stdout(&health.to_string()),
+        _ => eprintln!("identity-gateway healthcheck: {health}"),
+    }
+    ExitCode::from(health.exit_code())
+}
+
+/// Prints to stdout; a reader that went away (`identity-gateway --emulator |
+/// head`) is not an error worth dying or panicking for: the banner is a
+/// courtesy, the gateway keeps serving.
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            tracing::warn!(error = %e, "cannot write to stdout");
         }
     }
 }
@@ -68,22 +103,22 @@ async fn run(config: Config, options: Options) -> Result<(), StartupError> {
         });
     }
     let config = app.config();
-    tracing::info!(
-        socket = %config.socket.display(),
-        tcp = ?config.tcp,
-        source = %app.gateway().tokens().source_description(),
-        "identity-gateway serving"
+    logging::log_startup(
+        config,
+        &app.gateway().tokens().source_description(),
+        &app.gateway().policy().summary(),
+        app.identity_endpoint().map(|e| e.url()).as_deref(),
     );
     #[cfg(feature = "emulator")]
     if let Some(emulator) = app.emulator() {
-        println!(
-            "{}",
-            identity_gateway::emulator_mode::banner(config, emulator)
-        );
+        print_stdout(&identity_gateway::emulator_mode::banner(config, emulator));
     }
     if let Some(endpoint) = app.identity_endpoint() {
-        println!("identity endpoint: {}", endpoint.url());
-        println!("identity header file: {}", endpoint.header_file().display());
+        print_stdout(&format!("identity endpoint: {}", endpoint.url()));
+        print_stdout(&format!(
+            "identity header file: {}",
+            endpoint.header_file().display()
+        ));
     }
     app.serve(shutdown_signal()).await?;
     tracing::info!("identity-gateway stopped");

@@ -4,12 +4,14 @@
 mod common;
 
 mod binary;
+mod config_reference;
 mod datalake;
 mod emulator;
 mod emulator_blob;
 mod identity_endpoint;
 mod keyvault;
 mod local_authority;
+mod operations;
 mod policy;
 mod resilience;
 mod sources;
