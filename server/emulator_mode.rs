@@ -197,6 +197,13 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
         "identity-gateway is running against the built-in emulator (no Azure account needed)."
     );
     let _ = writeln!(out);
+    #[cfg(windows)]
+    let _ = writeln!(
+        out,
+        "  gRPC pipe:    {}",
+        crate::transport::pipe_name(config)
+    );
+    #[cfg(not(windows))]
     let _ = writeln!(out, "  gRPC socket:  {}", config.socket.display());
     if let Some(tcp) = config.tcp {
         let _ = writeln!(out, "  gRPC TCP:     {tcp}");
@@ -269,9 +276,15 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
         out,
         "  Try it (with grpcurl, https://github.com/fullstorydev/grpcurl; the server offers reflection."
     );
+    #[cfg(not(windows))]
     let _ = writeln!(
         out,
         "  With grpcurl 1.9.1 or older, write -unix <socket> where these say unix://<socket>):"
+    );
+    #[cfg(windows)]
+    let _ = writeln!(
+        out,
+        "  grpcurl cannot open a named pipe: start the gateway with --tcp 127.0.0.1:7777 for these):"
     );
     for line in examples(config, emulator) {
         let _ = writeln!(out, "    {line}");
@@ -290,6 +303,12 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
 /// `unix:<path>` grpc-go sends the path as the HTTP/2 `:authority`, which the
 /// server's HTTP/2 stack refuses (RST_STREAM PROTOCOL_ERROR) once it has a `/`.
 fn examples(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
+    // grpcurl cannot dial a named pipe: on Windows the examples use --tcp.
+    #[cfg(windows)]
+    let target = config
+        .tcp
+        .map_or_else(|| "127.0.0.1:7777".to_string(), |tcp| tcp.to_string());
+    #[cfg(not(windows))]
     let target = shell_quote(&grpcurl_target(&config.socket));
     let call = |data: Option<String>, method: &str| match data {
         Some(data) => format!("grpcurl -plaintext -d '{data}' {target} {method}"),
@@ -374,6 +393,7 @@ fn examples(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
 }
 
 /// `unix://` + the socket's absolute path (`unix:///run/...`).
+#[cfg_attr(windows, allow(dead_code))]
 fn grpcurl_target(socket: &Path) -> String {
     let socket = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
     format!("unix://{}", socket.display())

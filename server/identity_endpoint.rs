@@ -118,10 +118,20 @@ impl Drop for HeaderFile {
 }
 
 /// Where the header secret goes: the configured file, else
-/// `identity-header` in the socket's directory.
+/// `identity-header` in the socket's directory (on Windows:
+/// `%ProgramData%\identity-gateway`, or the current directory with
+/// `--emulator`).
 pub fn header_file_path(config: &Config) -> PathBuf {
     match &config.identity_endpoint.header_file {
         Some(path) => path.clone(),
+        None if cfg!(windows) => {
+            let dir = if config.emulator {
+                PathBuf::from(".")
+            } else {
+                crate::windows::data_dir()
+            };
+            dir.join(DEFAULT_HEADER_FILE_NAME)
+        }
         None => config
             .socket
             .parent()
@@ -150,6 +160,11 @@ pub async fn start(state: &Arc<GatewayState>) -> Result<Option<RunningIdentityEn
         .map_err(|e| format!("identity endpoint: {e}"))?;
     let secret = new_secret();
     let path = header_file_path(&state.config);
+    #[cfg(windows)]
+    if state.config.identity_endpoint.header_file.is_none() && !state.config.emulator {
+        crate::windows::secure_dir(&crate::windows::data_dir())
+            .map_err(|e| format!("identity endpoint: {e}"))?;
+    }
     write_secret(&path, &secret).map_err(|e| {
         format!(
             "identity endpoint: cannot write the header secret to {}: {e}",
@@ -721,6 +736,22 @@ mod tests {
         assert!(Config::from_toml("[identity_endpoint]\nlisen = \"x\"\n").is_err());
     }
 
+    #[cfg(windows)]
+    #[test]
+    fn header_file_defaults_to_program_data_on_windows() {
+        let mut config = Config::default();
+        assert_eq!(
+            header_file_path(&config),
+            crate::windows::data_dir().join("identity-header")
+        );
+        config.emulator = true;
+        assert_eq!(
+            header_file_path(&config),
+            Path::new(".").join("identity-header")
+        );
+    }
+
+    #[cfg(unix)]
     #[test]
     fn header_file_defaults_next_to_the_socket() {
         let mut config = Config {

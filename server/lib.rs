@@ -19,6 +19,10 @@
 //!   on loopback, for unmodified Azure SDKs.
 //! - [`emulator_mode`]: `--emulator`, the gateway wired to in-process fakes.
 //! - [`clock`]: injected time, so tests move expiry without sleeping.
+//! - [`lifecycle`]: how a host (console, Windows service) stops the gateway
+//!   and learns it is ready; [`logging`]: stderr or rotating files.
+//! - [`windows`]: the pipe's security descriptor, pipe callers, the Windows
+//!   service and Event Log, `%ProgramData%\identity-gateway`.
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod api;
@@ -30,8 +34,11 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod identity_endpoint;
+pub mod lifecycle;
+pub mod logging;
 pub mod policy;
 pub mod transport;
+pub mod windows;
 
 /// Generated protobuf and gRPC types of `identity_gateway.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

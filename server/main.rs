@@ -1,16 +1,21 @@
 //! The `identity-gateway` binary: parse configuration, bind, serve until
-//! SIGTERM or Ctrl-C, drain, remove the socket.
+//! SIGTERM or Ctrl-C (or a Windows service stop), drain, remove the socket.
+//! `identity-gateway service ...` manages the Windows service.
 
 use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use identity_gateway::{
     config::{Cli, Config},
-    emulator_mode, gateway, identity_endpoint, transport,
+    emulator_mode, gateway, identity_endpoint,
+    lifecycle::RunControl,
+    logging, transport,
 };
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "service") {
+        return service(std::env::args_os().skip(1).collect());
+    }
     let config = match Config::from_cli(Cli::parse()) {
         Ok(config) => config,
         Err(e) => {
@@ -18,18 +23,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("identity-gateway: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config)) {
+    logging::init_stderr(&config.log);
+    match run_blocking(config, RunControl::new(shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("identity-gateway: {e}");
@@ -38,7 +33,28 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(mut config: Config) -> Result<(), String> {
+#[cfg(windows)]
+fn service(args: Vec<std::ffi::OsString>) -> ExitCode {
+    identity_gateway::windows::service::main(args, run_blocking)
+}
+
+#[cfg(not(windows))]
+fn service(_args: Vec<std::ffi::OsString>) -> ExitCode {
+    eprintln!(
+        "identity-gateway: `service` manages the Windows service; on Linux use the systemd \
+         unit (deploy/identity-gateway.service)"
+    );
+    ExitCode::from(2)
+}
+
+/// Runs the gateway on its own runtime until `control.shutdown` resolves.
+fn run_blocking(config: Config, control: RunControl) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(run(config, control))
+}
+
+async fn run(mut config: Config, control: RunControl) -> Result<(), String> {
     // Bind first: a second instance fails on the live socket before it
     // starts anything else.
     let listeners = transport::bind(&config).await?;
@@ -49,7 +65,7 @@ async fn run(mut config: Config) -> Result<(), String> {
     };
     let state = Arc::new(gateway::GatewayState::new(config.clone())?);
     tracing::info!(
-        socket = %config.socket.display(),
+        listening = %transport::describe(&config),
         tcp = ?config.tcp,
         source = %state.tokens.source_description(),
         "identity-gateway serving"
@@ -62,9 +78,16 @@ async fn run(mut config: Config) -> Result<(), String> {
         println!("identity endpoint: {}", endpoint.url());
         println!("identity header file: {}", endpoint.header_file().display());
     }
-    gateway::serve(state, listeners, shutdown_signal())
-        .await
-        .map_err(|e| format!("server failed: {e}"))?;
+    if let Some(ready) = control.ready {
+        ready();
+    }
+    let shutdown = control.shutdown;
+    gateway::serve(state, listeners, async move {
+        let reason = shutdown.await;
+        tracing::info!("{reason}: draining");
+    })
+    .await
+    .map_err(|e| format!("server failed: {e}"))?;
     if let Some(endpoint) = identity_endpoint {
         endpoint.stop().await;
     }
@@ -72,7 +95,7 @@ async fn run(mut config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -86,11 +109,26 @@ async fn shutdown_signal() {
             }
             Err(_) => std::future::pending::<()>().await,
         }
+        "SIGTERM"
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
+    // Closing the console window, logoff and shutdown of a console gateway.
+    #[cfg(windows)]
+    let term = async {
+        let (Ok(mut close), Ok(mut shutdown)) = (
+            tokio::signal::windows::ctrl_close(),
+            tokio::signal::windows::ctrl_shutdown(),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = close.recv() => "console closed",
+            _ = shutdown.recv() => "system shutdown",
+        }
+    };
+    #[cfg(not(any(unix, windows)))]
+    let term = std::future::pending::<&'static str>();
     tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C: draining"),
-        _ = term => tracing::info!("SIGTERM: draining"),
+        _ = ctrl_c => "Ctrl-C",
+        reason = term => reason,
     }
 }

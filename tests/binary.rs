@@ -1,18 +1,24 @@
 //! The `identity-gateway` binary itself: `--emulator` serves on the socket it
 //! prints, hands out verifiable tokens, and SIGTERM drains, exits 0 and
 //! removes the socket. Also: a second instance on a live socket refuses to
-//! start, and a bad flag is a clear usage error.
+//! start, and a bad flag is a clear usage error. (On Windows the binary is
+//! exercised by `scripts/windows-tests.sh` under wine: pipe, service stop,
+//! second instance.)
 
+use std::process::Command;
+#[cfg(unix)]
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Stdio,
     time::Duration,
 };
 
+#[cfg(unix)]
 use identity_gateway_client::GatewayClient;
 
 const BIN: &str = env!("CARGO_BIN_EXE_identity-gateway");
 
+#[cfg(unix)]
 fn jwt_claims(token: &str) -> serde_json::Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).expect("JWT payload");
@@ -22,6 +28,7 @@ fn jwt_claims(token: &str) -> serde_json::Value {
     serde_json::from_slice(&bytes).expect("JSON claims")
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn emulator_binary_serves_tokens_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +109,7 @@ fn bad_flags_are_usage_errors() {
     }
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn sigterm_ends_open_watch_streams_and_exits() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,4 +159,16 @@ async fn sigterm_ends_open_watch_streams_and_exits() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(!socket.exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn the_service_subcommand_points_linux_users_at_systemd() {
+    let out = Command::new(BIN)
+        .args(["service", "install"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("systemd"), "{stderr}");
 }

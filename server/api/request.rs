@@ -142,12 +142,15 @@ pub fn cloud(value: i32) -> Result<Cloud, GatewayError> {
 /// Who called, as the transport saw it: peer credentials on Unix sockets, the
 /// address on TCP. Cheap to take; formatted only when the audit line is
 /// actually written.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CallerInfo {
     uid: Option<u32>,
     gid: Option<u32>,
     pid: Option<i32>,
     addr: Option<std::net::SocketAddr>,
+    /// A Windows pipe client: user and group SIDs, process id.
+    #[cfg(windows)]
+    pipe: Option<std::sync::Arc<crate::windows::caller::PipeCaller>>,
 }
 
 impl CallerInfo {
@@ -162,6 +165,10 @@ impl CallerInfo {
 
 impl std::fmt::Display for CallerInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        #[cfg(windows)]
+        if let Some(pipe) = &self.pipe {
+            return write!(f, "{pipe}");
+        }
         match (self.uid, self.gid, self.pid, self.addr) {
             (Some(uid), Some(gid), Some(pid), _) => write!(f, "uid={uid} gid={gid} pid={pid}"),
             (Some(uid), Some(gid), None, _) => write!(f, "uid={uid} gid={gid}"),
@@ -186,6 +193,16 @@ pub fn caller<T>(request: &Request<T>) -> CallerInfo {
                 addr: None,
             };
         }
+    }
+    #[cfg(windows)]
+    if let Some(info) = request
+        .extensions()
+        .get::<crate::transport::pipe::PipeConnectInfo>()
+    {
+        return CallerInfo {
+            pipe: Some(std::sync::Arc::clone(&info.caller)),
+            ..CallerInfo::default()
+        };
     }
     CallerInfo {
         addr: request.remote_addr(),

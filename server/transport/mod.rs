@@ -21,6 +21,23 @@ pub struct Listeners {
     pub tcp: Option<TcpListener>,
 }
 
+/// The Windows pipe the configuration names (or the default).
+pub fn pipe_name(config: &Config) -> String {
+    config
+        .pipe
+        .clone()
+        .unwrap_or_else(|| crate::windows::DEFAULT_PIPE.to_string())
+}
+
+/// Where gRPC is served, for the startup log: the socket, or the pipe on Windows.
+pub fn describe(config: &Config) -> String {
+    if cfg!(windows) {
+        format!("pipe {}", pipe_name(config))
+    } else {
+        format!("unix socket {}", config.socket.display())
+    }
+}
+
 /// Binds what the configuration asks for.
 pub async fn bind(config: &Config) -> Result<Listeners, String> {
     let mut listeners = Listeners::default();
@@ -30,12 +47,18 @@ pub async fn bind(config: &Config) -> Result<Listeners, String> {
     }
     #[cfg(windows)]
     {
-        let name = config
-            .pipe
-            .clone()
-            .unwrap_or_else(|| r"\\.\pipe\identity-gateway".to_string());
-        listeners.pipe =
-            Some(pipe::listen(&name).map_err(|e| format!("cannot serve on pipe {name}: {e}"))?);
+        let name = pipe_name(config);
+        let clients = crate::windows::pipe_security::client_entries(
+            config.socket_group.as_deref(),
+            &config.pipe_access,
+        );
+        let security = crate::windows::pipe_security::PipeSecurity::new(&clients)
+            .map_err(|e| format!("pipe {name}: {e}"))?;
+        tracing::info!(pipe = %name, dacl = security.sddl(), "pipe security");
+        listeners.pipe = Some(
+            pipe::listen(&name, std::sync::Arc::new(security))
+                .map_err(|e| format!("cannot serve on pipe {name}: {e}"))?,
+        );
     }
     if let Some(addr) = config.tcp {
         if !addr.ip().is_loopback() {

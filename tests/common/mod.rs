@@ -1,6 +1,6 @@
 //! The integration-test harness: the emulator's fakes on loopback and a real
-//! gateway serving on a Unix socket in a temp dir, reached through
-//! `identity-gateway-client`.
+//! gateway serving on a Unix socket in a temp dir (a uniquely named pipe on
+//! Windows), reached through `identity-gateway-client`.
 //!
 //! Two steps, so a test can start extra fakes with the shared authority and CA
 //! before the gateway starts:
@@ -78,6 +78,15 @@ impl TestEnv {
         config.upstream.ca_files = vec![self.ca_file.clone()];
         config.upstream.allow_http = true;
         config.upstream.allowed_hosts = vec!["localhost".into(), "127.0.0.1".into()];
+        // Tests run in parallel: each gateway gets its own pipe name.
+        #[cfg(windows)]
+        {
+            config.pipe = Some(format!(
+                r"\\.\pipe\identity-gateway-test-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+        }
         config
     }
 
@@ -89,6 +98,11 @@ impl TestEnv {
     /// Starts a gateway whose token cache runs on `clock`.
     pub async fn start_with_clock(&self, config: Config, clock: Arc<dyn Clock>) -> TestGateway {
         let socket = config.socket.clone();
+        let target = if cfg!(windows) {
+            transport::pipe_name(&config)
+        } else {
+            socket.to_str().expect("UTF-8 path").to_string()
+        };
         let listeners = transport::bind(&config).await.expect("bind gateway socket");
         let state = Arc::new(GatewayState::with_clock(config, clock).expect("gateway state"));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -99,13 +113,14 @@ impl TestEnv {
                 let _ = stopped.await;
             },
         ));
-        let client = GatewayClient::connect(socket.to_str().expect("UTF-8 path"))
+        let client = GatewayClient::connect(&target)
             .await
             .expect("connect to gateway");
         TestGateway {
             client,
             state,
             socket,
+            target,
             stop: Some(stop),
             task: Some(task),
         }
@@ -131,6 +146,8 @@ pub struct TestGateway {
     pub client: GatewayClient,
     pub state: Arc<GatewayState>,
     pub socket: PathBuf,
+    /// What clients dial: the socket path, or the pipe name on Windows.
+    pub target: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
