@@ -178,10 +178,11 @@ fi
 
 out="$(probe sddl "$pipe")"
 if [[ $out == "sddl: "* ]]; then
-  if [[ $out == *"(D;;"*";;;NU)"* && $out == *";;;SY)"* && $out == *";;;BA)"* && $out == *"0x12019b;;;S-1-5-11)"* ]]; then
-    pass "the pipe carries the explicit DACL (read back by a client)"
+  # Windows prints well-known SIDs as aliases (AU = S-1-5-11).
+  if [[ $out == *"D:P(D;;GA;;;NU)(A;;GA;;;SY)(A;;GA;;;BA)(A;;0x12019b;;;AU)"* && $out == "sddl: O:S-1-5-21-"* ]]; then
+    pass "the pipe carries the explicit owner and DACL (read back by a client)"
   else
-    fail "the pipe carries the explicit DACL (read back by a client)" "$out"
+    fail "the pipe carries the explicit owner and DACL (read back by a client)" "$out"
   fi
 else
   echo "    (wine cannot read the pipe's DACL back: $out; covered by unit tests and deploy/windows.md)"

@@ -17,7 +17,7 @@ use windows_sys::Win32::{
     System::{
         Pipes::{GetNamedPipeClientProcessId, ImpersonateNamedPipeClient},
         SystemServices::{SE_GROUP_ENABLED, SE_GROUP_USE_FOR_DENY_ONLY},
-        Threading::{GetCurrentThread, OpenThreadToken},
+        Threading::{GetCurrentProcess, GetCurrentThread, OpenProcessToken, OpenThreadToken},
     },
 };
 
@@ -90,6 +90,17 @@ pub fn identify(pipe: &impl AsRawHandle) -> PipeCaller {
         user_sid,
         group_sids,
     }
+}
+
+/// The user SID of this process (the account the gateway runs as).
+pub fn process_user_sid() -> Option<String> {
+    let mut token: HANDLE = ptr::null_mut();
+    // SAFETY: the pseudo-handle of this process; the token is closed on drop.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return None;
+    }
+    let token = OwnedHandle(token);
+    token_user(token.0)
 }
 
 struct OwnedHandle(HANDLE);

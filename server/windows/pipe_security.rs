@@ -1,7 +1,8 @@
 //! The named pipe's security descriptor: who may open `\\.\pipe\identity-gateway`.
 //!
-//! Every pipe instance gets the same explicit, protected DACL (no inherited
-//! or default entries):
+//! Every pipe instance gets the same explicit owner, the account the gateway
+//! runs as (SYSTEM for the service; clients check it, see client-rs), and
+//! the same explicit, protected DACL (no inherited or default entries):
 //!
 //! - network logons (`NU`) are denied outright (the listener also sets
 //!   `PIPE_REJECT_REMOTE_CLIENTS`);
@@ -28,13 +29,20 @@ pub const FILE_CREATE_PIPE_INSTANCE: u32 = 0x4;
 /// like IMDS, which any local process may call.
 pub const AUTHENTICATED_USERS_SID: &str = "S-1-5-11";
 
-/// The protected DACL, in SDDL, granting `client_sids` read/write.
+/// The descriptor, in SDDL: owner `owner_sid` (the account the gateway runs
+/// as, so clients can check who created the pipe; SYSTEM for the service)
+/// and the protected DACL granting `client_sids` read/write.
 ///
 /// Every entry must already be a SID string (see [`is_sid_string`]); the
 /// caller resolves account names first, so nothing from the configuration is
 /// ever spliced into the SDDL unchecked.
-pub fn pipe_sddl(client_sids: &[String]) -> Result<String, String> {
-    let mut sddl = String::from("D:P(D;;GA;;;NU)(A;;GA;;;SY)(A;;GA;;;BA)");
+pub fn pipe_sddl(owner_sid: &str, client_sids: &[String]) -> Result<String, String> {
+    if !is_sid_string(owner_sid) {
+        return Err(format!(
+            "owner '{owner_sid}' is not a SID (expected S-1-...)"
+        ));
+    }
+    let mut sddl = format!("O:{owner_sid}D:P(D;;GA;;;NU)(A;;GA;;;SY)(A;;GA;;;BA)");
     for sid in client_sids {
         if !is_sid_string(sid) {
             return Err(format!("'{sid}' is not a SID (expected S-1-...)"));
@@ -122,7 +130,9 @@ mod imp {
                 .iter()
                 .map(|entry| resolve_account(entry))
                 .collect::<Result<Vec<_>, _>>()?;
-            let sddl = pipe_sddl(&sids)?;
+            let owner = crate::windows::caller::process_user_sid()
+                .ok_or("cannot read the gateway's own account (process token)")?;
+            let sddl = pipe_sddl(&owner, &sids)?;
             let text = wide(&sddl);
             let mut descriptor: PSECURITY_DESCRIPTOR = ptr::null_mut();
             // SAFETY: `text` is NUL-terminated; on success the system
@@ -268,10 +278,14 @@ mod tests {
 
     #[test]
     fn the_dacl_is_protected_denies_the_network_and_grants_admins_and_clients() {
-        let sddl = pipe_sddl(&["S-1-5-11".into(), "S-1-5-21-1-2-3-1001".into()]).unwrap();
+        let sddl = pipe_sddl(
+            "S-1-5-18",
+            &["S-1-5-11".into(), "S-1-5-21-1-2-3-1001".into()],
+        )
+        .unwrap();
         assert_eq!(
             sddl,
-            "D:P(D;;GA;;;NU)(A;;GA;;;SY)(A;;GA;;;BA)\
+            "O:S-1-5-18D:P(D;;GA;;;NU)(A;;GA;;;SY)(A;;GA;;;BA)\
              (A;;0x12019b;;;S-1-5-11)(A;;0x12019b;;;S-1-5-21-1-2-3-1001)"
         );
         // Deny first: Windows evaluates ACEs in order.
@@ -289,7 +303,11 @@ mod tests {
             "S-1-5--11",
             "",
         ] {
-            assert!(pipe_sddl(&[bad.to_string()]).is_err(), "{bad:?}");
+            assert!(
+                pipe_sddl("S-1-5-18", &[bad.to_string()]).is_err(),
+                "{bad:?}"
+            );
+            assert!(pipe_sddl(bad, &[]).is_err(), "owner {bad:?}");
         }
         assert!(is_sid_string("S-1-5-32-544"));
         assert!(is_sid_string(
