@@ -7,24 +7,20 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use clap::Parser;
 use serde::Deserialize;
 use url::Url;
 
-use crate::identity::SourceKind;
+use identity_gateway_azure::config::{KeyVaultConfig, SasConfig, SqlConfig};
+use identity_gateway_core::http::UpstreamConfig;
+use identity_gateway_identity::{IdentityConfig, SourceKind};
 
 /// Default socket path for a system install.
 pub const DEFAULT_SOCKET: &str = "/run/identity-gateway/gateway.sock";
 /// Default socket path with `--emulator`, so a newcomer needs no root.
 pub const EMULATOR_SOCKET: &str = "./identity-gateway.sock";
-/// The link-local IMDS address every Azure VM serves.
-pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
-/// The legacy MSI VM extension's token URL.
-pub const DEFAULT_LEGACY_MSI_ENDPOINT: &str = "http://localhost:50342/oauth2/token";
-
 /// identity-gateway: brokers this VM's Azure managed identity to local
 /// processes over gRPC on a Unix socket (or a named pipe on Windows).
 ///
@@ -72,8 +68,10 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Run against the built-in emulator (fake IMDS, Key Vault, Storage, ADLS,
-    /// ARM and SQL on loopback) so no Azure account is needed.
-    #[arg(long, env = "IDENTITY_GATEWAY_EMULATOR")]
+    /// ARM and SQL on loopback) so no Azure account is needed. A flag only:
+    /// no file or environment variable can turn fake mode on, and production
+    /// builds (without the `emulator` cargo feature) refuse it.
+    #[arg(long, hide = cfg!(not(feature = "emulator")))]
     pub emulator: bool,
 
     /// Log filter, e.g. "info" or "identity_gateway=debug". [default: info]
@@ -107,7 +105,6 @@ pub struct Config {
     /// Windows: more users or groups (names or SIDs) that may open the pipe,
     /// besides `socket_group`.
     pub pipe_access: Vec<String>,
-    pub emulator: bool,
     pub log: String,
     pub identity: IdentityConfig,
     pub upstream: UpstreamConfig,
@@ -116,115 +113,7 @@ pub struct Config {
     pub sql: SqlConfig,
     pub identity_endpoint: IdentityEndpointConfig,
     /// Who may ask for what (see `policy`); no rules = any local process.
-    pub policy: crate::policy::PolicyConfig,
-}
-
-/// Where tokens come from and how hard the gateway may push the source.
-#[derive(Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IdentityConfig {
-    pub source: SourceKind,
-    pub imds_endpoint: Url,
-    pub legacy_msi_endpoint: Url,
-    pub app_service_endpoint: Option<Url>,
-    pub app_service_header: Option<String>,
-    /// Concurrent requests to the identity endpoint (IMDS allows 5).
-    pub max_concurrent: usize,
-    /// Requests per second to the identity endpoint (IMDS allows 20).
-    pub max_per_second: u32,
-    /// Refresh this long before expiry (tokens living under 2 h); longer-lived
-    /// tokens refresh at half-life. Jitter is added either way.
-    pub refresh_before_secs: u64,
-    /// Timeout of one request to the identity endpoint.
-    pub request_timeout_secs: u64,
-    /// How long to keep retrying 410 ("IMDS upgrading"), within the caller's deadline.
-    pub gone_retry_secs: u64,
-    /// Retries of 404/429/5xx/timeouts before giving up.
-    pub max_retries: u32,
-}
-
-impl std::fmt::Debug for IdentityConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdentityConfig")
-            .field("source", &self.source)
-            .field("imds_endpoint", &self.imds_endpoint.as_str())
-            .field("legacy_msi_endpoint", &self.legacy_msi_endpoint.as_str())
-            .field("app_service_endpoint", &self.app_service_endpoint)
-            .field(
-                "app_service_header",
-                &self.app_service_header.as_ref().map(|_| "** redacted **"),
-            )
-            .field("max_concurrent", &self.max_concurrent)
-            .field("max_per_second", &self.max_per_second)
-            .field("refresh_before_secs", &self.refresh_before_secs)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The one HTTP client every upstream call shares.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// Extra hosts (`host` or `host:port`; `*.suffix` allowed) tokens may be
-    /// sent to besides each service's own cloud suffix: private endpoints,
-    /// emulators. Tokens for a service still go only to hosts listed here or
-    /// of that service's suffix.
-    pub allowed_hosts: Vec<String>,
-    /// Allow plain `http://` to allowed hosts (emulators only; never Azure).
-    pub allow_http: bool,
-    /// PEM CA certificates trusted in addition to the system roots (HTTPS
-    /// upstreams and SQL TLS).
-    pub ca_files: Vec<PathBuf>,
-    pub connect_timeout_secs: u64,
-    pub request_timeout_secs: u64,
-    /// Largest upstream JSON/XML body read into memory.
-    pub max_body_bytes: usize,
-    /// ARM endpoint override (emulator, private link).
-    pub arm_endpoint: Option<Url>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KeyVaultConfig {
-    /// Cache secrets this long (0 = off, the default: Key Vault is the source
-    /// of truth). Entries are per identity, vault, name and version; callers
-    /// skip the cache with `bypass_cache`.
-    pub secret_cache_ttl_secs: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SasConfig {
-    /// Longest SAS lifetime (GetServiceSas `expires_in`) the gateway will
-    /// issue; longer requests get INVALID_ARGUMENT. User delegation SAS are
-    /// also held to 7 days, the most a delegation key lives.
-    pub max_expiry_secs: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SqlConfig {
-    /// Require TLS to SQL servers (always on for Azure; tests may relax it for
-    /// allowed hosts only).
-    pub require_tls: bool,
-    /// Connections kept per (server, database, identity).
-    pub pool_size: u32,
-    /// Rows per streamed batch.
-    pub batch_rows: usize,
-    /// Default cap on rows per query (0 = no cap).
-    pub max_rows: u64,
-    /// Default query timeout: the longest wait for the server (for the first
-    /// result and for each later read), within the caller's deadline.
-    pub query_timeout_secs: u64,
-    /// Largest query text accepted, in bytes.
-    pub max_query_bytes: usize,
-    /// Idle pooled connections are closed after this long.
-    pub idle_timeout_secs: u64,
-    /// Time allowed for TLS and LOGIN7 on a new connection.
-    pub login_timeout_secs: u64,
-    /// Row batches a query may have produced ahead of a slow caller; the
-    /// server is made to wait beyond that (backpressure).
-    pub stream_buffer_batches: usize,
+    pub policy: identity_gateway_service::policy::PolicyConfig,
 }
 
 /// The App Service-compatible identity endpoint for unmodified Azure SDKs
@@ -247,7 +136,6 @@ impl Default for Config {
             tcp: None,
             pipe: None,
             pipe_access: Vec::new(),
-            emulator: false,
             log: "info".into(),
             identity: IdentityConfig::default(),
             upstream: UpstreamConfig::default(),
@@ -255,70 +143,8 @@ impl Default for Config {
             sas: SasConfig::default(),
             sql: SqlConfig::default(),
             identity_endpoint: IdentityEndpointConfig::default(),
-            policy: crate::policy::PolicyConfig::default(),
+            policy: identity_gateway_service::policy::PolicyConfig::default(),
         }
-    }
-}
-
-impl Default for IdentityConfig {
-    fn default() -> Self {
-        Self {
-            source: SourceKind::Auto,
-            imds_endpoint: Url::parse(DEFAULT_IMDS_ENDPOINT).expect("constant URL"),
-            legacy_msi_endpoint: Url::parse(DEFAULT_LEGACY_MSI_ENDPOINT).expect("constant URL"),
-            app_service_endpoint: None,
-            app_service_header: None,
-            max_concurrent: 5,
-            max_per_second: 20,
-            refresh_before_secs: 300,
-            request_timeout_secs: 10,
-            gone_retry_secs: 70,
-            max_retries: 5,
-        }
-    }
-}
-
-impl Default for UpstreamConfig {
-    fn default() -> Self {
-        Self {
-            allowed_hosts: Vec::new(),
-            allow_http: false,
-            ca_files: Vec::new(),
-            connect_timeout_secs: 5,
-            request_timeout_secs: 60,
-            max_body_bytes: 4 * 1024 * 1024,
-            arm_endpoint: None,
-        }
-    }
-}
-
-impl Default for SasConfig {
-    fn default() -> Self {
-        Self {
-            max_expiry_secs: 7 * 24 * 3600,
-        }
-    }
-}
-
-impl Default for SqlConfig {
-    fn default() -> Self {
-        Self {
-            require_tls: true,
-            pool_size: 4,
-            batch_rows: 512,
-            max_rows: 0,
-            query_timeout_secs: 30,
-            max_query_bytes: 1024 * 1024,
-            idle_timeout_secs: 300,
-            login_timeout_secs: 15,
-            stream_buffer_batches: 4,
-        }
-    }
-}
-
-impl IdentityConfig {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs)
     }
 }
 
@@ -337,12 +163,18 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// `--emulator` given to a build without the `emulator` feature.
+    #[error("this build has no emulator (production build); build with `cargo run -- --emulator`, whose default features include it")]
+    NoEmulator,
 }
 
 impl Config {
     /// Resolves the configuration: flags and environment (already merged by
     /// clap, flags first) over the TOML file over the defaults.
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        if cli.emulator && !cfg!(feature = "emulator") {
+            return Err(ConfigError::NoEmulator);
+        }
         let mut config = match &cli.config {
             Some(path) => Self::from_file(path)?,
             None => Self::default(),
@@ -370,12 +202,9 @@ impl Config {
     }
 
     fn apply_cli(&mut self, cli: Cli) {
-        if cli.emulator {
-            self.emulator = true;
-        }
         match cli.socket {
             Some(socket) => self.socket = socket,
-            None if self.emulator && self.socket == Path::new(DEFAULT_SOCKET) => {
+            None if cli.emulator && self.socket == Path::new(DEFAULT_SOCKET) => {
                 self.socket = PathBuf::from(EMULATOR_SOCKET)
             }
             None => {}
@@ -494,6 +323,15 @@ mod tests {
         assert_eq!(config.socket, PathBuf::from("/tmp/flag.sock"));
         assert_eq!(config.identity.max_per_second, 7);
         assert_eq!(config.identity.max_concurrent, 5);
+    }
+
+    #[test]
+    fn no_file_key_turns_fake_mode_on() {
+        let err = Config::from_toml("emulator = true\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `emulator`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! no Azure account.
 //!
 //! This module owns the wiring only: which fakes run, the trust anchor (the
-//! emulator's test CA, written to a private temp dir) and the config rewrite.
+//! emulator's test CA, written to a private temp dir) and the configuration
+//! that points at them ([`RunningEmulator::configure`], applied by the
+//! composition root before it validates the configuration again). It is
+//! compiled only with the `emulator` cargo feature.
 //! The fakes themselves live in the `identity-gateway-emulator` crate.
 //!
 //! Adding a fake takes one field in [`RunningEmulator`], one line in
@@ -29,7 +32,30 @@ use identity_gateway_emulator::{
 };
 use url::Url;
 
-use crate::{config::Config, identity::SourceKind};
+use identity_gateway_identity::SourceKind;
+
+use crate::config::Config;
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("emulator: {what}")]
+pub struct EmulatorError {
+    what: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl EmulatorError {
+    fn new(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
 
 /// The loopback ports `--emulator` asks for, so documented commands work as
 /// written. A taken port falls back to a free one (the banner shows the real
@@ -50,6 +76,8 @@ const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "localhost"];
 /// Handles of the running fakes; dropping it stops them and removes the CA file.
 #[derive(Debug)]
 pub struct RunningEmulator {
+    imds_url: Url,
+    arm_url: Url,
     authority: Arc<TokenAuthority>,
     ca: Arc<TestCa>,
     ca_file: PathBuf,
@@ -73,6 +101,28 @@ pub struct RunningEmulator {
 }
 
 impl RunningEmulator {
+    /// Points `config` at the fakes: IMDS as the token source, the fake ARM
+    /// as `upstream.arm_endpoint`, the test CA trusted, plain HTTP and
+    /// loopback hosts allowed (the Blob fake is reached through the URLs
+    /// callers pass, on a loopback host).
+    pub fn configure(&self, config: &mut Config) {
+        config.identity.source = SourceKind::Imds;
+        config.identity.imds_endpoint = self.imds_url.clone();
+        config.upstream.arm_endpoint = Some(self.arm_url.clone());
+        config.upstream.ca_files.push(self.ca_file.clone());
+        config.upstream.allow_http = true;
+        // %ProgramData%\identity-gateway is for the installed service; a
+        // developer's emulator keeps its header file in the current directory.
+        if cfg!(windows) && config.identity_endpoint.header_file.is_none() {
+            config.identity_endpoint.header_file = Some(PathBuf::from("identity-header"));
+        }
+        for host in LOOPBACK_HOSTS {
+            if !config.upstream.allowed_hosts.iter().any(|h| h == host) {
+                config.upstream.allowed_hosts.push((*host).to_string());
+            }
+        }
+    }
+
     /// The authority that mints (IMDS) and verifies (every other fake) tokens.
     pub fn authority(&self) -> Arc<TokenAuthority> {
         self.authority.clone()
@@ -107,49 +157,39 @@ impl RunningEmulator {
     }
 }
 
-/// Starts the fakes and rewrites `config` to use them: IMDS as the token
-/// source, the fake ARM as `upstream.arm_endpoint`, the test CA trusted,
-/// plain HTTP and loopback hosts allowed (the Blob fake is reached through
-/// the URLs callers pass, on a loopback host).
-pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
+/// Starts the fakes on their well-known loopback ports (free ones when taken).
+pub async fn start() -> Result<RunningEmulator, EmulatorError> {
     let authority = Arc::new(TokenAuthority::generate(sample::TENANT_ID));
     let ca = Arc::new(TestCa::generate(&["localhost", "127.0.0.1"]));
     let (ca_dir, ca_file) = write_ca(ca.ca_pem())?;
     let imds = ImdsFake::start_on(authority.clone(), ImdsConfig::default(), ports::IMDS)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake IMDS: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake IMDS", e))?;
     let arm = ArmFake::sample_on(authority.clone(), &ca, ports::ARM)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake ARM: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake ARM", e))?;
     let blob = BlobFake::sample_on(authority.clone(), &ca, ports::BLOB)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake Blob Storage: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake Blob Storage", e))?;
     let keyvault = KeyVaultFake::sample_on(authority.clone(), &ca, ports::KEY_VAULT)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake Key Vault: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake Key Vault", e))?;
     let datalake_gen1 = DataLakeGen1Fake::sample_on(authority.clone(), &ca, ports::DATA_LAKE_GEN1)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake ADLS Gen1: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake ADLS Gen1", e))?;
     let datalake_gen2 = DataLakeGen2Fake::sample_on(authority.clone(), &ca, ports::DATA_LAKE_GEN2)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake ADLS Gen2: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake ADLS Gen2", e))?;
     let sql = SqlFake::sample_on(authority.clone(), &ca, ports::SQL)
         .await
-        .map_err(|e| format!("emulator: cannot start the fake Azure SQL: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot start the fake Azure SQL", e))?;
 
-    config.identity.source = SourceKind::Imds;
-    config.identity.imds_endpoint =
-        Url::parse(&imds.base_url()).map_err(|e| format!("emulator: fake IMDS URL: {e}"))?;
-    config.upstream.arm_endpoint =
-        Some(Url::parse(&arm.base_url()).map_err(|e| format!("emulator: fake ARM URL: {e}"))?);
-    config.upstream.ca_files.push(ca_file.clone());
-    config.upstream.allow_http = true;
-    for host in LOOPBACK_HOSTS {
-        if !config.upstream.allowed_hosts.iter().any(|h| h == host) {
-            config.upstream.allowed_hosts.push((*host).to_string());
-        }
-    }
+    let imds_url =
+        Url::parse(&imds.base_url()).map_err(|e| EmulatorError::new("fake IMDS URL", e))?;
+    let arm_url = Url::parse(&arm.base_url()).map_err(|e| EmulatorError::new("fake ARM URL", e))?;
     Ok(RunningEmulator {
+        imds_url,
+        arm_url,
         authority,
         ca,
         ca_file,
@@ -165,26 +205,21 @@ pub async fn start(config: &mut Config) -> Result<RunningEmulator, String> {
 }
 
 /// Writes the CA certificate into a fresh 0700 temp dir.
-fn write_ca(pem: &str) -> Result<(tempfile::TempDir, PathBuf), String> {
+fn write_ca(pem: &str) -> Result<(tempfile::TempDir, PathBuf), EmulatorError> {
     let dir = tempfile::Builder::new()
         .prefix("identity-gateway-emulator-")
         .tempdir()
-        .map_err(|e| format!("emulator: cannot create a temp dir for the test CA: {e}"))?;
+        .map_err(|e| EmulatorError::new("cannot create a temp dir for the test CA", e))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).map_err(
-            |e| {
-                format!(
-                    "emulator: cannot make {} private: {e}",
-                    dir.path().display()
-                )
-            },
+            |e| EmulatorError::new(format!("cannot make {} private", dir.path().display()), e),
         )?;
     }
     let path = dir.path().join("emulator-ca.pem");
     std::fs::write(&path, pem)
-        .map_err(|e| format!("emulator: cannot write {}: {e}", path.display()))?;
+        .map_err(|e| EmulatorError::new(format!("cannot write {}", path.display()), e))?;
     Ok((dir, path))
 }
 
@@ -418,11 +453,12 @@ mod tests {
     #[tokio::test]
     async fn start_points_the_config_at_the_fakes() {
         let mut config = Config {
-            emulator: true,
             socket: PathBuf::from("./identity-gateway.sock"),
             ..Config::default()
         };
-        let emulator = start(&mut config).await.unwrap();
+        let emulator = start().await.unwrap();
+        emulator.configure(&mut config);
+        config.validate().unwrap();
         assert_eq!(config.identity.source, SourceKind::Imds);
         assert_eq!(
             config.identity.imds_endpoint.as_str().trim_end_matches('/'),
@@ -454,7 +490,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o700);
         }
         // The shared HTTP client accepts the rewritten config.
-        crate::azure::http::build_client(&config.upstream).unwrap();
+        identity_gateway_core::http::build_client(&config.upstream).unwrap();
         assert_eq!(emulator.authority().tenant_id(), sample::TENANT_ID);
 
         let banner = banner(&config, &emulator);

@@ -1,42 +1,38 @@
 //! identity-gateway: brokers an Azure VM's managed identity to every local
 //! process over gRPC on a Unix domain socket (or a named pipe on Windows).
 //!
-//! # Layout
+//! # Layers
 //!
-//! - [`config`]: flags, `IDENTITY_GATEWAY_*` variables and the TOML file.
-//! - [`transport`]: the listeners (Unix socket with stale-socket handling,
-//!   loopback TCP, Windows named pipe).
-//! - [`identity`]: token sources (IMDS, App Service, legacy MSI), the retry
-//!   policy, the upstream governor and the machine-wide [`identity::TokenCache`].
-//! - [`azure`]: upstream services (one module each), the shared HTTP client and
-//!   the exfiltration guard.
-//! - [`api`]: the tonic service; turns proto into domain calls and
-//!   [`error::GatewayError`] into gRPC statuses.
-//! - [`policy`]: which callers (socket peer credentials) may use which
-//!   identities, audiences, vaults, accounts and servers.
-//! - [`gateway`]: the shared state and [`gateway::serve`].
-//! - [`identity_endpoint`]: opt-in App Service-compatible HTTP token endpoint
-//!   on loopback, for unmodified Azure SDKs.
-//! - [`emulator_mode`]: `--emulator`, the gateway wired to in-process fakes.
-//! - [`clock`]: injected time, so tests move expiry without sleeping.
-//! - [`lifecycle`]: how a host (console, Windows service) stops the gateway
-//!   and learns it is ready; [`logging`]: stderr or rotating files.
-//! - [`windows`]: the pipe's security descriptor, pipe callers, the Windows
-//!   service and Event Log, `%ProgramData%\identity-gateway`.
+//! Dependencies point one way, down; the lower layers are crates of their
+//! own, so an upward import is a build error:
+//!
+//! - binary (`main.rs`): parse flags, [`App::start`], wait for a signal, drain.
+//! - [`app`]: the composition root, the only reader of the whole [`Config`].
+//! - [`adapters`]: gRPC and the HTTP identity endpoint, thin, over the service.
+//! - `identity_gateway_service`: one function per operation (validation,
+//!   policy, limits, audit).
+//! - `identity_gateway_azure`: one client per upstream service.
+//! - `identity_gateway_identity`: token sources, retry, governor, cache.
+//! - `identity_gateway_core`: errors, clock, clouds, tokens, host guard.
+//!
+//! Beside them in this crate: [`config`] (flags, `IDENTITY_GATEWAY_*`
+//! variables and the TOML file), [`transport`] (the listeners), and, with
+//! the `emulator` cargo feature only, `emulator_mode` (`--emulator`: the
+//! gateway wired to in-process fakes). Production builds
+//! (`--no-default-features`) contain no emulator code. Hosting:
+//! [`lifecycle`] (how a console or the Windows service stops the gateway and
+//! learns it is ready), [`logging`] (stderr, or rotating files for the
+//! service), [`windows`] (the pipe's security descriptor, pipe callers, the
+//! Windows service and Event Log, `%ProgramData%\identity-gateway`).
 #![warn(missing_debug_implementations, unreachable_pub)]
 
-pub mod api;
-pub mod azure;
-pub mod clock;
+pub mod adapters;
+pub mod app;
 pub mod config;
+#[cfg(feature = "emulator")]
 pub mod emulator_mode;
-pub mod error;
-pub mod gateway;
-pub mod identity;
-pub mod identity_endpoint;
 pub mod lifecycle;
 pub mod logging;
-pub mod policy;
 pub mod transport;
 pub mod windows;
 
@@ -50,6 +46,5 @@ pub mod proto {
         tonic::include_file_descriptor_set!("identity_gateway_descriptor");
 }
 
+pub use app::{App, Options, StartupError};
 pub use config::Config;
-pub use error::GatewayError;
-pub use gateway::{serve, GatewayState};

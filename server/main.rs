@@ -1,30 +1,37 @@
-//! The `identity-gateway` binary: parse configuration, bind, serve until
-//! SIGTERM or Ctrl-C (or a Windows service stop), drain, remove the socket.
-//! `identity-gateway service ...` manages the Windows service.
+//! The `identity-gateway` binary: parse configuration, [`App::start`], serve
+//! until SIGTERM or Ctrl-C (or a Windows service stop), drain, remove the
+//! socket. `identity-gateway service ...` manages the Windows service.
 
-use std::{process::ExitCode, sync::Arc};
+use std::{error::Error, process::ExitCode};
 
 use clap::Parser;
 use identity_gateway::{
     config::{Cli, Config},
-    emulator_mode, gateway, identity_endpoint,
     lifecycle::RunControl,
-    logging, transport,
+    logging, transport, App, Options, StartupError,
 };
 
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "service") {
         return service(std::env::args_os().skip(1).collect());
     }
-    let config = match Config::from_cli(Cli::parse()) {
+    let cli = Cli::parse();
+    #[cfg(feature = "emulator")]
+    let emulator = cli.emulator;
+    let config = match Config::from_cli(cli) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("identity-gateway: {e}");
+            eprintln!("identity-gateway: {}", chain(&e));
             return ExitCode::from(2);
         }
     };
     logging::init_stderr(&config.log);
-    match run_blocking(config, RunControl::new(shutdown_signal())) {
+    let options = Options {
+        #[cfg(feature = "emulator")]
+        emulator,
+        ..Options::default()
+    };
+    match run_blocking(config, options, RunControl::new(shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("identity-gateway: {e}");
@@ -35,7 +42,9 @@ fn main() -> ExitCode {
 
 #[cfg(windows)]
 fn service(args: Vec<std::ffi::OsString>) -> ExitCode {
-    identity_gateway::windows::service::main(args, run_blocking)
+    identity_gateway::windows::service::main(args, |config, control| {
+        run_blocking(config, Options::default(), control)
+    })
 }
 
 #[cfg(not(windows))]
@@ -47,34 +56,44 @@ fn service(_args: Vec<std::ffi::OsString>) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Runs the gateway on its own runtime until `control.shutdown` resolves.
-fn run_blocking(config: Config, control: RunControl) -> Result<(), String> {
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(run(config, control))
+/// An error and its causes, `: `-separated.
+fn chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
-async fn run(mut config: Config, control: RunControl) -> Result<(), String> {
-    // Bind first: a second instance fails on the live socket before it
-    // starts anything else.
-    let listeners = transport::bind(&config).await?;
-    let emulator = if config.emulator {
-        Some(emulator_mode::start(&mut config).await?)
-    } else {
-        None
-    };
-    let state = Arc::new(gateway::GatewayState::new(config.clone())?);
+/// Runs the gateway on its own runtime until `control.shutdown` resolves.
+fn run_blocking(config: Config, options: Options, control: RunControl) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime
+        .block_on(run(config, options, control))
+        .map_err(|e| chain(&e))
+}
+
+async fn run(config: Config, options: Options, control: RunControl) -> Result<(), StartupError> {
+    let app = App::start_with(config, options).await?;
+    let config = app.config();
     tracing::info!(
-        listening = %transport::describe(&config),
+        listening = %transport::describe(config),
         tcp = ?config.tcp,
-        source = %state.tokens.source_description(),
+        source = %app.gateway().tokens().source_description(),
         "identity-gateway serving"
     );
-    if let Some(emulator) = &emulator {
-        println!("{}", emulator_mode::banner(&config, emulator));
+    #[cfg(feature = "emulator")]
+    if let Some(emulator) = app.emulator() {
+        println!(
+            "{}",
+            identity_gateway::emulator_mode::banner(config, emulator)
+        );
     }
-    let identity_endpoint = identity_endpoint::start(&state).await?;
-    if let Some(endpoint) = &identity_endpoint {
+    if let Some(endpoint) = app.identity_endpoint() {
         println!("identity endpoint: {}", endpoint.url());
         println!("identity header file: {}", endpoint.header_file().display());
     }
@@ -82,15 +101,11 @@ async fn run(mut config: Config, control: RunControl) -> Result<(), String> {
         ready();
     }
     let shutdown = control.shutdown;
-    gateway::serve(state, listeners, async move {
+    app.serve(async move {
         let reason = shutdown.await;
         tracing::info!("{reason}: draining");
     })
-    .await
-    .map_err(|e| format!("server failed: {e}"))?;
-    if let Some(endpoint) = identity_endpoint {
-        endpoint.stop().await;
-    }
+    .await?;
     tracing::info!("identity-gateway stopped");
     Ok(())
 }

@@ -3,12 +3,13 @@
 //! selector, unknown identities, several user-assigned identities, unknown
 //! resources). `sources.rs` covers the sources' basic paths.
 
-use identity_gateway::{config::Config, emulator_mode, identity::SourceKind};
+use identity_gateway::{config::Config, emulator_mode};
 use identity_gateway_client::{Error, Identity};
 use identity_gateway_emulator::{
     imds::{Flavor, IdentitySet, ImdsConfig, ImdsFake, UserAssigned, REDACTED_MATCHING},
     sample, Principal,
 };
+use identity_gateway_identity::SourceKind;
 
 use crate::common::TestEnv;
 
@@ -175,7 +176,8 @@ async fn imds_identity_and_resource_errors_reach_the_caller() {
 async fn emulator_mode_serves_the_sample_identities() {
     let env = TestEnv::new().await;
     let mut config = env.config();
-    let emulator = emulator_mode::start(&mut config).await.unwrap();
+    let emulator = emulator_mode::start().await.unwrap();
+    emulator.configure(&mut config);
     assert_eq!(config.identity.source, SourceKind::Imds);
     assert!(config
         .upstream
@@ -219,7 +221,8 @@ async fn emulator_mode_serves_key_vault_and_data_lake_samples() {
     };
     let env = TestEnv::new().await;
     let mut config = env.config();
-    let emulator = emulator_mode::start(&mut config).await.unwrap();
+    let emulator = emulator_mode::start().await.unwrap();
+    emulator.configure(&mut config);
     let gw = env.start(config).await;
     let mut rpc = gw.client.rpc();
 

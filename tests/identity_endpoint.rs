@@ -6,25 +6,21 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use identity_gateway::{
-    identity::SourceKind,
-    identity_endpoint::{self, RunningIdentityEndpoint},
-};
 use identity_gateway_client::Identity;
 use identity_gateway_emulator::sample;
+use identity_gateway_identity::SourceKind;
 
-use crate::common::{TestEnv, TestGateway};
+use crate::common::{IdentityEndpoint, TestEnv, TestGateway};
 
 const VAULT: &str = "https://vault.azure.net";
 
-async fn gateway_with_endpoint(env: &TestEnv) -> (TestGateway, RunningIdentityEndpoint) {
+/// A gateway whose configuration turns the identity endpoint on: the
+/// composition root starts it and stops it with the gateway.
+async fn gateway_with_endpoint(env: &TestEnv) -> (TestGateway, IdentityEndpoint) {
     let mut config = env.config();
     config.identity_endpoint.listen = Some("127.0.0.1:0".parse().expect("addr"));
     let gw = env.start(config).await;
-    let endpoint = identity_endpoint::start(&gw.state)
-        .await
-        .expect("identity endpoint starts")
-        .expect("enabled by config");
+    let endpoint = gw.identity_endpoint.clone().expect("enabled by config");
     (gw, endpoint)
 }
 
@@ -57,7 +53,7 @@ async fn get_json(
 async fn tokens_come_from_the_same_cache_as_grpc() {
     let env = TestEnv::new().await;
     let (gw, endpoint) = gateway_with_endpoint(&env).await;
-    let header_file = endpoint.header_file().to_path_buf();
+    let header_file = endpoint.header_file.clone();
     #[cfg(unix)]
     assert_eq!(
         header_file,
@@ -77,7 +73,7 @@ async fn tokens_come_from_the_same_cache_as_grpc() {
     assert!(secret.len() >= 64, "at least 32 random bytes, hex");
 
     let (status, body) = get_json(
-        &endpoint.url(),
+        &endpoint.url,
         &[("resource", VAULT), ("api-version", "2019-08-01")],
         Some(&secret),
     )
@@ -98,9 +94,8 @@ async fn tokens_come_from_the_same_cache_as_grpc() {
     assert_eq!(over_grpc.secret(), access_token, "one cache for both faces");
     assert_eq!(env.imds.token_requests(), 1);
 
-    endpoint.stop().await;
-    assert!(!header_file.exists(), "the secret file is removed on stop");
     gw.shutdown().await;
+    assert!(!header_file.exists(), "the secret file is removed on stop");
 }
 
 #[tokio::test]
@@ -108,13 +103,12 @@ async fn callers_without_the_secret_are_refused_before_any_upstream_call() {
     let env = TestEnv::new().await;
     let (gw, endpoint) = gateway_with_endpoint(&env).await;
     let query = [("resource", VAULT), ("api-version", "2019-08-01")];
-    let (status, body) = get_json(&endpoint.url(), &query, None).await;
+    let (status, body) = get_json(&endpoint.url, &query, None).await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = get_json(&endpoint.url(), &query, Some("not-the-secret")).await;
+    let (status, body) = get_json(&endpoint.url, &query, Some("not-the-secret")).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.get("access_token").is_none());
     assert_eq!(env.imds.token_requests(), 0);
-    endpoint.stop().await;
     gw.shutdown().await;
 }
 
@@ -122,9 +116,9 @@ async fn callers_without_the_secret_are_refused_before_any_upstream_call() {
 async fn an_unassigned_identity_is_a_400_as_sdks_expect() {
     let env = TestEnv::new().await;
     let (gw, endpoint) = gateway_with_endpoint(&env).await;
-    let secret = std::fs::read_to_string(endpoint.header_file()).expect("secret");
+    let secret = std::fs::read_to_string(&endpoint.header_file).expect("secret");
     let (status, body) = get_json(
-        &endpoint.url(),
+        &endpoint.url,
         &[
             ("resource", VAULT),
             ("api-version", "2019-08-01"),
@@ -138,7 +132,6 @@ async fn an_unassigned_identity_is_a_400_as_sdks_expect() {
     let message = body["message"].as_str().expect("message");
     assert!(!message.is_empty());
     assert!(!message.contains(&secret));
-    endpoint.stop().await;
     gw.shutdown().await;
 }
 
@@ -146,14 +139,14 @@ async fn an_unassigned_identity_is_a_400_as_sdks_expect() {
 async fn the_gateways_own_app_service_source_accepts_the_endpoint() {
     let env = TestEnv::new().await;
     let (front, endpoint) = gateway_with_endpoint(&env).await;
-    let secret = std::fs::read_to_string(endpoint.header_file()).expect("secret");
+    let secret = std::fs::read_to_string(&endpoint.header_file).expect("secret");
 
     // A second gateway whose identity source is the first one's endpoint.
     let back_dir = tempfile::tempdir().expect("temp dir");
     let mut config = env.config();
     config.socket = back_dir.path().join("back.sock");
     config.identity.source = SourceKind::AppService;
-    config.identity.app_service_endpoint = Some(endpoint.url().parse().expect("URL"));
+    config.identity.app_service_endpoint = Some(endpoint.url.parse().expect("URL"));
     config.identity.app_service_header = Some(secret);
     let back = env.start(config).await;
 
@@ -185,6 +178,5 @@ async fn the_gateways_own_app_service_source_accepts_the_endpoint() {
     assert_eq!(env.verify(user.secret(), VAULT).oid, sample::USER_OBJECT_ID);
 
     back.shutdown().await;
-    endpoint.stop().await;
     front.shutdown().await;
 }

@@ -2,12 +2,12 @@
 //! endpoint (IDENTITY_ENDPOINT + X-IDENTITY-HEADER, api-version 2019-08-01)
 //! and the legacy MSI VM extension (/oauth2/token, no api-version).
 
-use identity_gateway::identity::SourceKind;
 use identity_gateway_client::{Error, Identity};
 use identity_gateway_emulator::{
     imds::{Flavor, ImdsConfig},
     sample,
 };
+use identity_gateway_identity::SourceKind;
 
 use crate::common::TestEnv;
 

@@ -325,7 +325,7 @@ async fn server_errors_keep_their_numbers_and_the_pool_survives_them() {
         .await
         .unwrap();
     assert_eq!(ok.rows(0), vec![vec![Some(Kind::Int(1))]]);
-    let metrics = gw.state.sql.metrics();
+    let metrics = gw.gateway.sql().metrics();
     assert_eq!(
         metrics.opened.load(Ordering::Relaxed),
         1,
@@ -415,7 +415,11 @@ async fn a_login_refused_as_expired_is_retried_once_with_a_new_token() {
     assert!(accepted.accepted);
     assert_ne!(refused.token_id, accepted.token_id, "a new token was used");
     assert_eq!(
-        gw.state.sql.metrics().login_retries.load(Ordering::Relaxed),
+        gw.gateway
+            .sql()
+            .metrics()
+            .login_retries
+            .load(Ordering::Relaxed),
         1
     );
     // The new token replaced the refused one in the cache.
@@ -466,7 +470,7 @@ async fn pooled_connections_are_not_reused_past_their_token_and_new_logins_get_a
     assert_eq!(logins.len(), 2, "a new login");
     assert!(logins[1].accepted);
     assert_ne!(logins[1].token_id, first.token_id, "with a fresh token");
-    assert!(gw.state.sql.metrics().retired.load(Ordering::Relaxed) >= 1);
+    assert!(gw.gateway.sql().metrics().retired.load(Ordering::Relaxed) >= 1);
 }
 
 #[tokio::test]
@@ -488,7 +492,7 @@ async fn a_client_cancelling_mid_stream_stops_the_server_and_leaves_the_pool_hea
     }
     drop(stream);
 
-    let metrics = gw.state.sql.metrics();
+    let metrics = gw.gateway.sql().metrics();
     wait_until("the cancelled query's connection to be discarded", || {
         metrics.discarded.load(Ordering::Relaxed) == 1
     })
@@ -528,7 +532,7 @@ async fn max_rows_cuts_the_stream_and_keeps_the_connection() {
     assert_eq!(done.rows_per_result_set, [10]);
     // ATTENTION stopped the rest; the same connection answers the next query.
     run(&gw, request(&sql, "SELECT 1", vec![])).await.unwrap();
-    let metrics = gw.state.sql.metrics();
+    let metrics = gw.gateway.sql().metrics();
     assert_eq!(sql.attentions(), 1);
     assert_eq!(metrics.opened.load(Ordering::Relaxed), 1);
     assert_eq!(sql.connections(), 1);
@@ -579,7 +583,7 @@ async fn a_slow_reader_never_makes_the_gateway_buffer_more_than_a_few_batches() 
         .await
         .unwrap()
         .into_inner();
-    let metrics = gw.state.sql.metrics();
+    let metrics = gw.gateway.sql().metrics();
 
     let mut received = 0u64;
     let mut batches = 0u64;

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use identity_gateway::identity::CacheEvent;
 use identity_gateway_client::{Error, Identity};
 use identity_gateway_emulator::{
     imds::{ImdsConfig, ScriptedResponse},
     sample,
 };
+use identity_gateway_identity::CacheEvent;
 use tonic::Code;
 
 use crate::common::{next_event, TestEnv};
@@ -300,7 +300,7 @@ async fn refresh_ahead_renews_before_expiry_and_watchers_get_the_new_token() {
     })
     .await;
     let (gw, clock) = env.start_manual(env.config()).await;
-    let mut events = gw.state.tokens.events();
+    let mut events = gw.gateway.tokens().events();
     let mut watch = Box::pin(
         gw.client
             .watch_token(VAULT, Identity::SystemAssigned)
@@ -353,7 +353,7 @@ async fn failing_refresh_keeps_serving_the_cached_token_until_expiry() {
     })
     .await;
     let (gw, clock) = env.start_manual(env.config()).await;
-    let mut events = gw.state.tokens.events();
+    let mut events = gw.gateway.tokens().events();
     let cached = gw.client.get_token(VAULT).await.unwrap();
 
     env.imds
@@ -363,7 +363,7 @@ async fn failing_refresh_keeps_serving_the_cached_token_until_expiry() {
         matches!(e, CacheEvent::RefreshFailed { .. })
     })
     .await;
-    assert!(gw.state.tokens.refresh_failures() >= 1);
+    assert!(gw.gateway.tokens().refresh_failures() >= 1);
     let during = gw.client.get_token(VAULT).await.unwrap();
     assert_eq!(
         during.secret(),
@@ -480,7 +480,7 @@ async fn identity_gateway_test_channel(target: &str) -> tonic::transport::Channe
 #[cfg(unix)]
 #[tokio::test]
 async fn caller_policy_uses_the_sockets_peer_credentials() {
-    use identity_gateway::policy::Rule;
+    use identity_gateway_service::policy::Rule;
     let env = TestEnv::new().await;
     let mut config = env.config();
     // SAFETY: getuid has no preconditions.

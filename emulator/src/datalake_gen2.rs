@@ -28,9 +28,12 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::{
-    authority::{Claims, TokenAuthority, VerifyError},
+    authority::{Claims, TokenAuthority},
     datalake_tree::{self, Entry, Key, Tree, TreeError},
-    faults::{bearer, lock, request_id, FaultScript, Grant, RecordedRequest, RequestLog},
+    front_door::{
+        bearer::{self, TokenSeen},
+        lock, request_id, Fault, FaultScript, Grant, RecordedRequest, RequestLog,
+    },
     http::{serve_https, RunningServer},
     tls::TestCa,
 };
@@ -206,20 +209,13 @@ pub fn seed_sample(fake: &DataLakeGen2Fake) -> Result<(), TreeError> {
     fake.add_generated_dir(SAMPLE_FILESYSTEM, "generated", 2_500)
 }
 
-#[derive(Default)]
-struct Seen {
-    bearer: bool,
-    audience: Option<String>,
-    oid: Option<String>,
-}
-
 async fn handle(
     State(inner): State<Arc<Inner>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let mut seen = Seen::default();
+    let mut seen = TokenSeen::default();
     let mut response = inner.serve(&method, &uri, &headers, &mut seen);
     let out = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&request_id()) {
@@ -238,15 +234,10 @@ async fn handle(
         header::SERVER,
         HeaderValue::from_static("Windows-Azure-HDFS/1.0 Microsoft-HTTPAPI/2.0"),
     );
-    inner.log.push(RecordedRequest {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query: uri.query().unwrap_or_default().to_string(),
-        bearer: seen.bearer,
-        audience: seen.audience,
-        oid: seen.oid,
-        status: response.status().as_u16(),
-    });
+    let status = response.status().as_u16();
+    inner
+        .log
+        .push(RecordedRequest::new(&method, &uri, seen, status));
     response
 }
 
@@ -286,7 +277,13 @@ fn decode_continuation(filesystem: &str, token: &str) -> Option<Key> {
 }
 
 impl Inner {
-    fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap, seen: &mut Seen) -> Response {
+    fn serve(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        seen: &mut TokenSeen,
+    ) -> Response {
         let version = headers
             .get("x-ms-version")
             .and_then(|v| v.to_str().ok())
@@ -310,7 +307,7 @@ impl Inner {
             Err(response) => return *response,
         };
         if let Some(fault) = self.faults.next() {
-            return fault_response(fault.status, fault.retry_after);
+            return fault_response(fault);
         }
         let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
         let (&[filesystem], &Method::GET) = (segments.as_slice(), method) else {
@@ -330,45 +327,32 @@ impl Inner {
         self.list_paths(uri, filesystem)
     }
 
-    fn authenticate(&self, headers: &HeaderMap, seen: &mut Seen) -> Result<Claims, Box<Response>> {
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        seen: &mut TokenSeen,
+    ) -> Result<Claims, Box<Response>> {
         let audiences = lock(&self.audiences).clone();
-        let tenant = self.authority.tenant_id().to_string();
-        let refuse = |code: &str| {
-            let mut response = storage_error(
-                StatusCode::UNAUTHORIZED,
-                code,
-                "Server failed to authenticate the request. Please refer to the information in the www-authenticate header.",
-            );
-            let challenge = format!(
-                "Bearer authorization_uri=https://login.microsoftonline.com/{tenant}/oauth2/authorize resource_id=https://storage.azure.com"
-            );
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, value);
-            }
-            Box::new(response)
-        };
-        let Some(token) = bearer(headers) else {
-            return Err(refuse("NoAuthenticationInformation"));
-        };
-        seen.bearer = true;
         let accepted: Vec<&str> = audiences.iter().map(String::as_str).collect();
-        match self
-            .authority
-            .verify_any(token, &accepted, SystemTime::now())
-        {
-            Ok(claims) => {
-                seen.audience = Some(claims.aud.clone());
-                seen.oid = Some(claims.oid.clone());
-                Ok(claims)
-            }
-            Err(VerifyError::WrongAudience { actual, .. }) => {
-                seen.audience = Some(actual);
-                Err(refuse("InvalidAuthenticationInfo"))
-            }
-            Err(_) => Err(refuse("InvalidAuthenticationInfo")),
-        }
+        bearer::authenticate(&self.authority, headers, &accepted, seen).map_err(|refusal| {
+            let code = if refusal.no_token() {
+                "NoAuthenticationInformation"
+            } else {
+                "InvalidAuthenticationInfo"
+            };
+            let challenge = format!(
+                "Bearer authorization_uri=https://login.microsoftonline.com/{}/oauth2/authorize resource_id=https://storage.azure.com",
+                self.authority.tenant_id()
+            );
+            Box::new(bearer::with_challenge(
+                storage_error(
+                    StatusCode::UNAUTHORIZED,
+                    code,
+                    "Server failed to authenticate the request. Please refer to the information in the www-authenticate header.",
+                ),
+                &challenge,
+            ))
+        })
     }
 
     fn list_paths(&self, uri: &Uri, filesystem: &str) -> Response {
@@ -481,8 +465,9 @@ fn invalid_query(name: &str) -> Response {
     )
 }
 
-fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+/// A scripted failure in Storage's error shape.
+fn fault_response(fault: Fault) -> Response {
+    let status = fault.status_code(StatusCode::INTERNAL_SERVER_ERROR);
     let (code, message) = match status {
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => (
             "ServerBusy",
@@ -493,13 +478,7 @@ fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
             "The server encountered an internal error. Please retry the request.",
         ),
     };
-    let mut response = storage_error(status, code, message);
-    if let Some(secs) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
+    fault.finish(storage_error(status, code, message))
 }
 
 /// `{"error":{"code":..,"message":"<text>\nRequestId:..\nTime:.."}}` plus
@@ -527,7 +506,7 @@ fn storage_error(status: StatusCode, code: &str, message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::faults::{
+    use crate::front_door::{
         testing::{Kit, OID, OTHER_OID},
         Fault,
     };

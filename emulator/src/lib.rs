@@ -20,7 +20,11 @@
 //! - [`datalake_gen1`]: ADLS Gen1 WebHDFS (LISTSTATUS, GETFILESTATUS, the
 //!   two-step CREATE, MKDIRS).
 //! - [`datalake_gen2`]: ADLS Gen2 `dfs` List Paths with continuation.
-//! - [`faults`]: request logs, scripted failures and grants the fakes share.
+//! - [`front_door`]: what every HTTP fake shares before and after its own
+//!   protocol logic: bearer-token verification, request recording, fault
+//!   scripts and `oid` grants. Each fake renders refusals in its own shape.
+//! - [`faults`]: the names tests import from [`front_door`] (request logs,
+//!   scripted failures, grants), at their original path.
 #![warn(missing_debug_implementations)]
 
 pub mod arm;
@@ -29,7 +33,12 @@ pub mod blob;
 pub mod datalake_gen1;
 pub mod datalake_gen2;
 mod datalake_tree;
-pub mod faults;
+/// The test-facing names of [`front_door`], at the path tests import them
+/// from.
+pub mod faults {
+    pub use crate::front_door::{Fault, FaultScript, Grant, RecordedRequest, RequestLog};
+}
+pub mod front_door;
 pub mod http;
 pub mod imds;
 pub mod keyvault;

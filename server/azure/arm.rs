@@ -17,7 +17,7 @@ use super::{
     throttle::{sanitize_message, send_with_retry, BodyUse},
     Cloud, Service,
 };
-use crate::{error::GatewayError, gateway::GatewayState, identity::IdentitySelector};
+use crate::{error::GatewayError, token::IdentitySelector, Upstream};
 
 /// api-version of Resource Groups – Get (the stable version the VM tutorials use).
 pub const RESOURCE_GROUPS_API_VERSION: &str = "2021-04-01";
@@ -27,8 +27,8 @@ pub const STORAGE_RP_API_VERSION: &str = "2023-05-01";
 const UPSTREAM: &str = "Azure Resource Manager";
 
 /// The ARM base URL: `upstream.arm_endpoint` if set, else the cloud's.
-pub fn endpoint(state: &GatewayState, cloud: Cloud) -> Url {
-    if let Some(url) = &state.config.upstream.arm_endpoint {
+pub fn endpoint(up: &Upstream, cloud: Cloud) -> Url {
+    if let Some(url) = &up.config.arm_endpoint {
         return url.clone();
     }
     let host = match cloud {
@@ -116,7 +116,7 @@ struct ResourceGroupProperties {
 /// Where and as whom an ARM call is made.
 #[derive(Debug, Clone, Copy)]
 pub struct ArmCall<'a> {
-    pub state: &'a GatewayState,
+    pub up: &'a Upstream,
     pub budget: Option<Duration>,
     pub selector: &'a IdentitySelector,
     pub cloud: Cloud,
@@ -126,8 +126,8 @@ impl ArmCall<'_> {
     /// `{endpoint}/{segments...}?api-version=..`, checked by the exfiltration
     /// guard (before any token is fetched).
     fn url(&self, segments: &[&str], api_version: &str) -> Result<Url, GatewayError> {
-        let mut url = endpoint(self.state, self.cloud);
-        self.state
+        let mut url = endpoint(self.up, self.cloud);
+        self.up
             .hosts
             .check(Service::ResourceManager, "upstream.arm_endpoint", &url)?;
         url.path_segments_mut()
@@ -140,12 +140,13 @@ impl ArmCall<'_> {
         Ok(url)
     }
 
-    async fn token(&self) -> Result<std::sync::Arc<crate::identity::AccessToken>, GatewayError> {
-        self.state
-            .tokens_within(
-                self.budget,
+    async fn token(&self) -> Result<std::sync::Arc<crate::token::AccessToken>, GatewayError> {
+        self.up
+            .tokens
+            .token(
                 self.selector,
                 Service::ResourceManager.audience(self.cloud),
+                self.budget,
             )
             .await
     }
@@ -157,14 +158,9 @@ impl ArmCall<'_> {
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<bytes::Bytes, GatewayError> {
         let response =
-            send_with_retry(self.state, self.budget, UPSTREAM, BodyUse::Buffered, build).await?;
+            send_with_retry(self.up, self.budget, UPSTREAM, BodyUse::Buffered, build).await?;
         let status = response.status().as_u16();
-        let body = read_capped(
-            response,
-            self.state.config.upstream.max_body_bytes,
-            UPSTREAM,
-        )
-        .await?;
+        let body = read_capped(response, self.up.config.max_body_bytes, UPSTREAM).await?;
         if status == 200 {
             Ok(body)
         } else {
@@ -189,7 +185,7 @@ pub async fn get_resource_group(
     let token = call.token().await?;
     let body = call
         .send(&format!("resource group '{name}'"), || {
-            call.state
+            call.up
                 .http
                 .get(url.clone())
                 .bearer_auth(token.secret())
@@ -267,7 +263,7 @@ pub async fn list_service_sas(
     let token = call.token().await?;
     let body = call
         .send(&format!("storage account '{account}'"), || {
-            call.state
+            call.up
                 .http
                 .post(url.clone())
                 .bearer_auth(token.secret())

@@ -27,8 +27,8 @@ use super::{
 };
 use crate::{
     error::GatewayError,
-    gateway::GatewayState,
-    identity::{AccessToken, IdentitySelector},
+    token::{AccessToken, IdentitySelector},
+    Upstream,
 };
 
 /// `x-ms-version` sent to Storage: Azurite 3.35's own version, well past
@@ -69,9 +69,9 @@ impl std::fmt::Debug for BlobDownload {
 /// Checks a blob URL: a Storage host (or an allowed one), https, at least a
 /// container and a blob in the path, and no query other than `snapshot` /
 /// `versionid` (ReadBlob authenticates with the token, never with a SAS).
-pub fn blob_url(state: &GatewayState, raw: &str) -> Result<Url, GatewayError> {
+pub fn blob_url(up: &Upstream, raw: &str) -> Result<Url, GatewayError> {
     const FIELD: &str = "blob_url";
-    let url = state.hosts.check_url(Service::Storage, FIELD, raw)?;
+    let url = up.hosts.check_url(Service::Storage, FIELD, raw)?;
     if url.fragment().is_some() {
         return Err(GatewayError::invalid(FIELD, "must not have a #fragment"));
     }
@@ -128,23 +128,23 @@ pub fn range_header(offset: u64, length: u64) -> Result<Option<String>, GatewayE
 
 /// The Storage token for `selector` (Storage's audience is the same in every cloud).
 pub async fn storage_token(
-    state: &GatewayState,
+    up: &Upstream,
     budget: Option<Duration>,
     selector: &IdentitySelector,
 ) -> Result<std::sync::Arc<AccessToken>, GatewayError> {
-    state
-        .tokens_within(budget, selector, Service::Storage.audience(Cloud::Public))
+    up.tokens
+        .token(selector, Service::Storage.audience(Cloud::Public), budget)
         .await
 }
 
 /// `x-ms-date` now, in RFC 1123 form.
-pub fn ms_date(state: &GatewayState) -> String {
-    httpdate::fmt_http_date(state.clock.wall())
+pub fn ms_date(up: &Upstream) -> String {
+    httpdate::fmt_http_date(up.clock.wall())
 }
 
 /// Opens a download of `url` (already checked by [`blob_url`]).
 pub async fn open(
-    state: &GatewayState,
+    up: &Upstream,
     budget: Option<Duration>,
     selector: &IdentitySelector,
     url: &Url,
@@ -152,14 +152,14 @@ pub async fn open(
     length: u64,
 ) -> Result<BlobDownload, GatewayError> {
     let range = range_header(offset, length)?;
-    let token = storage_token(state, budget, selector).await?;
-    let response = send_with_retry(state, budget, UPSTREAM, BodyUse::Streamed, || {
-        let mut request = state
+    let token = storage_token(up, budget, selector).await?;
+    let response = send_with_retry(up, budget, UPSTREAM, BodyUse::Streamed, || {
+        let mut request = up
             .http
             .get(url.clone())
             .bearer_auth(token.secret())
             .header("x-ms-version", STORAGE_API_VERSION)
-            .header("x-ms-date", ms_date(state));
+            .header("x-ms-date", ms_date(up));
         if let Some(range) = &range {
             request = request.header(reqwest::header::RANGE, range);
         }
@@ -170,14 +170,14 @@ pub async fn open(
     let what = format!("blob {}", display_url(url));
     if status != 200 && status != 206 {
         let headers = response.headers().clone();
-        let body = read_capped(response, state.config.upstream.max_body_bytes, UPSTREAM)
+        let body = read_capped(response, up.config.max_body_bytes, UPSTREAM)
             .await
             .unwrap_or_default();
         return Err(storage_error(status, &headers, &body, &what));
     }
     let properties = properties(status, response.headers())?;
     let expected = response.content_length();
-    let stall = Duration::from_secs(state.config.upstream.request_timeout_secs);
+    let stall = Duration::from_secs(up.config.request_timeout_secs);
     Ok(BlobDownload {
         properties,
         body: chunked(response, expected, stall, what),
@@ -397,9 +397,7 @@ mod tests {
             tokio::time::sleep(delay).await;
             Ok::<_, std::io::Error>(piece)
         });
-        reqwest::Response::from(tonic::codegen::http::Response::new(
-            reqwest::Body::wrap_stream(body),
-        ))
+        reqwest::Response::from(::http::Response::new(reqwest::Body::wrap_stream(body)))
     }
 
     async fn drain(mut body: BlobBody) -> (Vec<Bytes>, Option<GatewayError>) {

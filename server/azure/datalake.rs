@@ -19,7 +19,7 @@ use super::{
     throttle::{sanitize_message, send_with_retry, BodyUse},
     HostGuard, Service,
 };
-use crate::{error::GatewayError, gateway::GatewayState, identity::AccessToken};
+use crate::{error::GatewayError, token::IdentitySelector, Upstream};
 
 /// Entries per page when the caller does not say.
 pub const DEFAULT_PAGE_SIZE: u32 = 1000;
@@ -647,19 +647,23 @@ pub fn map_error(listing: &Listing, refusal: &Refusal<'_>) -> GatewayError {
 }
 
 /// Fetches the page of `listing` after `continuation` (the first page when
-/// `None`) with `token`, within `budget`, over the shared HTTP client.
+/// `None`) with `selector`'s token, within `budget`, over the shared HTTP client.
 /// Throttling and passing server errors are retried ([`send_with_retry`]).
 pub async fn fetch_page(
-    state: &GatewayState,
+    up: &Upstream,
     listing: &Listing,
     continuation: Option<&str>,
-    token: &AccessToken,
+    selector: &IdentitySelector,
     budget: Option<Duration>,
 ) -> Result<Page, GatewayError> {
+    let token = up
+        .tokens
+        .token(selector, listing.audience(), budget)
+        .await?;
     let url = listing.page_url(continuation);
     let upstream = listing.generation.upstream();
-    let response = send_with_retry(state, budget, upstream, BodyUse::Buffered, || {
-        let request = state
+    let response = send_with_retry(up, budget, upstream, BodyUse::Buffered, || {
+        let request = up
             .http
             .get(url.clone())
             .bearer_auth(token.secret())
@@ -668,7 +672,7 @@ pub async fn fetch_page(
             Generation::Gen1 => request,
             Generation::Gen2 => request
                 .header("x-ms-version", GEN2_VERSION)
-                .header("x-ms-date", httpdate::fmt_http_date(state.clock.wall())),
+                .header("x-ms-date", httpdate::fmt_http_date(up.clock.wall())),
         }
     })
     .await?;
@@ -683,7 +687,7 @@ pub async fn fetch_page(
     };
     let next = header("x-ms-continuation");
     let error_code = header("x-ms-error-code");
-    let body = read_capped(response, state.config.upstream.max_body_bytes, upstream).await?;
+    let body = read_capped(response, up.config.max_body_bytes, upstream).await?;
     if !status.is_success() {
         return Err(map_error(
             listing,

@@ -9,7 +9,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    future::Future,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -24,11 +23,7 @@ use super::{
     throttle::{send_with_retry, BodyUse},
     Cloud, HostGuard, Service,
 };
-use crate::{
-    error::GatewayError,
-    gateway::GatewayState,
-    identity::{AccessToken, IdentitySelector},
-};
+use crate::{error::GatewayError, token::IdentitySelector, Upstream};
 
 /// The Key Vault data-plane API version the gateway speaks (a current GA).
 pub const API_VERSION: &str = "7.5";
@@ -461,33 +456,28 @@ fn azure_message(message: &str) -> String {
 }
 
 /// Gets `name` (latest when `version` is empty) from `vault` over the
-/// shared HTTP client, with tokens from `token_for(audience)`, within
+/// shared HTTP client, with `selector`'s tokens, within
 /// `budget` (the caller's deadline). Throttling and passing server errors
 /// are retried ([`send_with_retry`]). On a 401 whose challenge names another
 /// audience that is a parent domain of the vault host, asks once more with
 /// a token for that audience (sovereign or private vaults).
-pub async fn get_secret<F, Fut>(
-    state: &GatewayState,
+pub async fn get_secret(
+    up: &Upstream,
+    selector: &IdentitySelector,
     vault: &Vault,
     name: &str,
     version: &str,
     budget: Option<Duration>,
-    token_for: F,
-) -> Result<Secret, GatewayError>
-where
-    F: Fn(String, Option<Duration>) -> Fut,
-    Fut: Future<Output = Result<std::sync::Arc<AccessToken>, GatewayError>>,
-{
-    let deadline = budget.map(|b| state.clock.now() + b);
-    let left = || deadline.map(|d| d.saturating_duration_since(state.clock.now()));
+) -> Result<Secret, GatewayError> {
+    let deadline = budget.map(|b| up.clock.now() + b);
+    let left = || deadline.map(|d| d.saturating_duration_since(up.clock.now()));
     let url = vault.secret_url(name, version);
     let mut audience = vault.audience().to_string();
     let mut followed_challenge = false;
     loop {
-        let token = token_for(audience.clone(), left()).await?;
-        let response = send_with_retry(state, left(), UPSTREAM, BodyUse::Buffered, || {
-            state
-                .http
+        let token = up.tokens.token(selector, &audience, left()).await?;
+        let response = send_with_retry(up, left(), UPSTREAM, BodyUse::Buffered, || {
+            up.http
                 .get(url.clone())
                 .bearer_auth(token.secret())
                 .header(header::ACCEPT, "application/json")
@@ -514,7 +504,7 @@ where
                 }
             }
         }
-        let body = read_capped(response, state.config.upstream.max_body_bytes, UPSTREAM).await?;
+        let body = read_capped(response, up.config.max_body_bytes, UPSTREAM).await?;
         if status.is_success() {
             return parse_bundle(&body);
         }

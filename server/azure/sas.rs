@@ -33,7 +33,7 @@ use super::{
     throttle::{send_with_retry, BodyUse},
     Cloud, Service,
 };
-use crate::{error::GatewayError, gateway::GatewayState, identity::IdentitySelector};
+use crate::{error::GatewayError, token::IdentitySelector, Upstream};
 
 /// The `sv` of user delegation SAS tokens the gateway signs. Its
 /// string-to-sign is the 24-line layout of 2020-12-06 .. 2025-05-05.
@@ -320,7 +320,7 @@ pub fn sas_time(t: SystemTime) -> String {
 /// guard; a path-style endpoint must end in the account), else
 /// `https://<account>.blob.<cloud suffix>`.
 pub fn endpoint(
-    state: &GatewayState,
+    up: &Upstream,
     account: &str,
     blob_endpoint: &str,
     cloud: Cloud,
@@ -332,15 +332,13 @@ pub fn endpoint(
             Cloud::UsGovernment => "core.usgovcloudapi.net",
             Cloud::China => "core.chinacloudapi.cn",
         };
-        return state.hosts.check_url(
+        return up.hosts.check_url(
             Service::Storage,
             FIELD,
             &format!("https://{account}.blob.{suffix}/"),
         );
     }
-    let mut url = state
-        .hosts
-        .check_url(Service::Storage, FIELD, blob_endpoint)?;
+    let mut url = up.hosts.check_url(Service::Storage, FIELD, blob_endpoint)?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err(GatewayError::invalid(
             FIELD,
@@ -384,10 +382,11 @@ pub fn endpoint(
 
 /// Validates everything before any call to Azure.
 pub fn plan(
-    state: &GatewayState,
+    up: &Upstream,
     method: SasMethod,
     input: &SasInput,
     cloud: Cloud,
+    max_lifetime: Duration,
 ) -> Result<SasPlan, GatewayError> {
     let account = account_name(&input.account)?.to_string();
     let container = container_name(&input.container)?.to_string();
@@ -403,7 +402,7 @@ pub fn plan(
     };
     let permissions = canonical_permissions(&input.permissions, resource, method)?;
 
-    let max = Duration::from_secs(state.config.sas.max_expiry_secs);
+    let max = max_lifetime;
     let lifetime = input.expires_in.unwrap_or(DEFAULT_LIFETIME);
     if lifetime < Duration::from_secs(1) {
         return Err(GatewayError::invalid(
@@ -427,7 +426,7 @@ pub fn plan(
             "a user delegation SAS lives at most 7 days (its delegation key does)",
         ));
     }
-    let now = state.clock.wall();
+    let now = up.clock.wall();
     let expiry = whole_seconds(now + lifetime);
     let start = input.start.map(whole_seconds);
     if start.is_some_and(|s| s >= expiry) {
@@ -463,7 +462,7 @@ pub fn plan(
             )
         }
     };
-    let endpoint = endpoint(state, &account, &input.blob_endpoint, cloud)?;
+    let endpoint = endpoint(up, &account, &input.blob_endpoint, cloud)?;
     Ok(SasPlan {
         method,
         account,
@@ -644,7 +643,7 @@ pub fn user_delegation_token(
 /// Get User Delegation Key for the SAS window: valid from now (or the SAS
 /// start, if later) until the SAS expiry.
 pub async fn get_user_delegation_key(
-    state: &GatewayState,
+    up: &Upstream,
     budget: Option<Duration>,
     selector: &IdentitySelector,
     plan: &SasPlan,
@@ -654,28 +653,27 @@ pub async fn get_user_delegation_key(
         s.pop_if_empty().push("");
     }
     url.set_query(Some("restype=service&comp=userdelegationkey"));
-    let now = whole_seconds(state.clock.wall());
+    let now = whole_seconds(up.clock.wall());
     let key_start = plan.start.map_or(now, |s| s.max(now));
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<KeyInfo><Start>{}</Start><Expiry>{}</Expiry></KeyInfo>",
         sas_time(key_start),
         sas_time(plan.expiry)
     );
-    let token = storage_token(state, budget, selector).await?;
-    let response = send_with_retry(state, budget, UPSTREAM, BodyUse::Buffered, || {
-        state
-            .http
+    let token = storage_token(up, budget, selector).await?;
+    let response = send_with_retry(up, budget, UPSTREAM, BodyUse::Buffered, || {
+        up.http
             .post(url.clone())
             .bearer_auth(token.secret())
             .header("x-ms-version", STORAGE_API_VERSION)
-            .header("x-ms-date", ms_date(state))
+            .header("x-ms-date", ms_date(up))
             .header(reqwest::header::CONTENT_TYPE, "application/xml")
             .body(body.clone())
     })
     .await?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let text = read_capped(response, state.config.upstream.max_body_bytes, UPSTREAM).await?;
+    let text = read_capped(response, up.config.max_body_bytes, UPSTREAM).await?;
     let what = format!("the user delegation key of {}", display_url(&plan.endpoint));
     if status != 200 {
         return Err(storage_error(status, &headers, &text, &what));
@@ -688,7 +686,7 @@ pub async fn get_user_delegation_key(
 
 /// Issues a SAS as planned.
 pub async fn issue(
-    state: &GatewayState,
+    up: &Upstream,
     budget: Option<Duration>,
     selector: &IdentitySelector,
     cloud: Cloud,
@@ -696,7 +694,7 @@ pub async fn issue(
 ) -> Result<IssuedSas, GatewayError> {
     let token = match plan.method {
         SasMethod::UserDelegation => {
-            let key = get_user_delegation_key(state, budget, selector, plan).await?;
+            let key = get_user_delegation_key(up, budget, selector, plan).await?;
             user_delegation_token(plan, &key)?
         }
         SasMethod::ArmListServiceSas => {
@@ -710,7 +708,7 @@ pub async fn issue(
                 signed_ip: plan.ip_range.clone(),
             };
             let call = ArmCall {
-                state,
+                up,
                 budget,
                 selector,
                 cloud,
@@ -738,16 +736,22 @@ pub async fn issue(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{clock::ManualClock, config::Config};
+    use crate::testing;
+    use identity_gateway_core::{clock::ManualClock, http::UpstreamConfig};
     use std::sync::Arc;
 
-    fn state_with(config: Config) -> GatewayState {
-        GatewayState::with_clock(config, Arc::new(ManualClock::new())).unwrap()
+    fn state_with(config: UpstreamConfig) -> Upstream {
+        testing::upstream(config, &ManualClock::new(), Arc::new(testing::NoTokens))
     }
 
-    fn state() -> GatewayState {
-        let mut config = Config::default();
-        config.upstream.allowed_hosts = vec!["127.0.0.1:10000".into()];
+    /// The default `sas.max_expiry_secs`.
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    fn up() -> Upstream {
+        let config = UpstreamConfig {
+            allowed_hosts: vec!["127.0.0.1:10000".into()],
+            ..UpstreamConfig::default()
+        };
         state_with(config)
     }
 
@@ -952,8 +956,8 @@ mod tests {
 
     #[test]
     fn plans_validate_lifetime_endpoint_and_arm_fields() {
-        let s = state();
-        let p = plan(&s, SasMethod::UserDelegation, &input(), Cloud::Public).unwrap();
+        let s = up();
+        let p = plan(&s, SasMethod::UserDelegation, &input(), Cloud::Public, WEEK).unwrap();
         assert_eq!(p.permissions, "rw");
         assert_eq!(p.resource, SignedResource::Blob);
         assert_eq!(
@@ -976,20 +980,35 @@ mod tests {
             permissions: "rl".into(),
             ..input()
         };
-        let p = plan(&s, SasMethod::UserDelegation, &path_style, Cloud::Public).unwrap();
+        let p = plan(
+            &s,
+            SasMethod::UserDelegation,
+            &path_style,
+            Cloud::Public,
+            WEEK,
+        )
+        .unwrap();
         assert_eq!(
             p.resource_url().as_str(),
             "https://127.0.0.1:10000/devstoreaccount1/data"
         );
         assert_eq!(p.canonicalized_resource(), "/blob/devstoreaccount1/data");
 
-        let gov = plan(&s, SasMethod::UserDelegation, &input(), Cloud::UsGovernment).unwrap();
+        let gov = plan(
+            &s,
+            SasMethod::UserDelegation,
+            &input(),
+            Cloud::UsGovernment,
+            WEEK,
+        )
+        .unwrap();
         assert_eq!(
             gov.endpoint.host_str(),
             Some("devstoreaccount1.blob.core.usgovcloudapi.net")
         );
 
-        let field_of = |input: SasInput, method| match plan(&s, method, &input, Cloud::Public) {
+        let field_of = |input: SasInput, method| match plan(&s, method, &input, Cloud::Public, WEEK)
+        {
             Err(GatewayError::InvalidArgument { field, .. }) => field,
             other => panic!("{other:?}"),
         };
@@ -1069,11 +1088,9 @@ mod tests {
             "start"
         );
 
-        let mut config = Config::default();
-        config.sas.max_expiry_secs = 600;
-        let strict = state_with(config);
+        let strict = up();
         assert!(matches!(
-            plan(&strict, SasMethod::ArmListServiceSas, &input(), Cloud::Public),
+            plan(&strict, SasMethod::ArmListServiceSas, &input(), Cloud::Public, Duration::from_secs(600)),
             Err(GatewayError::InvalidArgument { field, .. }) if field == "expires_in"
         ));
     }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::http::{retry_after, transport_error};
-use crate::{error::GatewayError, gateway::GatewayState};
+use crate::{error::GatewayError, Upstream};
 
 /// Retries after the first attempt.
 const MAX_RETRIES: u32 = 3;
@@ -38,20 +38,19 @@ pub enum BodyUse {
 /// Sends the request `build` makes (called once per attempt) and retries as
 /// described in the module docs. `upstream` names the service in messages.
 pub async fn send_with_retry(
-    state: &GatewayState,
+    up: &Upstream,
     budget: Option<Duration>,
     upstream: &str,
     body_use: BodyUse,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, GatewayError> {
-    let started = state.clock.now();
-    let request_timeout = Duration::from_secs(state.config.upstream.request_timeout_secs);
+    let started = up.clock.now();
+    let request_timeout = Duration::from_secs(up.config.request_timeout_secs);
     let mut attempt = 0u32;
     loop {
         let remaining = match budget {
             Some(budget) => {
-                let left =
-                    budget.saturating_sub(state.clock.now().saturating_duration_since(started));
+                let left = budget.saturating_sub(up.clock.now().saturating_duration_since(started));
                 if left.is_zero() {
                     return Err(deadline(upstream));
                 }
@@ -102,7 +101,7 @@ pub async fn send_with_retry(
                 backoff
             }
         };
-        state.clock.sleep(delay).await;
+        up.clock.sleep(delay).await;
         attempt += 1;
     }
 }
@@ -128,8 +127,9 @@ pub fn sanitize_message(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{azure::blob, clock::ManualClock, config::Config};
+    use crate::{blob, testing};
     use futures::StreamExt;
+    use identity_gateway_core::{clock::ManualClock, http::UpstreamConfig};
     use std::sync::Arc;
 
     /// A loopback server answering 1200 bytes in 4 pieces, 400 ms apart:
@@ -152,23 +152,23 @@ mod tests {
             .unwrap()
     }
 
-    fn one_second_state() -> GatewayState {
-        let mut config = Config::default();
-        config.upstream.request_timeout_secs = 1;
-        GatewayState::with_clock(config, Arc::new(ManualClock::new())).unwrap()
+    fn one_second_state() -> Upstream {
+        let config = UpstreamConfig {
+            request_timeout_secs: 1,
+            ..UpstreamConfig::default()
+        };
+        testing::upstream(config, &ManualClock::new(), Arc::new(testing::NoTokens))
     }
 
     #[tokio::test]
     async fn streamed_bodies_are_not_cut_by_the_whole_request_timeout() {
         let server = slow_server().await;
-        let state = one_second_state();
+        let up = one_second_state();
         let url = format!("{}/blob", server.base_url());
 
-        let response = send_with_retry(&state, None, "test", BodyUse::Streamed, || {
-            state.http.get(&url)
-        })
-        .await
-        .unwrap();
+        let response = send_with_retry(&up, None, "test", BodyUse::Streamed, || up.http.get(&url))
+            .await
+            .unwrap();
         let mut body = blob::chunked_for_tests(response, Duration::from_secs(1));
         let mut received = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -178,11 +178,9 @@ mod tests {
         assert_eq!(received[1199], 3);
 
         // The same body read as a buffered answer hits the 1 s limit.
-        let response = send_with_retry(&state, None, "test", BodyUse::Buffered, || {
-            state.http.get(&url)
-        })
-        .await
-        .unwrap();
+        let response = send_with_retry(&up, None, "test", BodyUse::Buffered, || up.http.get(&url))
+            .await
+            .unwrap();
         assert!(response.bytes().await.is_err());
     }
 

@@ -36,7 +36,7 @@ use super::{
     retry::{final_error, Decision, FetchError, RetryPolicy},
     AccessToken, IdentitySelector, TokenSource,
 };
-use crate::{clock::Clock, error::GatewayError};
+use identity_gateway_core::{clock::Clock, error::GatewayError, within_budget, TokenProvider};
 
 /// Tunables of the cache.
 #[derive(Debug, Clone)]
@@ -514,6 +514,30 @@ impl TokenCache {
                 }
             }
         }
+    }
+}
+
+impl TokenProvider for TokenCache {
+    fn token<'a>(
+        &'a self,
+        selector: &'a IdentitySelector,
+        resource: &'a str,
+        budget: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Arc<AccessToken>, GatewayError>> {
+        Box::pin(within_budget(
+            budget,
+            self.get(selector, resource, budget),
+            move || format!("no token for '{resource}'"),
+        ))
+    }
+
+    fn invalidate(
+        &self,
+        selector: &IdentitySelector,
+        resource: &str,
+        rejected: &AccessToken,
+    ) -> bool {
+        TokenCache::invalidate(self, selector, resource, rejected)
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::clock::Clock;
+use identity_gateway_core::clock::Clock;
 
 /// Who is asking: a caller waiting for a token, or a refresh nobody waits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl Governor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
+    use identity_gateway_core::clock::SystemClock;
 
     #[tokio::test(start_paused = true)]
     async fn never_more_than_the_rate_in_any_second() {

@@ -24,10 +24,13 @@ pub struct ImdsSource {
 
 impl ImdsSource {
     /// `base` is e.g. `http://169.254.169.254` (any path on it is replaced).
-    pub fn new(base: &Url) -> Result<Self, String> {
+    pub fn new(base: &Url) -> Result<Self, super::source::SourceError> {
         let token_url = base
             .join("/metadata/identity/oauth2/token")
-            .map_err(|e| format!("bad IMDS endpoint {base}: {e}"))?;
+            .map_err(|source| super::source::SourceError::ImdsEndpoint {
+                endpoint: base.clone(),
+                source,
+            })?;
         Ok(Self { token_url })
     }
 

@@ -12,7 +12,7 @@ use time::{
 };
 
 use super::{retry::FetchError, AccessToken};
-use crate::azure::http::retry_after;
+use identity_gateway_core::http::retry_after;
 
 /// Largest token answer read (real ones are ~2-4 KB).
 const MAX_BODY: usize = 64 * 1024;
@@ -131,7 +131,7 @@ pub async fn send(
     })?;
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
-    let body = crate::azure::http::read_capped(response, MAX_BODY, "identity endpoint")
+    let body = identity_gateway_core::http::read_capped(response, MAX_BODY, "identity endpoint")
         .await
         .map_err(|e| FetchError::Malformed(e.to_string()))?;
     if status == 200 {

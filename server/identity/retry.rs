@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::IdentitySelector;
-use crate::error::GatewayError;
+use identity_gateway_core::error::GatewayError;
 
 /// One failed request to an identity endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use super::{
     app_service::AppServiceSource, imds::ImdsSource, legacy_msi::LegacyMsiSource,
     retry::FetchError, AccessToken, IdentitySelector,
 };
-use crate::config::IdentityConfig;
+use crate::IdentityConfig;
 
 /// How a source names the identity selectors in its query string; `None`
 /// means the source cannot select that way.
@@ -50,7 +50,7 @@ pub(crate) fn token_request_url(
                     query.append_pair(name, id);
                 }
                 None => {
-                    return Err(FetchError::Rejected(crate::error::GatewayError::invalid(
+                    return Err(FetchError::Rejected(identity_gateway_core::error::GatewayError::invalid(
                         "identity.resource_id",
                         "this identity source cannot select an identity by resource id; use client_id or object_id",
                     )))
@@ -88,6 +88,22 @@ impl FromStr for SourceKind {
     }
 }
 
+/// Why the configured token source cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// `source = "app-service"` without both its settings.
+    #[error("source app-service needs IDENTITY_ENDPOINT and IDENTITY_HEADER")]
+    AppServiceIncomplete,
+    /// The IMDS endpoint cannot take the token path.
+    #[error("bad IMDS endpoint {endpoint}")]
+    ImdsEndpoint {
+        endpoint: url::Url,
+        #[source]
+        source: url::ParseError,
+    },
+}
+
 /// A configured token source.
 #[derive(Debug, Clone)]
 pub enum TokenSource {
@@ -98,10 +114,10 @@ pub enum TokenSource {
 
 impl TokenSource {
     /// Picks the source the configuration asks for.
-    pub fn from_config(config: &IdentityConfig) -> Result<Self, String> {
+    pub fn from_config(config: &IdentityConfig) -> Result<Self, SourceError> {
         let app_service = || match (&config.app_service_endpoint, &config.app_service_header) {
             (Some(endpoint), Some(header)) => Ok(AppServiceSource::new(endpoint.clone(), header)),
-            _ => Err("source app-service needs IDENTITY_ENDPOINT and IDENTITY_HEADER".to_string()),
+            _ => Err(SourceError::AppServiceIncomplete),
         };
         match config.source {
             SourceKind::Imds => Ok(Self::Imds(ImdsSource::new(&config.imds_endpoint)?)),

@@ -7,11 +7,62 @@ pub mod pipe;
 #[cfg(unix)]
 pub mod uds;
 
+use std::{io, net::SocketAddr, path::PathBuf};
+
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 
-/// The bound listeners, handed to [`crate::gateway::serve`].
+/// Why a listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// A file-system step on the socket or its directory failed.
+    #[error("{what} {}", .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("another identity-gateway is already serving on {} (stop it, or pick another --socket)", .0.display())]
+    AlreadyServing(PathBuf),
+    #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
+    NotASocket(PathBuf),
+    #[error("socket group '{0}' does not exist")]
+    NoSuchGroup(String),
+    #[error("--tcp {0}: only loopback addresses are allowed")]
+    TcpNotLoopback(SocketAddr),
+    #[error("cannot listen on {addr}")]
+    Tcp {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot serve on pipe {name}")]
+    Pipe {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The pipe's security descriptor could not be built (e.g. an unknown
+    /// account in `socket_group` or `pipe_access`).
+    #[error("pipe {name}: {message}")]
+    PipeSecurity { name: String, message: String },
+}
+
+impl BindError {
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn io(what: &'static str, path: &std::path::Path, source: io::Error) -> Self {
+        Self::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The bound listeners, handed to [`crate::App::serve`].
 #[derive(Debug, Default)]
 pub struct Listeners {
     #[cfg(unix)]
@@ -39,7 +90,7 @@ pub fn describe(config: &Config) -> String {
 }
 
 /// Binds what the configuration asks for.
-pub async fn bind(config: &Config) -> Result<Listeners, String> {
+pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
     let mut listeners = Listeners::default();
     #[cfg(unix)]
     {
@@ -52,22 +103,29 @@ pub async fn bind(config: &Config) -> Result<Listeners, String> {
             config.socket_group.as_deref(),
             &config.pipe_access,
         );
-        let security = crate::windows::pipe_security::PipeSecurity::new(&clients)
-            .map_err(|e| format!("pipe {name}: {e}"))?;
-        tracing::info!(pipe = %name, dacl = security.sddl(), "pipe security");
-        listeners.pipe = Some(
-            pipe::listen(&name, std::sync::Arc::new(security))
-                .map_err(|e| format!("cannot serve on pipe {name}: {e}"))?,
-        );
+        let security =
+            crate::windows::pipe_security::PipeSecurity::new(&clients).map_err(|message| {
+                BindError::PipeSecurity {
+                    name: name.clone(),
+                    message,
+                }
+            })?;
+        tracing::info!(pipe = %name, sddl = security.sddl(), "pipe security");
+        listeners.pipe = Some(pipe::listen(&name, std::sync::Arc::new(security)).map_err(
+            |source| BindError::Pipe {
+                name: name.clone(),
+                source,
+            },
+        )?);
     }
     if let Some(addr) = config.tcp {
         if !addr.ip().is_loopback() {
-            return Err(format!("--tcp {addr}: only loopback addresses are allowed"));
+            return Err(BindError::TcpNotLoopback(addr));
         }
         listeners.tcp = Some(
             TcpListener::bind(addr)
                 .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+                .map_err(|source| BindError::Tcp { addr, source })?,
         );
     }
     Ok(listeners)

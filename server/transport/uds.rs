@@ -2,6 +2,7 @@
 //! directory; a stale socket of a dead instance is replaced, a live one makes
 //! startup fail; the socket file is removed when the gateway stops.
 
+use super::BindError;
 use std::{
     ffi::CString,
     fs,
@@ -58,46 +59,36 @@ impl std::ops::Deref for UnixListenerWithGuard {
 }
 
 /// Binds `path`, replacing a stale socket and refusing a live one.
-pub fn bind(path: &Path, group: Option<&str>) -> Result<BoundSocket, String> {
+pub fn bind(path: &Path, group: Option<&str>) -> Result<BoundSocket, BindError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
+                .map_err(|e| BindError::io("cannot create socket directory", dir, e))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o750))
-                .map_err(|e| format!("cannot set permissions on {}: {e}", dir.display()))?;
+                .map_err(|e| BindError::io("cannot set permissions on", dir, e))?;
         }
     }
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(format!(
-                        "another identity-gateway is already serving on {} (stop it, or pick another --socket)",
-                        path.display()
-                    ))
-                }
+                Ok(_) => return Err(BindError::AlreadyServing(path.to_owned())),
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                     tracing::info!(socket = %path.display(), "replacing stale socket of a stopped instance");
                     fs::remove_file(path)
-                        .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+                        .map_err(|e| BindError::io("cannot remove stale socket", path, e))?;
                 }
-                Err(e) => return Err(format!("cannot probe existing socket {}: {e}", path.display())),
+                Err(e) => return Err(BindError::io("cannot probe existing socket", path, e)),
             }
         }
-        Ok(_) => {
-            return Err(format!(
-                "{} exists and is not a socket; refusing to replace it",
-                path.display()
-            ))
-        }
+        Ok(_) => return Err(BindError::NotASocket(path.to_owned())),
         Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+        Err(e) => return Err(BindError::io("cannot inspect", path, e)),
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).map_err(|e| BindError::io("cannot listen on", path, e))?;
     let guard = SocketFile(path.to_owned());
     fs::set_permissions(path, fs::Permissions::from_mode(0o660))
-        .map_err(|e| format!("cannot set permissions on {}: {e}", path.display()))?;
+        .map_err(|e| BindError::io("cannot set permissions on", path, e))?;
     if let Some(group) = group {
         chown_group(path, group)?;
     }
@@ -107,23 +98,24 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<BoundSocket, String> {
     })
 }
 
-fn chown_group(path: &Path, group: &str) -> Result<(), String> {
+fn chown_group(path: &Path, group: &str) -> Result<(), BindError> {
     let gid = match group.parse::<u32>() {
         Ok(gid) => gid,
         Err(_) => {
-            let name = CString::new(group).map_err(|_| format!("bad group name {group:?}"))?;
+            let name =
+                CString::new(group).map_err(|_| BindError::NoSuchGroup(group.to_string()))?;
             // SAFETY: getgrnam reads a NUL-terminated name and returns a
             // pointer into static storage or null; we copy gr_gid at once.
             let entry = unsafe { libc::getgrnam(name.as_ptr()) };
             if entry.is_null() {
-                return Err(format!("socket group '{group}' does not exist"));
+                return Err(BindError::NoSuchGroup(group.to_string()));
             }
             // SAFETY: non-null pointer just returned by getgrnam.
             unsafe { (*entry).gr_gid }
         }
     };
     std::os::unix::fs::chown(path, None, Some(gid))
-        .map_err(|e| format!("cannot give {} to group {group}: {e}", path.display()))
+        .map_err(|e| BindError::io("cannot give the socket to its group:", path, e))
 }
 
 impl futures::Stream for UnixListenerWithGuard {
@@ -156,7 +148,11 @@ mod tests {
             & 0o777;
         assert_eq!(dir_mode, 0o750);
         let err = bind(&path, None).unwrap_err();
-        assert!(err.contains("already serving"), "{err}");
+        assert!(
+            matches!(err, BindError::AlreadyServing(_))
+                && err.to_string().contains("already serving"),
+            "{err}"
+        );
         // A dead instance leaves its socket file behind.
         let BoundSocket { listener, guard } = first;
         drop(listener);
@@ -172,7 +168,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("not-a-socket");
         fs::write(&path, b"data").unwrap();
-        assert!(bind(&path, None).unwrap_err().contains("not a socket"));
+        assert!(matches!(
+            bind(&path, None).unwrap_err(),
+            BindError::NotASocket(_)
+        ));
         assert_eq!(fs::read(&path).unwrap(), b"data");
     }
 }

@@ -6,7 +6,9 @@
 //! token, revert, all on one thread; if reverting fails the process aborts
 //! rather than go on serving under a client's identity.
 
-use std::{ffi::c_void, os::windows::io::AsRawHandle, ptr};
+use std::{ffi::c_void, os::windows::io::AsRawHandle, ptr, sync::Arc};
+
+pub use identity_gateway_service::WindowsAccount;
 
 use windows_sys::Win32::{
     Foundation::{CloseHandle, GetLastError, ERROR_INSUFFICIENT_BUFFER, HANDLE},
@@ -31,34 +33,25 @@ pub const NETWORK_SID: &str = "S-1-5-2";
 pub struct PipeCaller {
     /// The client's process id, when Windows reported one.
     pub pid: Option<u32>,
-    /// The client token's user SID (`S-1-5-21-...-1001`); `None` when the
-    /// token could not be read (the caller then matches no account rule).
-    pub user_sid: Option<String>,
-    /// The token's enabled groups (deny-only groups left out).
-    pub group_sids: Vec<String>,
+    /// The client token's user and enabled group SIDs, shared by every call
+    /// on the connection.
+    pub account: Arc<WindowsAccount>,
 }
 
 impl PipeCaller {
     /// True when the token carries NT AUTHORITY\NETWORK (a remote logon).
     pub fn is_network_logon(&self) -> bool {
-        self.group_sids.iter().any(|g| g == NETWORK_SID)
-    }
-
-    /// Does this caller's user or one of its enabled groups have `sid`?
-    pub fn has_sid(&self, sid: &str) -> bool {
-        self.user_sid
-            .as_deref()
-            .is_some_and(|u| u.eq_ignore_ascii_case(sid))
-            || self.group_sids.iter().any(|g| g.eq_ignore_ascii_case(sid))
+        self.account.has_sid(NETWORK_SID)
     }
 }
 
 impl std::fmt::Display for PipeCaller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.user_sid {
-            Some(sid) => write!(f, "sid={sid}")?,
-            None => f.write_str("sid=unknown")?,
-        }
+        write!(
+            f,
+            "sid={}",
+            self.account.user_sid.as_deref().unwrap_or("unknown")
+        )?;
         if let Some(pid) = self.pid {
             write!(f, " pid={pid}")?;
         }
@@ -83,12 +76,13 @@ pub fn identify(pipe: &impl AsRawHandle) -> PipeCaller {
             };
         }
     };
-    let user_sid = token_user(token.0);
-    let group_sids = token_groups(token.0);
+    let account = WindowsAccount {
+        user_sid: token_user(token.0),
+        group_sids: token_groups(token.0),
+    };
     PipeCaller {
         pid,
-        user_sid,
-        group_sids,
+        account: Arc::new(account),
     }
 }
 

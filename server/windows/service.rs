@@ -37,8 +37,8 @@ use windows_service::{
 
 use super::{data_dir, eventlog, log_dir, secure_dir, SERVICE_NAME};
 use crate::{
+    app::DRAIN_TIMEOUT,
     config::{Cli, Config},
-    gateway::DRAIN_TIMEOUT,
     lifecycle::{RunControl, Runner},
 };
 

@@ -18,19 +18,17 @@ use std::{
 };
 
 use futures::StreamExt;
-use identity_gateway::{
-    clock::{Clock, ManualClock, SystemClock},
-    config::Config,
-    identity::SourceKind,
-    transport, GatewayState,
-};
+use identity_gateway::{config::Config, transport, App, Options};
 use identity_gateway_client::GatewayClient;
+use identity_gateway_core::clock::{Clock, ManualClock};
 use identity_gateway_emulator::{
     imds::{ImdsConfig, ImdsFake},
     sample,
     tls::TestCa,
     Claims, TokenAuthority,
 };
+use identity_gateway_identity::SourceKind;
+use identity_gateway_service::Gateway;
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -92,33 +90,45 @@ impl TestEnv {
 
     /// Starts a gateway on the real clock.
     pub async fn start(&self, config: Config) -> TestGateway {
-        self.start_with_clock(config, Arc::new(SystemClock)).await
+        Self::start_app(config, Options::default()).await
     }
 
     /// Starts a gateway whose token cache runs on `clock`.
     pub async fn start_with_clock(&self, config: Config, clock: Arc<dyn Clock>) -> TestGateway {
+        let options = Options {
+            clock: Some(clock),
+            ..Options::default()
+        };
+        Self::start_app(config, options).await
+    }
+
+    /// The product's one startup ([`App::start_with`]), serving in a task.
+    pub async fn start_app(config: Config, options: Options) -> TestGateway {
         let socket = config.socket.clone();
         let target = if cfg!(windows) {
             transport::pipe_name(&config)
         } else {
             socket.to_str().expect("UTF-8 path").to_string()
         };
-        let listeners = transport::bind(&config).await.expect("bind gateway socket");
-        let state = Arc::new(GatewayState::with_clock(config, clock).expect("gateway state"));
+        let app = App::start_with(config, options)
+            .await
+            .expect("gateway starts");
+        let gateway = Arc::clone(app.gateway());
+        let identity_endpoint = app.identity_endpoint().map(|e| IdentityEndpoint {
+            url: e.url(),
+            header_file: e.header_file().to_path_buf(),
+        });
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(identity_gateway::serve(
-            Arc::clone(&state),
-            listeners,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(app.serve(async move {
+            let _ = stopped.await;
+        }));
         let client = GatewayClient::connect(&target)
             .await
             .expect("connect to gateway");
         TestGateway {
             client,
-            state,
+            gateway,
+            identity_endpoint,
             socket,
             target,
             stop: Some(stop),
@@ -141,15 +151,24 @@ impl TestEnv {
     }
 }
 
+/// Where a started gateway's identity endpoint is.
+#[derive(Debug, Clone)]
+pub struct IdentityEndpoint {
+    pub url: String,
+    pub header_file: PathBuf,
+}
+
 /// A gateway serving on a temp-dir socket; stops when dropped.
 pub struct TestGateway {
     pub client: GatewayClient,
-    pub state: Arc<GatewayState>,
+    pub gateway: Arc<Gateway>,
+    /// Set when the config asked for the identity endpoint.
+    pub identity_endpoint: Option<IdentityEndpoint>,
     pub socket: PathBuf,
     /// What clients dial: the socket path, or the pipe name on Windows.
     pub target: String,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    task: Option<JoinHandle<Result<(), identity_gateway::StartupError>>>,
 }
 
 impl TestGateway {
@@ -178,9 +197,9 @@ impl Drop for TestGateway {
 
 /// Waits (bounded) for the next cache event matching `pred`.
 pub async fn next_event(
-    events: &mut tokio::sync::broadcast::Receiver<identity_gateway::identity::CacheEvent>,
-    pred: impl Fn(&identity_gateway::identity::CacheEvent) -> bool,
-) -> identity_gateway::identity::CacheEvent {
+    events: &mut tokio::sync::broadcast::Receiver<identity_gateway_identity::CacheEvent>,
+    pred: impl Fn(&identity_gateway_identity::CacheEvent) -> bool,
+) -> identity_gateway_identity::CacheEvent {
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             match events.recv().await {

@@ -7,12 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use identity_gateway::{config::Config, identity::SourceKind, transport, GatewayState};
+use identity_gateway::{config::Config, App};
 use identity_gateway_client::{proto::GetTokenRequest, GatewayClient};
 use identity_gateway_emulator::{
     imds::{ImdsConfig, ImdsFake, RateLimits},
     sample, TokenAuthority,
 };
+use identity_gateway_identity::SourceKind;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 const RESOURCE: &str = "https://vault.azure.net";
@@ -326,13 +327,13 @@ async fn in_process(
     };
     config.identity.source = SourceKind::Imds;
     config.identity.imds_endpoint = fake.base_url().parse().expect("url");
-    let listeners = transport::bind(&config).await.expect("bind");
-    let state = Arc::new(GatewayState::new(config.clone()).expect("state"));
+    let socket = config.socket.clone();
+    let app = App::start(config).await.expect("gateway starts");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(identity_gateway::serve(state, listeners, async move {
+    tokio::spawn(app.serve(async move {
         let _ = stopped.await;
     }));
-    let client = GatewayClient::connect(config.socket.to_str().expect("path"))
+    let client = GatewayClient::connect(socket.to_str().expect("path"))
         .await
         .expect("connect");
     (fake, client, dir, stop)

@@ -2,6 +2,10 @@
 for the whole session, a client connected to it, and the sample data the
 emulator serves.
 
+``client`` and ``connect`` are parametrized: each test using them runs once
+with the sync client (``[sync]``) and once with the asyncio client behind a
+sync adapter (``[aio]``, see aio_adapter.py).
+
 The ``rpc("Name")`` marker skips a test while the gateway under test still
 answers UNIMPLEMENTED for that RPC (checked at run time, once per RPC).
 """
@@ -11,12 +15,13 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Any, Callable, Dict, Iterator
 
 import grpc
 import pytest
 
 import identity_gateway
+from aio_adapter import Runner
 from gateway_process import Emulator, GatewayProcess
 from identity_gateway._proto import gateway_pb2 as pb
 from identity_gateway._proto import gateway_pb2_grpc as pb_grpc
@@ -71,9 +76,23 @@ def emulator(gateway: GatewayProcess) -> Emulator:
     return gateway.emulator
 
 
+@pytest.fixture(params=["sync", "aio"])
+def connect(request) -> Iterator[Callable[..., Any]]:
+    """``identity_gateway.connect``, or ``identity_gateway.aio.connect`` whose
+    client is driven through the sync adapter: same arguments, same use."""
+    if request.param == "sync":
+        yield identity_gateway.connect
+        return
+    runner = Runner()
+    try:
+        yield runner.connect
+    finally:
+        runner.close()
+
+
 @pytest.fixture
-def client(gateway: GatewayProcess) -> Iterator[identity_gateway.Client]:
-    with identity_gateway.connect(str(gateway.socket), timeout=30) as client:
+def client(gateway: GatewayProcess, connect) -> Iterator[identity_gateway.Client]:
+    with connect(str(gateway.socket), timeout=30) as client:
         yield client
 
 

@@ -1,15 +1,12 @@
 """The binary's life cycle as a Python user sees it: it becomes healthy on
 its socket, and SIGTERM drains it, exits 0 and removes the socket."""
 
-import pytest
 from gateway_process import GatewayProcess
 
-import identity_gateway
 
-
-def test_sigterm_drains_exits_zero_and_removes_the_socket(tmp_path):
+def test_sigterm_drains_exits_zero_and_removes_the_socket(tmp_path, connect):
     process = GatewayProcess(tmp_path).start()
-    with identity_gateway.connect(str(process.socket)) as client:
+    with connect(str(process.socket)) as client:
         assert client.get_token("https://vault.azure.net").resource == "https://vault.azure.net"
         assert process.socket.exists()
         status = process.stop()
@@ -17,9 +14,9 @@ def test_sigterm_drains_exits_zero_and_removes_the_socket(tmp_path):
     assert not process.socket.exists()
 
 
-def test_sigterm_ends_open_watch_streams(tmp_path):
+def test_sigterm_ends_open_watch_streams(tmp_path, connect):
     process = GatewayProcess(tmp_path).start()
-    with identity_gateway.connect(str(process.socket)) as client:
+    with connect(str(process.socket)) as client:
         watch = client.watch_token("https://vault.azure.net")
         assert next(watch).resource == "https://vault.azure.net"
         try:

@@ -48,6 +48,19 @@ def test_parameters_are_bound(client, server):
     assert rows == [("Gadget",)]
 
 
+def test_a_query_closed_early_has_no_summary(client, server):
+    query = client.query_sql(server, DATABASE, "SELECT id FROM dbo.products ORDER BY id")
+    assert next(iter(query)) == {"id": 1}
+    assert query.result_set == 0 and [c.name for c in query.columns] == ["id"]
+    query.close()
+    assert query.summary is None
+    assert client.query_sql(server, DATABASE, "SELECT id FROM dbo.products ORDER BY id", row_type=tuple).fetchall() == [
+        (1,),
+        (2,),
+        (3,),
+    ]
+
+
 def test_max_rows_truncates(client, server):
     query = client.query_sql(server, DATABASE, "SELECT id FROM dbo.products", max_rows=2)
     assert len(query.fetchall()) == 2

@@ -109,6 +109,15 @@ def test_a_large_blob_streams_in_chunks(client, blob_base):
 
 
 @pytest.mark.rpc("ReadBlob")
+def test_a_download_closed_early_leaves_the_client_usable(client, blob_base):
+    with client.read_blob(f"{blob_base}/data/sample-1mib.bin") as stream:
+        first = next(iter(stream))
+    assert 0 < len(first) < 1024 * 1024
+    assert first == sample_binary()[: len(first)]
+    assert client.read_blob_bytes(f"{blob_base}/data/hello.txt") == HELLO
+
+
+@pytest.mark.rpc("ReadBlob")
 def test_a_missing_blob_is_not_found(client, blob_base):
     with pytest.raises(identity_gateway.NotFound):
         client.read_blob_bytes(f"{blob_base}/data/no-such.txt")

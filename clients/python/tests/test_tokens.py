@@ -67,15 +67,15 @@ def test_bad_selectors_fail_before_any_call():
         ManagedIdentity(client_id="a", object_id="b")
 
 
-def test_no_gateway_is_unavailable(tmp_path):
-    with identity_gateway.connect(str(tmp_path / "nobody.sock"), timeout=5) as client:
+def test_no_gateway_is_unavailable(tmp_path, connect):
+    with connect(str(tmp_path / "nobody.sock"), timeout=5) as client:
         with pytest.raises(identity_gateway.Unavailable):
             client.get_token(VAULT)
 
 
-def test_socket_comes_from_the_environment(gateway, monkeypatch):
+def test_socket_comes_from_the_environment(gateway, monkeypatch, connect):
     monkeypatch.setenv("IDENTITY_GATEWAY_SOCKET", str(gateway.socket))
-    with identity_gateway.connect() as client:
+    with connect() as client:
         assert client.get_token(VAULT).resource == VAULT
 
 

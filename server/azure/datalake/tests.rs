@@ -1,22 +1,19 @@
 //! Listing validation, both JSON shapes, error mapping, and the page fetcher
 //! against the emulator's Gen1 and Gen2 fakes over real TLS.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{sync::Arc, time::Duration};
 
 use identity_gateway_emulator::{
     datalake_gen1::{DataLakeGen1Fake, DATALAKE_GEN1_AUDIENCE},
     datalake_gen2::{DataLakeGen2Fake, STORAGE_AUDIENCE},
     faults::{Fault, Grant},
     tls::TestCa,
-    Principal, TokenAuthority,
+    TokenAuthority,
 };
-use secrecy::SecretString;
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::testing;
+use identity_gateway_core::{clock::ManualClock, http::UpstreamConfig, AccessToken};
 
 fn guard() -> HostGuard {
     HostGuard::new(&["localhost".into()], false)
@@ -370,13 +367,14 @@ fn errors_map_by_generation() {
     assert!(matches!(headed, GatewayError::PermissionDenied(m) if m.contains("RBAC")));
 }
 
-/// An authority, gateway state whose client trusts the fakes' CA, on a
-/// manual clock, and tokens.
+/// An authority, an upstream whose client trusts the fakes' CA, on a
+/// manual clock, and a token provider minting real tokens.
 struct Bench {
     authority: Arc<TokenAuthority>,
     ca: TestCa,
-    state: GatewayState,
+    up: Upstream,
     clock: ManualClock,
+    tokens: Arc<testing::MintingTokens>,
 }
 
 impl Bench {
@@ -385,47 +383,46 @@ impl Bench {
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca.ca_pem()).unwrap();
-        let mut config = crate::config::Config::default();
-        config.upstream.ca_files = vec![ca_file];
+        let config = UpstreamConfig {
+            ca_files: vec![ca_file],
+            ..UpstreamConfig::default()
+        };
         let clock = ManualClock::new();
-        let state = GatewayState::with_clock(config, Arc::new(clock.clone())).unwrap();
+        let authority = Arc::new(TokenAuthority::generate(
+            "dc822496-97fa-4380-991a-c8b4ba5d4f73",
+        ));
+        let tokens = testing::MintingTokens::new(Arc::clone(&authority));
+        let up = testing::upstream(config, &clock, tokens.clone());
         Self {
-            authority: Arc::new(TokenAuthority::generate(
-                "dc822496-97fa-4380-991a-c8b4ba5d4f73",
-            )),
+            authority,
             ca,
-            state,
+            up,
             clock,
+            tokens,
         }
     }
 
+    /// A page fetched with a token for `token`'s audience (whatever the
+    /// listing's own audience), so tests can send the wrong one.
     async fn page(
         &self,
         listing: &Listing,
         continuation: Option<&str>,
         token: &AccessToken,
     ) -> Result<Page, GatewayError> {
-        fetch_page(&self.state, listing, continuation, token, None).await
+        self.tokens.mint_for(Some(&token.resource));
+        fetch_page(
+            &self.up,
+            listing,
+            continuation,
+            &IdentitySelector::SystemAssigned,
+            None,
+        )
+        .await
     }
 
     fn token(&self, audience: &str) -> AccessToken {
-        let principal = Principal {
-            client_id: "652865a1-f931-4521-a1a5-055a83bce067".into(),
-            object_id: "72f5fd3e-9ee8-4f05-a3a0-60539e85b40e".into(),
-            mirid: "/subscriptions/s".into(),
-        };
-        let (jwt, _) = self.authority.mint(
-            &principal,
-            audience,
-            SystemTime::now(),
-            Duration::from_secs(3600),
-        );
-        AccessToken {
-            token: SecretString::from(jwt),
-            token_type: "Bearer".into(),
-            expires_on: SystemTime::now() + Duration::from_secs(3600),
-            resource: audience.into(),
-        }
+        self.tokens.mint(audience)
     }
 
     /// Every page of `listing`, following continuations.

@@ -3,20 +3,21 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use identity_gateway_emulator::{
     faults::{Fault, Grant},
     keyvault::{AccessModel, KeyVaultFake, SecretSpec, VaultSettings},
     tls::TestCa,
-    Principal, TokenAuthority,
+    TokenAuthority,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::testing;
+use identity_gateway_core::{clock::ManualClock, http::UpstreamConfig};
 
 const OID: &str = "72f5fd3e-9ee8-4f05-a3a0-60539e85b40e";
 
@@ -278,15 +279,14 @@ fn the_cache_is_per_identity_and_expires() {
     assert!(!format!("{cache:?}").contains("\"v\""));
 }
 
-/// A vault fake, gateway state whose HTTP client trusts the fake's CA (and
+/// A vault fake, an upstream whose HTTP client trusts the fake's CA (and
 /// resolves the test vault host to it) on a manual clock, and a token
-/// source that records the audiences asked for.
+/// provider that mints real tokens and records the audiences asked for.
 struct Bench {
-    authority: Arc<TokenAuthority>,
     fake: KeyVaultFake,
-    state: GatewayState,
+    up: Upstream,
     clock: ManualClock,
-    asked: Arc<Mutex<Vec<String>>>,
+    tokens: Arc<testing::MintingTokens>,
 }
 
 const TEST_VAULT_HOST: &str = "myvault.vault.test";
@@ -302,11 +302,10 @@ impl Bench {
             .unwrap();
         let port = Url::parse(&fake.vault_url()).unwrap().port().unwrap();
         let clock = ManualClock::new();
-        let mut state =
-            GatewayState::with_clock(crate::config::Config::default(), Arc::new(clock.clone()))
-                .unwrap();
+        let tokens = testing::MintingTokens::new(authority);
+        let mut up = testing::upstream(UpstreamConfig::default(), &clock, tokens.clone());
         // The shared client, plus a name the fake answers for (no DNS here).
-        state.http = reqwest::Client::builder()
+        up.http = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem().as_bytes()).unwrap())
@@ -314,11 +313,10 @@ impl Bench {
             .build()
             .unwrap();
         Self {
-            authority,
             fake,
-            state,
+            up,
             clock,
-            asked: Arc::default(),
+            tokens,
         }
     }
 
@@ -329,7 +327,15 @@ impl Bench {
         version: &str,
         budget: Option<Duration>,
     ) -> Result<Secret, GatewayError> {
-        get_secret(&self.state, vault, name, version, budget, self.tokens()).await
+        get_secret(
+            &self.up,
+            &IdentitySelector::SystemAssigned,
+            vault,
+            name,
+            version,
+            budget,
+        )
+        .await
     }
 
     fn vault(&self) -> Vault {
@@ -337,38 +343,8 @@ impl Bench {
         Vault::from_url(&guard, &self.fake.vault_url(), Cloud::Public).unwrap()
     }
 
-    /// Mints a real token for whatever audience the client asks for.
-    fn tokens(
-        &self,
-    ) -> impl Fn(
-        String,
-        Option<Duration>,
-    ) -> futures::future::Ready<Result<std::sync::Arc<AccessToken>, GatewayError>>
-           + '_ {
-        move |audience: String, _left: Option<Duration>| {
-            self.asked.lock().unwrap().push(audience.clone());
-            let principal = Principal {
-                client_id: "652865a1-f931-4521-a1a5-055a83bce067".into(),
-                object_id: OID.into(),
-                mirid: "/subscriptions/s/resourcegroups/rg/providers/Microsoft.Compute/virtualMachines/vm".into(),
-            };
-            let (jwt, _) = self.authority.mint(
-                &principal,
-                &audience,
-                SystemTime::now(),
-                Duration::from_secs(3600),
-            );
-            futures::future::ready(Ok(std::sync::Arc::new(AccessToken {
-                token: SecretString::from(jwt),
-                token_type: "Bearer".into(),
-                expires_on: SystemTime::now() + Duration::from_secs(3600),
-                resource: audience,
-            })))
-        }
-    }
-
     fn asked(&self) -> Vec<String> {
-        self.asked.lock().unwrap().clone()
+        self.tokens.asked()
     }
 }
 

@@ -26,7 +26,7 @@ pub use pool::SqlPools;
 pub use stream::{query, SqlEventStream};
 pub use value::SqlValue;
 
-use crate::{azure::Cloud, error::GatewayError, identity::AccessToken, identity::IdentitySelector};
+use crate::{error::GatewayError, token::AccessToken, token::IdentitySelector, Cloud};
 
 /// Where a query goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +146,7 @@ pub fn cloud_of(host: &str) -> Cloud {
 /// True for hosts of an Azure SQL suffix (TLS can never be turned off there).
 pub fn is_azure_host(host: &str) -> bool {
     let host = host.to_ascii_lowercase();
-    crate::azure::Service::Sql
+    crate::Service::Sql
         .host_suffixes()
         .iter()
         .any(|suffix| host.ends_with(suffix))

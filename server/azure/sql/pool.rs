@@ -25,10 +25,10 @@ use super::{
     identity_name, SqlMetrics, SqlTarget,
 };
 use crate::{
-    azure::Service,
+    config::SqlConfig,
     error::GatewayError,
-    gateway::GatewayState,
-    identity::{AccessToken, IdentitySelector},
+    token::{AccessToken, IdentitySelector},
+    Service, Upstream,
 };
 
 /// A connection older than its token is not handed out again within this
@@ -56,6 +56,8 @@ struct Pool {
 
 /// Every pool of the gateway, and the SQL metrics.
 pub struct SqlPools {
+    upstream: Upstream,
+    config: SqlConfig,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     metrics: Arc<SqlMetrics>,
 }
@@ -70,19 +72,13 @@ impl fmt::Debug for SqlPools {
     }
 }
 
-impl Default for SqlPools {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The guarded data stays consistent (no await, no panic while held).
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A connection lent out of a pool with its slot. Dropping it discards the
-/// connection (its state is unknown); [`release`](Self::release) returns it.
+/// connection (its up is unknown); [`release`](Self::release) returns it.
 pub(crate) struct Lease {
     conn: Option<Connection>,
     pool: Arc<Pool>,
@@ -136,11 +132,20 @@ impl Drop for Lease {
 }
 
 impl SqlPools {
-    pub fn new() -> Self {
+    /// Pools for every (server, database, identity), logging in through
+    /// `upstream`'s token provider with `[sql]` settings.
+    pub fn new(upstream: Upstream, config: SqlConfig) -> Self {
         Self {
+            upstream,
+            config,
             pools: Mutex::default(),
             metrics: Arc::default(),
         }
+    }
+
+    /// The `[sql]` settings the pools run with.
+    pub fn config(&self) -> &SqlConfig {
+        &self.config
     }
 
     /// Counters and gauges of the SQL path.
@@ -164,37 +169,32 @@ impl SqlPools {
     /// pool has one, else a new login. Gives up at `deadline`.
     pub(crate) async fn lease(
         &self,
-        state: &GatewayState,
         target: &SqlTarget,
         identity: &IdentitySelector,
         deadline: Option<Instant>,
     ) -> Result<Lease, GatewayError> {
-        self.lease_with(state, target, identity, deadline, false)
-            .await
+        self.lease_with(target, identity, deadline, false).await
     }
 
     /// Like [`lease`](Self::lease), but drops the pool's idle connections
     /// and logs in anew (after a pooled connection turned out dead).
     pub(crate) async fn lease_fresh(
         &self,
-        state: &GatewayState,
         target: &SqlTarget,
         identity: &IdentitySelector,
         deadline: Option<Instant>,
     ) -> Result<Lease, GatewayError> {
-        self.lease_with(state, target, identity, deadline, true)
-            .await
+        self.lease_with(target, identity, deadline, true).await
     }
 
     async fn lease_with(
         &self,
-        state: &GatewayState,
         target: &SqlTarget,
         identity: &IdentitySelector,
         deadline: Option<Instant>,
         fresh: bool,
     ) -> Result<Lease, GatewayError> {
-        let config = &state.config.sql;
+        let config = &self.config;
         let key = PoolKey {
             host: target.host.to_ascii_lowercase(),
             port: target.port,
@@ -222,7 +222,7 @@ impl SqlPools {
         .map_err(|_| GatewayError::Unavailable("the SQL pool is closed".into()))?;
 
         let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
-        let now = state.clock.wall();
+        let now = self.upstream.clock.wall();
         if fresh {
             let dropped = std::mem::take(&mut *lock(&pool.idle));
             self.metrics
@@ -248,7 +248,7 @@ impl SqlPools {
             self.metrics.retired.fetch_add(1, Ordering::Relaxed);
         }
 
-        let (conn, token_expires) = self.login(state, target, identity, deadline).await?;
+        let (conn, token_expires) = self.login(target, identity, deadline).await?;
         Ok(Lease {
             conn: Some(conn),
             pool,
@@ -263,18 +263,18 @@ impl SqlPools {
     /// token expired, and follows one Azure SQL redirect.
     async fn login(
         &self,
-        state: &GatewayState,
         target: &SqlTarget,
         identity: &IdentitySelector,
         deadline: Option<Instant>,
     ) -> Result<(Connection, SystemTime), GatewayError> {
         let audience = Service::Sql.audience(target.cloud);
         let budget = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let mut token = state.tokens_within(budget(), identity, audience).await?;
+        let up = &self.upstream;
+        let mut token = up.tokens.token(identity, audience, budget()).await?;
         let settings = ConnectSettings {
-            connect_timeout: Duration::from_secs(state.config.upstream.connect_timeout_secs),
-            login_timeout: Duration::from_secs(state.config.sql.login_timeout_secs),
-            ca_files: state.config.upstream.ca_files.clone(),
+            connect_timeout: Duration::from_secs(up.config.connect_timeout_secs),
+            login_timeout: Duration::from_secs(self.config.login_timeout_secs),
+            ca_files: up.config.ca_files.clone(),
         };
         let tls = target.tls;
         let mut current = target.clone();
@@ -305,7 +305,7 @@ impl SqlPools {
                 }) if !retried => {
                     retried = true;
                     if let Some(fresh) = self
-                        .fresh_token(state, identity, audience, &token, budget())
+                        .fresh_token(identity, audience, &token, budget())
                         .await?
                     {
                         self.metrics.login_retries.fetch_add(1, Ordering::Relaxed);
@@ -317,7 +317,7 @@ impl SqlPools {
                 Err(ConnectError::Routed { host, port }) if !redirected => {
                     redirected = true;
                     // The redirect target must pass the same guard as the request.
-                    state
+                    up
                         .hosts
                         .check_host(Service::Sql, "server", &host, Some(port), "tds")
                         .map_err(|_| {
@@ -339,14 +339,14 @@ impl SqlPools {
     /// the identity endpoint hands out the same token.
     async fn fresh_token(
         &self,
-        state: &GatewayState,
         identity: &IdentitySelector,
         audience: &str,
         rejected: &AccessToken,
         budget: Option<Duration>,
     ) -> Result<Option<Arc<AccessToken>>, GatewayError> {
-        state.tokens.invalidate(identity, audience, rejected);
-        let fresh = state.tokens_within(budget, identity, audience).await?;
+        let tokens = &self.upstream.tokens;
+        tokens.invalidate(identity, audience, rejected);
+        let fresh = tokens.token(identity, audience, budget).await?;
         Ok((*fresh != *rejected).then_some(fresh))
     }
 }

@@ -25,6 +25,7 @@ use futures::{FutureExt, Stream, TryStreamExt};
 use tiberius::{ColumnData, Command, CommandItem};
 use tokio::sync::mpsc;
 
+use super::pool::SqlPools;
 use super::{
     client::Connection,
     pool::Lease,
@@ -32,7 +33,7 @@ use super::{
     value::{bind_value, from_column, type_name},
     SqlColumn, SqlEvent, SqlMetrics, SqlQuery,
 };
-use crate::{error::GatewayError, gateway::GatewayState};
+use crate::error::GatewayError;
 
 /// How long a stopped query may take to acknowledge ATTENTION.
 const ATTENTION_WAIT: Duration = Duration::from_secs(5);
@@ -114,7 +115,7 @@ enum Abort {
 /// event stream. Errors up to the login come back here; errors of the query
 /// itself arrive on the stream.
 pub async fn query(
-    state: Arc<GatewayState>,
+    sql: Arc<SqlPools>,
     query: SqlQuery,
     deadline: Option<Instant>,
 ) -> Result<SqlEventStream, GatewayError> {
@@ -124,25 +125,22 @@ pub async fn query(
         .enumerate()
         .map(|(i, v)| bind_value(v, &format!("parameters[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    let lease = state
-        .sql
-        .lease(&state, &query.target, &query.identity, deadline)
-        .await?;
-    let (tx, rx) = mpsc::channel(state.config.sql.stream_buffer_batches.max(1));
-    tokio::spawn(run(state, query, params, lease, tx, deadline));
+    let lease = sql.lease(&query.target, &query.identity, deadline).await?;
+    let (tx, rx) = mpsc::channel(sql.config().stream_buffer_batches.max(1));
+    tokio::spawn(run(sql, query, params, lease, tx, deadline));
     Ok(SqlEventStream { rx })
 }
 
 async fn run(
-    state: Arc<GatewayState>,
+    sql: Arc<SqlPools>,
     query: SqlQuery,
     params: Vec<(ColumnData<'static>, String)>,
     mut lease: Lease,
     tx: mpsc::Sender<Item>,
     deadline: Option<Instant>,
 ) {
-    let metrics = state.sql.metrics_handle();
-    let batch_rows = state.config.sql.batch_rows.max(1);
+    let metrics = sql.metrics_handle();
+    let batch_rows = sql.config().batch_rows.max(1);
     let mut retried = false;
     loop {
         let outcome = match lease.conn() {
@@ -202,9 +200,8 @@ async fn run(
                 // idle cut-off): its siblings likely did too. Log in afresh once.
                 retried = true;
                 drop(lease);
-                lease = match state
-                    .sql
-                    .lease_fresh(&state, &query.target, &query.identity, deadline)
+                lease = match sql
+                    .lease_fresh(&query.target, &query.identity, deadline)
                     .await
                 {
                     Ok(fresh) => fresh,

@@ -7,41 +7,19 @@ subclass; streamed RPCs are iterators that raise the same way mid-stream.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
 
-from . import _convert as convert
+from . import _core as core
+from ._core import CLIENT_DEFAULT, DEFAULT_TIMEOUT
 from ._proto import gateway_pb2 as pb
-from ._proto import gateway_pb2_grpc as pb_grpc
 from .errors import from_rpc_error
-from .models import (
-    BlobProperties,
-    DataLakeEntry,
-    IdentityLike,
-    ResourceGroup,
-    Secret,
-    ServiceSas,
-    SqlColumn,
-    SqlSummary,
-    Token,
-)
+from .models import BlobProperties, DataLakeEntry, IdentityLike, ResourceGroup, Secret, ServiceSas, Token
 
 __all__ = ["Client", "connect", "BlobStream", "SqlQuery"]
 
 T = TypeVar("T")
-
-#: Deadline (seconds) of each call unless the client or the call says otherwise.
-DEFAULT_TIMEOUT = 30.0
-
-
-class _ClientDefault:
-    def __repr__(self) -> str:
-        return "<the client's timeout>"
-
-
-#: ``timeout=`` default of every method: the client's timeout. ``None`` means no deadline.
-CLIENT_DEFAULT: Any = _ClientDefault()
 
 
 def connect(
@@ -60,18 +38,15 @@ def connect(
     forever. The channel connects lazily, so a missing gateway shows up as
     :class:`~identity_gateway.errors.Unavailable` on the first call.
     """
-    resolved = convert.resolve_target(socket_path, target)
-    channel = grpc.insecure_channel(resolved, options=convert.channel_options(resolved, options))
-    return Client(channel, timeout=timeout)
+    resolved, channel_options = core.channel_args(socket_path, target, options)
+    return Client(grpc.insecure_channel(resolved, options=channel_options), timeout=timeout)
 
 
-class Client:
+class Client(core.ClientBase):
     """A gateway client over an open ``grpc.Channel``. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, channel: grpc.Channel, *, timeout: Optional[float] = DEFAULT_TIMEOUT) -> None:
-        self._channel = channel
-        self._stub = pb_grpc.IdentityGatewayStub(channel)
-        self._timeout = timeout
+        super().__init__(channel, timeout=timeout)
 
     def close(self) -> None:
         self._channel.close()
@@ -82,24 +57,26 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _deadline(self, timeout: Any) -> Optional[float]:
-        return self._timeout if timeout is CLIENT_DEFAULT else timeout
+    # The only I/O: one unary call, or one stream of converted messages.
 
-    def _unary(self, method: Callable[..., T], request: Any, timeout: Any) -> T:
+    def _unary(self, call: "core.Call[T]", timeout: Any) -> T:
+        method, deadline = self._method(call, timeout)
         try:
-            return method(request, timeout=self._deadline(timeout))
+            reply = method(call.request, timeout=deadline)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
+        return call.convert(reply)
 
-    def _stream(self, method: Callable[..., Any], request: Any, timeout: Any) -> Iterator[Any]:
-        call = method(request, timeout=self._deadline(timeout))
+    def _stream(self, call: "core.Call[T]", timeout: Any) -> Iterator[T]:
+        method, deadline = self._method(call, timeout)
+        stream = method(call.request, timeout=deadline)
         try:
-            for message in call:
-                yield message
+            for message in stream:
+                yield call.convert(message)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         finally:
-            call.cancel()
+            stream.cancel()
 
     # ------------------------------------------------------------ tokens
 
@@ -107,8 +84,7 @@ class Client:
         """An access token for ``resource`` (e.g. ``https://vault.azure.net``; a
         trailing slash changes the audience). ``identity`` selects a
         user-assigned identity; ``None`` is the system-assigned one."""
-        request = pb.GetTokenRequest(resource=resource, identity=convert.identity(identity))
-        return convert.token(self._unary(self._stub.GetToken, request, timeout))
+        return self._unary(core.get_token(resource, identity), timeout)
 
     def watch_token(
         self, resource: str, identity: IdentityLike = None, *, timeout: Optional[float] = None
@@ -116,9 +92,7 @@ class Client:
         """The current token, then each refreshed one as the gateway renews it.
         Runs until the iterator is closed (``break`` out of the loop) or
         ``timeout`` seconds pass (default: no deadline)."""
-        request = pb.WatchTokenRequest(resource=resource, identity=convert.identity(identity))
-        for reply in self._stream(self._stub.WatchToken, request, timeout):
-            yield convert.token(reply)
+        return self._stream(core.watch_token(resource, identity), timeout)
 
     # ------------------------------------------------------------ Key Vault
 
@@ -136,20 +110,16 @@ class Client:
     ) -> Secret:
         """A Key Vault secret by ``vault_url`` (``https://myvault.vault.azure.net``)
         or ``vault_name`` (host derived from ``cloud``); ``version`` empty is the latest."""
-        if bool(vault_url) == bool(vault_name):
-            raise ValueError("give exactly one of vault_url or vault_name")
-        request = pb.GetSecretRequest(
-            name=name,
+        call = core.get_secret(
+            name,
+            vault_url=vault_url,
+            vault_name=vault_name,
             version=version,
-            cloud=convert.enum_value(convert.CLOUDS, cloud, "cloud"),
-            identity=convert.identity(identity),
+            cloud=cloud,
+            identity=identity,
             bypass_cache=bypass_cache,
         )
-        if vault_url:
-            request.vault_url = vault_url
-        else:
-            request.vault_name = vault_name or ""
-        return convert.secret(self._unary(self._stub.GetSecret, request, timeout))
+        return self._unary(call, timeout)
 
     # ------------------------------------------------------------ Data Lake
 
@@ -167,7 +137,7 @@ class Client:
         timeout: Any = CLIENT_DEFAULT,
     ) -> Iterator[DataLakeEntry]:
         """Every entry of an ADLS Gen1 or Gen2 directory, fetched page by page."""
-        for page in self.list_data_lake_pages(
+        call = core.list_data_lake(
             account_url,
             path,
             filesystem=filesystem,
@@ -176,9 +146,8 @@ class Client:
             page_size=page_size,
             continuation=continuation,
             identity=identity,
-            timeout=timeout,
-        ):
-            yield from page[0]
+        )
+        return _entries(self._stream(call, timeout))
 
     def list_data_lake_pages(
         self,
@@ -195,18 +164,17 @@ class Client:
     ) -> Iterator[Tuple[List[DataLakeEntry], str]]:
         """The listing as ``(entries, continuation)`` pages; a non-empty
         continuation can resume a later call."""
-        request = pb.ListDataLakeRequest(
-            account_url=account_url,
-            generation=convert.enum_value(convert.GENERATIONS, generation, "generation"),
+        call = core.list_data_lake(
+            account_url,
+            path,
             filesystem=filesystem,
-            path=path,
             recursive=recursive,
+            generation=generation,
             page_size=page_size,
             continuation=continuation,
-            identity=convert.identity(identity),
+            identity=identity,
         )
-        for page in self._stream(self._stub.ListDataLake, request, timeout):
-            yield [convert.data_lake_entry(e) for e in page.entries], page.continuation
+        return self._stream(call, timeout)
 
     # ------------------------------------------------------------ SAS and ARM
 
@@ -232,25 +200,23 @@ class Client:
         """A service SAS for a blob (or a container when ``blob`` is empty).
         ``method`` is ``"user_delegation"`` (default) or ``"arm"`` (listServiceSas,
         which also needs ``subscription_id`` and ``resource_group``)."""
-        request = pb.GetServiceSasRequest(
-            method=convert.enum_value(convert.SAS_METHODS, method, "method"),
-            account=account,
-            container=container,
-            blob=blob,
+        call = core.get_service_sas(
+            account,
+            container,
+            blob,
             permissions=permissions,
+            expires_in=expires_in,
+            method=method,
+            start=start,
             ip_range=ip_range,
             allow_http=allow_http,
             subscription_id=subscription_id,
             resource_group=resource_group,
             blob_endpoint=blob_endpoint,
-            identity=convert.identity(identity),
-            cloud=convert.enum_value(convert.CLOUDS, cloud, "cloud"),
+            cloud=cloud,
+            identity=identity,
         )
-        if expires_in is not None:
-            request.expires_in.CopyFrom(convert.to_duration(expires_in))
-        if start is not None:
-            request.start.CopyFrom(convert.to_timestamp(start))
-        return convert.service_sas(self._unary(self._stub.GetServiceSas, request, timeout))
+        return self._unary(call, timeout)
 
     def get_resource_group(
         self,
@@ -261,13 +227,9 @@ class Client:
         identity: IdentityLike = None,
         timeout: Any = CLIENT_DEFAULT,
     ) -> ResourceGroup:
-        request = pb.GetResourceGroupRequest(
-            subscription_id=subscription_id,
-            name=name,
-            identity=convert.identity(identity),
-            cloud=convert.enum_value(convert.CLOUDS, cloud, "cloud"),
-        )
-        return convert.resource_group(self._unary(self._stub.GetResourceGroup, request, timeout))
+        """The resource group ``name`` of ``subscription_id`` (ARM)."""
+        call = core.get_resource_group(subscription_id, name, cloud=cloud, identity=identity)
+        return self._unary(call, timeout)
 
     # ------------------------------------------------------------ Blob
 
@@ -282,10 +244,8 @@ class Client:
     ) -> "BlobStream":
         """Starts a blob download. The returned stream has ``properties`` at
         once and yields the content as ``bytes`` chunks."""
-        request = pb.ReadBlobRequest(
-            blob_url=blob_url, offset=offset, length=length, identity=convert.identity(identity)
-        )
-        return BlobStream(self._stream(self._stub.ReadBlob, request, timeout))
+        call = core.read_blob(blob_url, offset=offset, length=length, identity=identity)
+        return BlobStream(self._stream(call, timeout))
 
     def read_blob_bytes(self, blob_url: str, **kwargs: Any) -> bytes:
         """The whole blob (or the ``offset``/``length`` range) in memory."""
@@ -316,33 +276,40 @@ class Client:
         types; rows of every result set come in order, and the returned
         :class:`SqlQuery` tells which result set and columns are current.
         """
-        if row_type not in (dict, tuple):
-            raise ValueError("row_type must be dict or tuple")
-        request = pb.QuerySqlRequest(
-            server=server,
+        call = core.query_sql(
+            server,
+            database,
+            query,
+            parameters,
             port=port,
-            database=database,
-            query=query,
-            parameters=convert.sql_parameters(parameters),
-            identity=convert.identity(identity),
             max_rows=max_rows,
+            query_timeout=query_timeout,
+            row_type=row_type,
+            identity=identity,
         )
-        if query_timeout is not None:
-            request.timeout.CopyFrom(convert.to_duration(query_timeout))
-        return SqlQuery(self._stream(self._stub.QuerySql, request, timeout), row_type)
+        return SqlQuery(self._stream(call, timeout), row_type)
+
+
+def _entries(pages: Iterator[Tuple[List[DataLakeEntry], str]]) -> Iterator[DataLakeEntry]:
+    try:
+        for entries, _ in pages:
+            yield from entries
+    finally:
+        pages.close()  # type: ignore[attr-defined]
 
 
 class BlobStream:
     """A blob download in progress: ``properties``, then ``bytes`` chunks."""
 
+    properties: BlobProperties
+
     def __init__(self, messages: Iterator[pb.ReadBlobResponse]) -> None:
         self._messages = messages
-        first = next(messages, None)
-        if first is None or not first.HasField("properties"):
+        try:
+            self.properties, self._pending = core.blob_start(next(messages, None))
+        except ValueError:
             self.close()
-            raise ValueError("the gateway's ReadBlob stream did not start with the blob's properties")
-        self.properties: BlobProperties = convert.blob_properties(first.properties)
-        self._pending = first.data
+            raise
 
     def __iter__(self) -> Iterator[bytes]:
         if self._pending:
@@ -368,7 +335,7 @@ class BlobStream:
         self.close()
 
 
-class SqlQuery:
+class SqlQuery(core.SqlRows):
     """The rows of a running query; iterate it once.
 
     ``columns`` and ``result_set`` describe the result set the last row came
@@ -376,27 +343,13 @@ class SqlQuery:
     """
 
     def __init__(self, messages: Iterator[pb.QuerySqlResponse], row_type: type) -> None:
+        super().__init__(row_type)
         self._messages = messages
-        self._as_dict = row_type is dict
-        self.columns: List[SqlColumn] = []
-        self.result_set: int = -1
-        self.summary: Optional[SqlSummary] = None
-        self._keys: List[str] = []
         self._rows = self._generate()
 
     def _generate(self) -> Iterator[Any]:
         for message in self._messages:
-            event = message.WhichOneof("event")
-            if event == "columns":
-                self.result_set = message.columns.result_set
-                self.columns = convert.sql_columns(message.columns)
-                self._keys = convert.row_keys(self.columns)
-            elif event == "rows":
-                for row in message.rows.rows:
-                    values = tuple(convert.sql_value(v) for v in row.values)
-                    yield dict(zip(self._keys, values)) if self._as_dict else values
-            elif event == "done":
-                self.summary = convert.sql_summary(message.done)
+            yield from self._rows_of(message)
 
     def __iter__(self) -> Iterator[Any]:
         return self

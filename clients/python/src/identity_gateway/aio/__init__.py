@@ -1,34 +1,29 @@
 """asyncio versions of :func:`identity_gateway.connect` (an ``AsyncClient`` on
 ``grpc.aio``) and of ``GatewayCredential`` (azure-core's
 ``AsyncTokenCredential``). Same arguments, same exceptions, same types.
+
+Requests, argument checks and replies are built by ``identity_gateway._core``,
+as for the sync :class:`~identity_gateway.Client`; only the I/O is async here.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
 import grpc.aio
 
-from .. import _convert as convert
+from .. import _core as core
+from .._core import CLIENT_DEFAULT, DEFAULT_TIMEOUT
 from .._proto import gateway_pb2 as pb
-from .._proto import gateway_pb2_grpc as pb_grpc
-from ..client import CLIENT_DEFAULT, DEFAULT_TIMEOUT
+from ..client import Client
 from ..errors import from_rpc_error
-from ..models import (
-    BlobProperties,
-    DataLakeEntry,
-    IdentityLike,
-    ResourceGroup,
-    Secret,
-    ServiceSas,
-    SqlColumn,
-    SqlSummary,
-    Token,
-)
+from ..models import BlobProperties, DataLakeEntry, IdentityLike, ResourceGroup, Secret, ServiceSas, Token
 
 __all__ = ["AsyncClient", "AsyncBlobStream", "AsyncSqlQuery", "GatewayCredential", "connect"]
+
+T = TypeVar("T")
 
 
 def connect(
@@ -40,18 +35,18 @@ def connect(
 ) -> "AsyncClient":
     """Like :func:`identity_gateway.connect`, on a ``grpc.aio`` channel. Call it
     from inside a running event loop."""
-    resolved = convert.resolve_target(socket_path, target)
-    channel = grpc.aio.insecure_channel(resolved, options=convert.channel_options(resolved, options))
-    return AsyncClient(channel, timeout=timeout)
+    resolved, channel_options = core.channel_args(socket_path, target, options)
+    return AsyncClient(grpc.aio.insecure_channel(resolved, options=channel_options), timeout=timeout)
 
 
-class AsyncClient:
-    """The asyncio gateway client. ``async with`` it, or ``await close()``."""
+class AsyncClient(core.ClientBase):
+    """The asyncio gateway client. ``async with`` it, or ``await close()``.
+
+    Each method takes the arguments of the same :class:`~identity_gateway.Client`
+    method; unary RPCs are coroutines, streamed ones async iterators."""
 
     def __init__(self, channel: grpc.aio.Channel, *, timeout: Optional[float] = DEFAULT_TIMEOUT) -> None:
-        self._channel = channel
-        self._stub = pb_grpc.IdentityGatewayStub(channel)
-        self._timeout = timeout
+        super().__init__(channel, timeout=timeout)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -62,35 +57,38 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _deadline(self, timeout: Any) -> Optional[float]:
-        return self._timeout if timeout is CLIENT_DEFAULT else timeout
+    # The only I/O: one unary call, or one stream of converted messages.
 
-    async def _unary(self, method: Any, request: Any, timeout: Any) -> Any:
+    async def _unary(self, call: "core.Call[T]", timeout: Any) -> T:
+        method, deadline = self._method(call, timeout)
         try:
-            return await method(request, timeout=self._deadline(timeout))
+            reply = await method(call.request, timeout=deadline)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
+        return call.convert(reply)
 
-    async def _stream(self, method: Any, request: Any, timeout: Any) -> AsyncIterator[Any]:
-        call = method(request, timeout=self._deadline(timeout))
+    async def _stream(self, call: "core.Call[T]", timeout: Any) -> AsyncIterator[T]:
+        method, deadline = self._method(call, timeout)
+        stream = method(call.request, timeout=deadline)
         try:
-            async for message in call:
-                yield message
+            async for message in stream:
+                yield call.convert(message)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         finally:
-            call.cancel()
+            stream.cancel()
+
+    # ------------------------------------------------------------ tokens
 
     async def get_token(self, resource: str, identity: IdentityLike = None, *, timeout: Any = CLIENT_DEFAULT) -> Token:
-        request = pb.GetTokenRequest(resource=resource, identity=convert.identity(identity))
-        return convert.token(await self._unary(self._stub.GetToken, request, timeout))
+        return await self._unary(core.get_token(resource, identity), timeout)
 
-    async def watch_token(
+    def watch_token(
         self, resource: str, identity: IdentityLike = None, *, timeout: Optional[float] = None
     ) -> AsyncIterator[Token]:
-        request = pb.WatchTokenRequest(resource=resource, identity=convert.identity(identity))
-        async for reply in self._stream(self._stub.WatchToken, request, timeout):
-            yield convert.token(reply)
+        return self._stream(core.watch_token(resource, identity), timeout)
+
+    # ------------------------------------------------------------ Key Vault
 
     async def get_secret(
         self,
@@ -104,22 +102,20 @@ class AsyncClient:
         bypass_cache: bool = False,
         timeout: Any = CLIENT_DEFAULT,
     ) -> Secret:
-        if bool(vault_url) == bool(vault_name):
-            raise ValueError("give exactly one of vault_url or vault_name")
-        request = pb.GetSecretRequest(
-            name=name,
+        call = core.get_secret(
+            name,
+            vault_url=vault_url,
+            vault_name=vault_name,
             version=version,
-            cloud=convert.enum_value(convert.CLOUDS, cloud, "cloud"),
-            identity=convert.identity(identity),
+            cloud=cloud,
+            identity=identity,
             bypass_cache=bypass_cache,
         )
-        if vault_url:
-            request.vault_url = vault_url
-        else:
-            request.vault_name = vault_name or ""
-        return convert.secret(await self._unary(self._stub.GetSecret, request, timeout))
+        return await self._unary(call, timeout)
 
-    async def list_data_lake(
+    # ------------------------------------------------------------ Data Lake
+
+    def list_data_lake(
         self,
         account_url: str,
         path: str = "",
@@ -132,19 +128,44 @@ class AsyncClient:
         identity: IdentityLike = None,
         timeout: Any = CLIENT_DEFAULT,
     ) -> AsyncIterator[DataLakeEntry]:
-        request = pb.ListDataLakeRequest(
-            account_url=account_url,
-            generation=convert.enum_value(convert.GENERATIONS, generation, "generation"),
+        call = core.list_data_lake(
+            account_url,
+            path,
             filesystem=filesystem,
-            path=path,
             recursive=recursive,
+            generation=generation,
             page_size=page_size,
             continuation=continuation,
-            identity=convert.identity(identity),
+            identity=identity,
         )
-        async for page in self._stream(self._stub.ListDataLake, request, timeout):
-            for entry in page.entries:
-                yield convert.data_lake_entry(entry)
+        return _entries(self._stream(call, timeout))
+
+    def list_data_lake_pages(
+        self,
+        account_url: str,
+        path: str = "",
+        *,
+        filesystem: str = "",
+        recursive: bool = False,
+        generation: Union[None, int, str] = None,
+        page_size: int = 0,
+        continuation: str = "",
+        identity: IdentityLike = None,
+        timeout: Any = CLIENT_DEFAULT,
+    ) -> AsyncIterator[Tuple[List[DataLakeEntry], str]]:
+        call = core.list_data_lake(
+            account_url,
+            path,
+            filesystem=filesystem,
+            recursive=recursive,
+            generation=generation,
+            page_size=page_size,
+            continuation=continuation,
+            identity=identity,
+        )
+        return self._stream(call, timeout)
+
+    # ------------------------------------------------------------ SAS and ARM
 
     async def get_service_sas(
         self,
@@ -165,25 +186,23 @@ class AsyncClient:
         identity: IdentityLike = None,
         timeout: Any = CLIENT_DEFAULT,
     ) -> ServiceSas:
-        request = pb.GetServiceSasRequest(
-            method=convert.enum_value(convert.SAS_METHODS, method, "method"),
-            account=account,
-            container=container,
-            blob=blob,
+        call = core.get_service_sas(
+            account,
+            container,
+            blob,
             permissions=permissions,
+            expires_in=expires_in,
+            method=method,
+            start=start,
             ip_range=ip_range,
             allow_http=allow_http,
             subscription_id=subscription_id,
             resource_group=resource_group,
             blob_endpoint=blob_endpoint,
-            identity=convert.identity(identity),
-            cloud=convert.enum_value(convert.CLOUDS, cloud, "cloud"),
+            cloud=cloud,
+            identity=identity,
         )
-        if expires_in is not None:
-            request.expires_in.CopyFrom(convert.to_duration(expires_in))
-        if start is not None:
-            request.start.CopyFrom(convert.to_timestamp(start))
-        return convert.service_sas(await self._unary(self._stub.GetServiceSas, request, timeout))
+        return await self._unary(call, timeout)
 
     async def get_resource_group(
         self,
@@ -194,13 +213,10 @@ class AsyncClient:
         identity: IdentityLike = None,
         timeout: Any = CLIENT_DEFAULT,
     ) -> ResourceGroup:
-        request = pb.GetResourceGroupRequest(
-            subscription_id=subscription_id,
-            name=name,
-            identity=convert.identity(identity),
-            cloud=convert.enum_value(convert.CLOUDS, cloud, "cloud"),
-        )
-        return convert.resource_group(await self._unary(self._stub.GetResourceGroup, request, timeout))
+        call = core.get_resource_group(subscription_id, name, cloud=cloud, identity=identity)
+        return await self._unary(call, timeout)
+
+    # ------------------------------------------------------------ Blob
 
     async def read_blob(
         self,
@@ -211,22 +227,22 @@ class AsyncClient:
         identity: IdentityLike = None,
         timeout: Any = CLIENT_DEFAULT,
     ) -> "AsyncBlobStream":
-        request = pb.ReadBlobRequest(
-            blob_url=blob_url, offset=offset, length=length, identity=convert.identity(identity)
-        )
-        messages = self._stream(self._stub.ReadBlob, request, timeout)
+        call = core.read_blob(blob_url, offset=offset, length=length, identity=identity)
+        messages = self._stream(call, timeout)
         try:
-            first = await messages.__anext__()
+            properties, first = core.blob_start(await messages.__anext__())
         except StopAsyncIteration:
-            first = None
-        if first is None or not first.HasField("properties"):
-            await messages.aclose()
-            raise ValueError("the gateway's ReadBlob stream did not start with the blob's properties")
-        return AsyncBlobStream(convert.blob_properties(first.properties), first.data, messages)
+            properties, first = core.blob_start(None)
+        except BaseException:
+            await messages.aclose()  # type: ignore[attr-defined]
+            raise
+        return AsyncBlobStream(properties, first, messages)
 
     async def read_blob_bytes(self, blob_url: str, **kwargs: Any) -> bytes:
-        stream = await self.read_blob(blob_url, **kwargs)
-        return await stream.read()
+        async with await self.read_blob(blob_url, **kwargs) as stream:
+            return await stream.read()
+
+    # ------------------------------------------------------------ SQL
 
     def query_sql(
         self,
@@ -242,25 +258,39 @@ class AsyncClient:
         identity: IdentityLike = None,
         timeout: Any = CLIENT_DEFAULT,
     ) -> "AsyncSqlQuery":
-        """Rows as an async iterator (``async for row in gw.query_sql(...)``)."""
-        if row_type not in (dict, tuple):
-            raise ValueError("row_type must be dict or tuple")
-        request = pb.QuerySqlRequest(
-            server=server,
+        call = core.query_sql(
+            server,
+            database,
+            query,
+            parameters,
             port=port,
-            database=database,
-            query=query,
-            parameters=convert.sql_parameters(parameters),
-            identity=convert.identity(identity),
             max_rows=max_rows,
+            query_timeout=query_timeout,
+            row_type=row_type,
+            identity=identity,
         )
-        if query_timeout is not None:
-            request.timeout.CopyFrom(convert.to_duration(query_timeout))
-        return AsyncSqlQuery(self._stream(self._stub.QuerySql, request, timeout), row_type)
+        return AsyncSqlQuery(self._stream(call, timeout), row_type)
+
+
+# The sync client's docstrings describe both (same arguments, same results).
+for _name, _method in vars(AsyncClient).items():
+    if callable(_method) and _method.__doc__ is None and getattr(Client, _name, None) is not None:
+        _method.__doc__ = getattr(Client, _name).__doc__
+del _name, _method
+
+
+async def _entries(pages: AsyncIterator[Tuple[List[DataLakeEntry], str]]) -> AsyncIterator[DataLakeEntry]:
+    try:
+        async for entries, _ in pages:
+            for entry in entries:
+                yield entry
+    finally:
+        await pages.aclose()  # type: ignore[attr-defined]
 
 
 class AsyncBlobStream:
-    """``properties``, then the content as ``bytes`` chunks (``async for``)."""
+    """``properties``, then the content as ``bytes`` chunks (``async for``).
+    ``async with`` it, or ``await aclose()``."""
 
     def __init__(self, properties: BlobProperties, first: bytes, messages: AsyncIterator[pb.ReadBlobResponse]) -> None:
         self.properties = properties
@@ -276,37 +306,32 @@ class AsyncBlobStream:
                 yield message.data
 
     async def read(self) -> bytes:
+        """The rest of the content."""
         return b"".join([chunk async for chunk in self])
 
     async def aclose(self) -> None:
         await self._messages.aclose()  # type: ignore[attr-defined]
 
+    async def __aenter__(self) -> "AsyncBlobStream":
+        return self
 
-class AsyncSqlQuery:
-    """Like :class:`identity_gateway.SqlQuery`, for ``async for``."""
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncSqlQuery(core.SqlRows):
+    """Like :class:`identity_gateway.SqlQuery`, for ``async for``; ``async with``
+    it, or ``await aclose()``, to cancel a query whose rows are still coming."""
 
     def __init__(self, messages: AsyncIterator[pb.QuerySqlResponse], row_type: type) -> None:
+        super().__init__(row_type)
         self._messages = messages
-        self._as_dict = row_type is dict
-        self.columns: List[SqlColumn] = []
-        self.result_set = -1
-        self.summary: Optional[SqlSummary] = None
-        self._keys: List[str] = []
         self._rows = self._generate()
 
     async def _generate(self) -> AsyncIterator[Any]:
         async for message in self._messages:
-            event = message.WhichOneof("event")
-            if event == "columns":
-                self.result_set = message.columns.result_set
-                self.columns = convert.sql_columns(message.columns)
-                self._keys = convert.row_keys(self.columns)
-            elif event == "rows":
-                for row in message.rows.rows:
-                    values = tuple(convert.sql_value(v) for v in row.values)
-                    yield dict(zip(self._keys, values)) if self._as_dict else values
-            elif event == "done":
-                self.summary = convert.sql_summary(message.done)
+            for row in self._rows_of(message):
+                yield row
 
     def __aiter__(self) -> "AsyncSqlQuery":
         return self
@@ -320,6 +345,12 @@ class AsyncSqlQuery:
     async def aclose(self) -> None:
         await self._rows.aclose()
         await self._messages.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> "AsyncSqlQuery":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,141 @@
+//! Validation of what callers name, shared by every operation: identity
+//! selectors and token audiences. One place per kind of input.
+
+use identity_gateway_core::{GatewayError, IdentitySelector};
+
+/// The identity a caller names, as it arrived (not yet validated).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum IdentityRef {
+    /// Nothing named: the system-assigned identity (or IMDS's default).
+    #[default]
+    Default,
+    ClientId(String),
+    ObjectId(String),
+    ResourceId(String),
+}
+
+/// The identity a request selects; unset means system-assigned.
+pub fn identity(identity: IdentityRef) -> Result<IdentitySelector, GatewayError> {
+    match identity {
+        IdentityRef::Default => Ok(IdentitySelector::SystemAssigned),
+        IdentityRef::ClientId(id) => {
+            Ok(IdentitySelector::ClientId(guid("identity.client_id", id)?))
+        }
+        IdentityRef::ObjectId(id) => {
+            Ok(IdentitySelector::ObjectId(guid("identity.object_id", id)?))
+        }
+        IdentityRef::ResourceId(id) => {
+            let trimmed = id.trim();
+            let segments: Vec<&str> = trimmed.split('/').collect();
+            let well_formed = segments.len() == 9
+                && segments[0].is_empty()
+                && segments[1].eq_ignore_ascii_case("subscriptions")
+                && segments[3].eq_ignore_ascii_case("resourcegroups")
+                && segments[5].eq_ignore_ascii_case("providers")
+                && segments[6].eq_ignore_ascii_case("Microsoft.ManagedIdentity")
+                && segments[7].eq_ignore_ascii_case("userAssignedIdentities")
+                && segments
+                    .iter()
+                    .skip(1)
+                    .all(|s| !s.is_empty() && s.len() <= 128)
+                && trimmed
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/-_.()".contains(c));
+            if !well_formed {
+                return Err(GatewayError::invalid(
+                    "identity.resource_id",
+                    "expected /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>",
+                ));
+            }
+            Ok(IdentitySelector::ResourceId(trimmed.to_string()))
+        }
+    }
+}
+
+fn guid(field: &str, value: String) -> Result<String, GatewayError> {
+    let v = value.trim();
+    let shape_ok = v.len() == 36
+        && v.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if shape_ok {
+        Ok(v.to_string())
+    } else {
+        Err(GatewayError::invalid(
+            field,
+            "expected a GUID like 00000000-0000-0000-0000-000000000000",
+        ))
+    }
+}
+
+/// The token audience of GetToken/WatchToken: non-empty, printable, a URI or
+/// an application id; passed on verbatim.
+pub fn resource(resource: &str) -> Result<&str, GatewayError> {
+    if resource.is_empty() {
+        return Err(GatewayError::invalid(
+            "resource",
+            "is required (e.g. https://vault.azure.net)",
+        ));
+    }
+    if resource.len() > 2048 {
+        return Err(GatewayError::invalid(
+            "resource",
+            "is longer than 2048 characters",
+        ));
+    }
+    if resource
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(GatewayError::invalid(
+            "resource",
+            "must not contain spaces or control characters",
+        ));
+    }
+    if resource.ends_with("/.default") {
+        return Err(GatewayError::invalid(
+            "resource",
+            format!(
+                "'{resource}' is a v2 scope; managed identities take the resource: drop '/.default' ('{}')",
+                resource.trim_end_matches("/.default")
+            ),
+        ));
+    }
+    Ok(resource)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_are_validated() {
+        let sel = identity;
+        assert!(sel(IdentityRef::ClientId(
+            "b84e06d3-aba1-4bcc-9626-2e0d76cba2ce".into()
+        ))
+        .is_ok());
+        assert!(sel(IdentityRef::ClientId("nope&resource=evil".into())).is_err());
+        assert!(sel(IdentityRef::ResourceId(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1".into()
+        ))
+        .is_ok());
+        assert!(sel(IdentityRef::ResourceId("/subscriptions/s".into())).is_err());
+        assert_eq!(
+            identity(IdentityRef::Default).unwrap(),
+            IdentitySelector::SystemAssigned
+        );
+    }
+
+    #[test]
+    fn resources_are_checked_but_kept_verbatim() {
+        assert_eq!(
+            resource("https://vault.azure.net/").unwrap(),
+            "https://vault.azure.net/"
+        );
+        assert!(resource("").is_err());
+        assert!(resource("https://vault.azure.net/.default").is_err());
+        assert!(resource("https://x\n").is_err());
+    }
+}
