@@ -90,8 +90,9 @@ wait_for() {
   return 1
 }
 
-# A service left by an interrupted run.
+# A service and logs left by an earlier run.
 win "$gateway" service uninstall >/dev/null 2>&1
+find "$WINEPREFIX/drive_c" -path '*/identity-gateway/logs' -type d -exec rm -rf {} + 2>/dev/null
 
 pipe='\\.\pipe\identity-gateway-wine'
 svc_pipe='\\.\pipe\identity-gateway-wine-service'
@@ -133,6 +134,15 @@ TOML
 }
 write_config console.toml "$pipe"
 write_config service.toml "$svc_pipe"
+# The console gateway also has a caller policy by Windows account: a group
+# by name (resolved at startup), matched against the caller's token.
+cat >>"$work/console.toml" <<'TOML'
+[[policy.rules]]
+accounts = ['S-1-5-21-9-9-9-9999']
+[[policy.rules]]
+accounts = ['Everyone']
+resources = ["https://vault.azure.net"]
+TOML
 
 # --- the gateway in a console -----------------------------------------------
 "$wine" "$gateway" --config "$(win_path "$work/console.toml")" >"$work/gw.out" 2>"$work/gw.err" &
@@ -169,7 +179,14 @@ else
   fail "GetSecret (Key Vault over TLS, extra CA root) over the pipe" "$out"
 fi
 
-out="$(probe burst "$pipe" 50 https://storage.azure.com/)"
+out="$(probe token "$pipe" https://storage.azure.com/)"
+if [[ $out == *"gateway policy: account S-1-5-"*"may not use token resource 'https://storage.azure.com/'"* ]]; then
+  pass "a policy rule naming a Windows group (by name) decides for pipe callers"
+else
+  fail "a policy rule naming a Windows group (by name) decides for pipe callers" "$out"
+fi
+
+out="$(probe burst "$pipe" 50 https://vault.azure.net)"
 if [[ $out == "burst ok: 50 connections, 0 failed" ]]; then
   pass "50 parallel connections, none refused as busy"
 else
@@ -201,6 +218,7 @@ else
   fail "audit lines name the pipe caller's SID" "$(grep -m2 audit "$work/gw.err")"
 fi
 
+: >"$work/second.err"
 timeout 60 "$wine" "$gateway" --config "$(win_path "$work/console.toml")" >"$work/second.out" 2>"$work/second.err" &
 second_pid=$!
 for _ in $(seq 1 120); do
@@ -261,7 +279,8 @@ else
   fail "the service serves GetToken on its pipe" "$(cat "$work/net-start.out"; echo "$out")"
 fi
 
-probe watch "$svc_pipe" https://vault.azure.net >"$work/watch.out" 2>&1 &
+# Straight to the file (no pipe through tr, which would hold the first line back).
+timeout 120 "$wine" "$bin/gateway-probe.exe" watch "$svc_pipe" https://vault.azure.net >"$work/watch.out" 2>&1 &
 watch_pid=$!
 wait_for "$work/watch.out" "first token"
 win net stop identity-gateway >"$work/net-stop.out"
@@ -273,12 +292,14 @@ else
   fail "service stop drains: an open WatchToken ends UNAVAILABLE" "$out / $(cat "$work/net-stop.out")"
 fi
 
-logs="$WINEPREFIX/drive_c/ProgramData/identity-gateway/logs"
+# The ProgramData known folder; wine's may differ from C:\ProgramData.
+logs="$(dirname "$(find "$WINEPREFIX/drive_c" -path '*/identity-gateway/logs/identity-gateway.*.log' | head -n1)")"
 if grep -qs "SERVICE_CONTROL_STOP: draining" "$logs"/identity-gateway*.log &&
-  grep -qs "identity-gateway stopped" "$logs"/identity-gateway*.log; then
-  pass "the service logs to %ProgramData%\\identity-gateway\\logs, its stop included"
+  grep -qs "identity-gateway stopped" "$logs"/identity-gateway*.log &&
+  grep -qs "audit.*caller=sid=S-1-" "$logs"/identity-gateway*.log; then
+  pass "the service logs to %ProgramData%\\identity-gateway\\logs: its calls (audit) and its stop"
 else
-  fail "the service logs to %ProgramData%\\identity-gateway\\logs, its stop included" "$(ls -l "$logs" 2>&1; tail -n 5 "$logs"/* 2>&1)"
+  fail "the service logs to %ProgramData%\\identity-gateway\\logs: its calls (audit) and its stop" "$(ls -l "$logs" 2>&1; tail -n 5 "$logs"/* 2>&1)"
 fi
 if grep -qs $'\e\\[' "$logs"/identity-gateway*.log; then
   fail "log files carry no ANSI codes"

@@ -11,13 +11,22 @@
  *    passes the Windows 8+ CERT_CHAIN_ENGINE_CONFIG (88 bytes, with
  *    dwExclusiveFlags) when extra CA roots are configured (the emulator's
  *    test CA); wine 8.0 only accepts the older sizes and fails with
- *    E_INVALIDARG. While this DLL loads (before the program's code runs) it
- *    points the program's import of that function at a wrapper that retries
- *    with the older sizes, keeping every field wine knows (hExclusiveRoot
- *    included).
+ *    E_INVALIDARG. The wrapper retries with the older sizes, keeping every
+ *    field wine knows (hExclusiveRoot included).
+ *
+ * 3. crypt32!CertVerifyCertificateChainPolicy: the verifier asks Windows to
+ *    ignore "revocation status unknown" (CERT_CHAIN_POLICY_IGNORE_ALL_REV_
+ *    UNKNOWN_FLAGS; the test CA's certificates name no CRL or OCSP server);
+ *    wine 8.0 ignores that flag and reports CERT_E_REVOCATION_FAILURE. The
+ *    wrapper applies the flags the caller passed, as Windows does: only
+ *    "unknown/offline" revocation errors are cleared, never a revocation.
+ *
+ * While this DLL loads (before the program's code runs) it points the
+ * program's imports of 2 and 3 at the wrappers.
  */
 #include <windows.h>
 #include <bcrypt.h>
+#include <wincrypt.h>
 #include <string.h>
 
 BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T len)
@@ -57,6 +66,29 @@ static BOOL WINAPI create_engine_sized(void *config, void **engine)
     return FALSE;
 }
 
+typedef BOOL (WINAPI *verify_policy_fn)(LPCSTR oid, PCCERT_CHAIN_CONTEXT chain,
+                                        PCERT_CHAIN_POLICY_PARA para,
+                                        PCERT_CHAIN_POLICY_STATUS status);
+static verify_policy_fn real_verify_policy;
+
+static BOOL WINAPI verify_policy_honouring_flags(LPCSTR oid, PCCERT_CHAIN_CONTEXT chain,
+                                                 PCERT_CHAIN_POLICY_PARA para,
+                                                 PCERT_CHAIN_POLICY_STATUS status)
+{
+    BOOL ok = real_verify_policy(oid, chain, para, status);
+    if (ok && para && status
+        && (para->dwFlags & CERT_CHAIN_POLICY_IGNORE_ALL_REV_UNKNOWN_FLAGS)
+               == CERT_CHAIN_POLICY_IGNORE_ALL_REV_UNKNOWN_FLAGS
+        && ((DWORD)status->dwError == (DWORD)CERT_E_REVOCATION_FAILURE
+            || (DWORD)status->dwError == (DWORD)CRYPT_E_NO_REVOCATION_CHECK
+            || (DWORD)status->dwError == (DWORD)CRYPT_E_REVOCATION_OFFLINE)) {
+        status->dwError = 0;
+        status->lChainIndex = -1;
+        status->lElementIndex = -1;
+    }
+    return ok;
+}
+
 static void patch_program_imports(void)
 {
     BYTE *base = (BYTE *)GetModuleHandleW(NULL);
@@ -79,11 +111,18 @@ static void patch_program_imports(void)
             if (IMAGE_SNAP_BY_ORDINAL(names->u1.Ordinal))
                 continue;
             by_name = (IMAGE_IMPORT_BY_NAME *)(base + names->u1.AddressOfData);
-            if (strcmp((const char *)by_name->Name, "CertCreateCertificateChainEngine"))
+            ULONG_PTR wrapper;
+            if (!strcmp((const char *)by_name->Name, "CertCreateCertificateChainEngine")) {
+                real_create_engine = (create_engine_fn)slots->u1.Function;
+                wrapper = (ULONG_PTR)create_engine_sized;
+            } else if (!strcmp((const char *)by_name->Name, "CertVerifyCertificateChainPolicy")) {
+                real_verify_policy = (verify_policy_fn)slots->u1.Function;
+                wrapper = (ULONG_PTR)verify_policy_honouring_flags;
+            } else {
                 continue;
-            real_create_engine = (create_engine_fn)slots->u1.Function;
+            }
             if (VirtualProtect(&slots->u1.Function, sizeof(void *), PAGE_READWRITE, &old)) {
-                slots->u1.Function = (ULONG_PTR)create_engine_sized;
+                slots->u1.Function = wrapper;
                 VirtualProtect(&slots->u1.Function, sizeof(void *), old, &old);
             }
         }

@@ -27,12 +27,46 @@ pub const DEFAULT_PIPE: &str = r"\\.\pipe\identity-gateway";
 pub const DATA_DIR_SDDL: &str = "D:PAI(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)";
 
 /// `%ProgramData%\identity-gateway`: config, identity header file, logs.
+/// The ProgramData known folder, not the environment variable: a service's
+/// environment and an installer's shell must agree on the place.
 pub fn data_dir() -> PathBuf {
-    let base = std::env::var_os("ProgramData")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"));
-    base.join(SERVICE_NAME)
+    program_data()
+        .or_else(|| {
+            std::env::var_os("ProgramData")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+        .join(SERVICE_NAME)
+}
+
+#[cfg(windows)]
+fn program_data() -> Option<PathBuf> {
+    use std::os::windows::ffi::OsStringExt;
+    use windows_sys::Win32::{
+        System::Com::CoTaskMemFree,
+        UI::Shell::{FOLDERID_ProgramData, SHGetKnownFolderPath},
+    };
+    let mut path: *mut u16 = std::ptr::null_mut();
+    // SAFETY: the system allocates `path` (freed below, even on failure).
+    let hr =
+        unsafe { SHGetKnownFolderPath(&FOLDERID_ProgramData, 0, std::ptr::null_mut(), &mut path) };
+    let out = (hr >= 0 && !path.is_null()).then(|| {
+        // SAFETY: a NUL-terminated UTF-16 string from the system.
+        let wide = unsafe {
+            let len = (0..).take_while(|&i| *path.add(i) != 0).count();
+            std::slice::from_raw_parts(path, len)
+        };
+        PathBuf::from(std::ffi::OsString::from_wide(wide))
+    });
+    // SAFETY: allocated by SHGetKnownFolderPath (null is allowed).
+    unsafe { CoTaskMemFree(path as *const std::ffi::c_void) };
+    out
+}
+
+#[cfg(not(windows))]
+fn program_data() -> Option<PathBuf> {
+    None
 }
 
 /// Where the service writes its rotating log files.
