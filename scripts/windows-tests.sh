@@ -294,6 +294,8 @@ fi
 
 # The ProgramData known folder; wine's may differ from C:\ProgramData.
 logs="$(dirname "$(find "$WINEPREFIX/drive_c" -path '*/identity-gateway/logs/identity-gateway.*.log' | head -n1)")"
+# `net stop` may return before the drain has finished and the service reported STOPPED.
+wait_for "$(ls "$logs"/identity-gateway.*.log | head -n1)" "service stopped"
 if grep -qs "SERVICE_CONTROL_STOP: draining" "$logs"/identity-gateway*.log &&
   grep -qs "identity-gateway stopped" "$logs"/identity-gateway*.log &&
   grep -qs "audit.*caller=sid=S-1-" "$logs"/identity-gateway*.log; then
