@@ -2,7 +2,9 @@
 # The polyglot suite: the real identity-gateway binary (--emulator) driven by
 # the Python package and its pytest tests, azure-identity's unmodified
 # ManagedIdentityCredential (through the identity endpoint), grpcurl and the
-# Node example, all as the docs show them.
+# Node, Go and Java examples, all as the docs show them, plus third-party gRPC
+# clients with default options (grpcio, grpcurl, grpc-go, grpc-java) over the
+# socket (tests/test_interop.py).
 #
 #   scripts/polyglot-tests.sh [pytest args...]
 #
@@ -16,6 +18,8 @@ cd "$repo"
 python="$(bash scripts/tools/python.sh | tail -n1)"
 bash scripts/tools/grpcurl.sh >/dev/null
 bash scripts/tools/node.sh
+bash scripts/tools/go.sh >/dev/null
+bash scripts/tools/java.sh
 
 echo "polyglot-tests: cargo build --bin identity-gateway" >&2
 # The binary's path, from cargo itself (whatever CARGO_TARGET_DIR says).
@@ -34,7 +38,7 @@ if [[ ! -x "$IDENTITY_GATEWAY_BIN" ]]; then
   exit 1
 fi
 export IDENTITY_GATEWAY_BIN
-# A missing grpcurl or Node install is a failure here, not a skip.
+# A missing grpcurl, Node, Go or Java install is a failure here, not a skip.
 export IDENTITY_GATEWAY_REQUIRE_TOOLS=1
 
 cd clients/python

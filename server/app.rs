@@ -4,8 +4,15 @@
 //! startup `main`, the integration tests and the benchmarks share; then
 //! [`App::serve`] runs the gRPC service (plus health and reflection) on the
 //! listeners it bound, until the shutdown future resolves, and drains.
+//! [`App::reloader`] re-reads the caller policy from the configuration file
+//! (`main` calls it on SIGHUP) without touching connections or streams.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use identity_gateway_azure::{keyvault::SecretCache, sql::SqlPools, Upstream};
 use identity_gateway_core::{
@@ -14,11 +21,10 @@ use identity_gateway_core::{
     HostGuard,
 };
 use identity_gateway_identity::{CacheSettings, SourceError, TokenCache, TokenSource};
-use identity_gateway_service::{CallerPolicy, Gateway, GatewayParts, Limits};
+use identity_gateway_service::{CallerPolicy, Gateway, GatewayParts, Limits, PolicyError};
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use crate::{
     adapters::{
@@ -27,7 +33,12 @@ use crate::{
     },
     config::{Config, ConfigError},
     proto::{identity_gateway_server::IdentityGatewayServer, FILE_DESCRIPTOR_SET},
-    transport::{self, BindError, Listeners},
+    transport::{
+        self,
+        peer::Attributor,
+        serve::{ConnectionServer, Transport},
+        BindError, Listeners,
+    },
 };
 
 /// Why the gateway could not start. Each variant keeps its cause as
@@ -40,6 +51,8 @@ pub enum StartupError {
     #[error(transparent)]
     Bind(#[from] BindError),
     #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
     HttpClient(#[from] HttpClientError),
     #[error(transparent)]
     TokenSource(#[from] SourceError),
@@ -48,9 +61,6 @@ pub enum StartupError {
     #[cfg(feature = "emulator")]
     #[error(transparent)]
     Emulator(#[from] crate::emulator_mode::EmulatorError),
-    /// A policy rule names a Windows account that does not exist.
-    #[error("policy {0}")]
-    Policy(String),
     #[error("the gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
 }
@@ -64,6 +74,9 @@ pub struct Options {
     /// Start the built-in emulator and point the gateway at it (`--emulator`).
     #[cfg(feature = "emulator")]
     pub emulator: bool,
+    /// Where loopback callers are looked up (`/proc` when unset); tests
+    /// point it at an empty directory to see unattributable callers.
+    pub proc_root: Option<PathBuf>,
 }
 
 /// A started gateway: listeners bound, operations built, identity endpoint
@@ -73,6 +86,7 @@ pub struct App {
     config: Config,
     gateway: Arc<Gateway>,
     listeners: Listeners,
+    attributor: Attributor,
     identity_endpoint: Option<RunningIdentityEndpoint>,
     #[cfg(feature = "emulator")]
     emulator: Option<crate::emulator_mode::RunningEmulator>,
@@ -104,11 +118,19 @@ impl App {
         };
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let gateway = Arc::new(build_gateway(&config, clock)?);
-        let identity_endpoint = http_identity::start(&gateway, &config).await?;
+        tracing::info!(policy = %gateway.policy().summary(), "caller policy");
+        let socket_gid = socket_gid(&config)?;
+        let mut attributor = Attributor::new(socket_gid);
+        if let Some(dir) = options.proc_root {
+            attributor = attributor.with_proc(dir);
+        }
+        let identity_endpoint =
+            http_identity::start(&gateway, &config, attributor.clone(), socket_gid).await?;
         Ok(Self {
             config,
             gateway,
             listeners,
+            attributor,
             identity_endpoint,
             #[cfg(feature = "emulator")]
             emulator,
@@ -124,6 +146,15 @@ impl App {
     /// The operations.
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// Re-reads the caller policy from the configuration file the gateway
+    /// started with (see [`Reloader`]).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            gateway: Arc::clone(&self.gateway),
+            file: self.config.config_file.clone(),
+        }
     }
 
     /// The identity endpoint, when configured.
@@ -144,7 +175,7 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let served = serve(self.gateway, self.listeners, shutdown).await;
+        let served = serve(self.gateway, self.listeners, self.attributor, shutdown).await;
         if let Some(endpoint) = self.identity_endpoint {
             endpoint.stop().await;
         }
@@ -177,7 +208,7 @@ pub fn build_gateway(config: &Config, clock: Arc<dyn Clock>) -> Result<Gateway, 
     Ok(Gateway::new(GatewayParts {
         tokens,
         upstream,
-        policy: CallerPolicy::new(&policy_with_sids(&config.policy)?),
+        policy: CallerPolicy::compile(&config.policy)?,
         secrets: SecretCache::new(Duration::from_secs(config.keyvault.secret_cache_ttl_secs)),
         sql,
         limits: Limits {
@@ -185,24 +216,6 @@ pub fn build_gateway(config: &Config, clock: Arc<dyn Clock>) -> Result<Gateway, 
         },
         shutdown: CancellationToken::new(),
     }))
-}
-
-/// The policy with every rule's `accounts` as SIDs: on Windows, account
-/// names are looked up once, here (an unknown name stops startup, naming
-/// it); elsewhere no caller has an account, so they are left as written.
-fn policy_with_sids(
-    policy: &identity_gateway_service::policy::PolicyConfig,
-) -> Result<identity_gateway_service::policy::PolicyConfig, StartupError> {
-    #[cfg_attr(not(windows), allow(unused_mut))]
-    let mut policy = policy.clone();
-    #[cfg(windows)]
-    for (i, rule) in policy.rules.iter_mut().enumerate() {
-        for account in &mut rule.accounts {
-            *account = crate::windows::pipe_security::resolve_account(account)
-                .map_err(|e| StartupError::Policy(format!("rule {}: {e}", i + 1)))?;
-        }
-    }
-    Ok(policy)
 }
 
 /// How long in-flight calls get to finish once shutdown starts.
@@ -214,6 +227,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 async fn serve(
     gateway: Arc<Gateway>,
     listeners: Listeners,
+    attributor: Attributor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -253,37 +267,42 @@ async fn serve(
         .expect("the embedded descriptor set is valid");
     let service = IdentityGatewayServer::new(GatewayService::new(gateway))
         .max_decoding_message_size(4 * 1024 * 1024);
-    let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(health)
+    let routes = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service);
+    let server = Arc::new(
+        ConnectionServer::new(routes).http2_keepalive_interval(Some(Duration::from_secs(30))),
+    );
 
     let mut servers = Vec::new();
     #[cfg(unix)]
     if let Some(unix) = listeners.unix {
         let incoming = unix.into_listener();
-        let r = router.clone();
+        let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(incoming, stop).await
+            s.serve(Transport::Local, incoming, stop).await;
+            Ok::<(), tonic::transport::Error>(())
         }));
     }
     #[cfg(windows)]
     if let Some(incoming) = listeners.pipe {
-        let r = router.clone();
+        let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(incoming, stop).await
+            s.serve(Transport::Local, incoming, stop).await;
+            Ok::<(), tonic::transport::Error>(())
         }));
     }
     if let Some(tcp) = listeners.tcp {
-        let incoming = TcpListenerStream::new(tcp);
-        let r = router.clone();
+        // Each connection is attributed to its owner at accept.
+        let incoming = transport::peer::incoming(tcp, attributor);
+        let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
-            r.serve_with_incoming_shutdown(incoming, stop).await
+            s.serve(Transport::Tcp, incoming, stop).await;
+            Ok::<(), tonic::transport::Error>(())
         }));
     }
     let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();
@@ -304,5 +323,86 @@ async fn serve(
             aborts.iter().for_each(|a| a.abort());
             Ok(())
         }
+    }
+}
+
+/// The socket group's gid (for loopback callers and the header file).
+fn socket_gid(config: &Config) -> Result<Option<u32>, StartupError> {
+    #[cfg(unix)]
+    {
+        Ok(config
+            .socket_group
+            .as_deref()
+            .map(transport::uds::resolve_group)
+            .transpose()?)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = config;
+        Ok(None)
+    }
+}
+
+/// Reloads the caller policy from the configuration file: on SIGHUP, or
+/// when a test or tool asks. Only `[policy]` is taken from the new file;
+/// other settings apply at the next start. A file that does not parse, or a
+/// policy that does not compile, leaves the policy in force and says why.
+/// Connections, streams and calls in flight are not touched: each call
+/// judges with the policy it read at its start.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    file: Option<PathBuf>,
+}
+
+/// Why a reload kept the old policy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    #[error(
+        "the gateway was started without --config; there is no file to reload the policy from"
+    )]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{}: {source}", .file.display())]
+    Policy {
+        file: PathBuf,
+        #[source]
+        source: PolicyError,
+    },
+}
+
+impl Reloader {
+    /// Reloads from the file the gateway started with, logging the outcome.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let result = match &self.file {
+            Some(file) => self.reload_from(file),
+            None => Err(ReloadError::NoFile),
+        };
+        match &result {
+            Ok(()) => tracing::info!(
+                file = %self.file.as_deref().unwrap_or(Path::new("")).display(),
+                policy = %self.gateway.policy().summary(),
+                "caller policy reloaded (other settings apply at the next start)"
+            ),
+            Err(error) => tracing::error!(
+                error = %crate::error_chain(error),
+                "caller policy NOT reloaded; the previous policy stays in force"
+            ),
+        }
+        result
+    }
+
+    /// Reads `file`, compiles its `[policy]` and puts it in force.
+    pub fn reload_from(&self, file: &Path) -> Result<(), ReloadError> {
+        let config = Config::from_file(file)?;
+        let policy =
+            CallerPolicy::compile(&config.policy).map_err(|source| ReloadError::Policy {
+                file: file.to_owned(),
+                source,
+            })?;
+        self.gateway.replace_policy(policy);
+        Ok(())
     }
 }

@@ -112,8 +112,12 @@ pub struct Config {
     pub sas: SasConfig,
     pub sql: SqlConfig,
     pub identity_endpoint: IdentityEndpointConfig,
-    /// Who may ask for what (see `policy`); no rules = any local process.
+    /// Who may ask for what (see `identity_gateway_service::policy`); no
+    /// rules: IMDS-equivalent. Reloaded from the file on SIGHUP.
     pub policy: identity_gateway_service::policy::PolicyConfig,
+    /// The `--config` file this was read from (what SIGHUP reloads).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 /// The App Service-compatible identity endpoint for unmodified Azure SDKs
@@ -144,6 +148,7 @@ impl Default for Config {
             sql: SqlConfig::default(),
             identity_endpoint: IdentityEndpointConfig::default(),
             policy: identity_gateway_service::policy::PolicyConfig::default(),
+            config_file: None,
         }
     }
 }
@@ -176,7 +181,10 @@ impl Config {
             return Err(ConfigError::NoEmulator);
         }
         let mut config = match &cli.config {
-            Some(path) => Self::from_file(path)?,
+            Some(path) => Self {
+                config_file: Some(path.clone()),
+                ..Self::from_file(path)?
+            },
             None => Self::default(),
         };
         config.apply_cli(cli);
@@ -293,6 +301,8 @@ impl Config {
                 )));
             }
         }
+        identity_gateway_service::CallerPolicy::compile(&self.policy)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.sql.batch_rows == 0 {
             return Err(ConfigError::Invalid(
                 "sql.batch_rows must be at least 1".into(),
@@ -350,6 +360,34 @@ mod tests {
         let config = Config::from_file(&path).unwrap();
         config.validate().unwrap();
         assert_eq!(config.identity.max_per_second, 20);
+    }
+
+    #[test]
+    fn the_readmes_policy_example_is_valid() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .unwrap();
+        let example = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .find(|block| block.contains("[policy]"))
+            .expect("a policy example in the README");
+        let config = Config::from_toml(example).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.policy.rules.len(), 3);
+        let shipped = Config::from_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml"),
+        )
+        .unwrap();
+        assert!(!shipped.policy.allow_anonymous_loopback);
+    }
+
+    #[test]
+    fn an_invalid_policy_is_a_configuration_error() {
+        let config = Config::from_toml("[[policy.rules]]\nidentities = [\"system\"]\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("rule #1: names no callers"), "{err}");
     }
 
     #[test]

@@ -333,10 +333,8 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
 /// endpoint), GetResourceGroup, health and listing.
 ///
 /// Flags come before the address: grpcurl stops reading flags at the first
-/// positional argument. The address is `unix://<absolute socket path>`:
-/// `-unix <socket>` dials TCP in grpcurl 1.9.2 and 1.9.3, and with
-/// `unix:<path>` grpc-go sends the path as the HTTP/2 `:authority`, which the
-/// server's HTTP/2 stack refuses (RST_STREAM PROTOCOL_ERROR) once it has a `/`.
+/// positional argument. The address is `unix://<absolute socket path>`, which
+/// works from any directory (grpcurl's other Unix forms work too).
 fn examples(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
     // grpcurl cannot dial a named pipe: on Windows the examples use --tcp.
     #[cfg(windows)]

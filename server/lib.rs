@@ -46,5 +46,17 @@ pub mod proto {
         tonic::include_file_descriptor_set!("identity_gateway_descriptor");
 }
 
-pub use app::{App, Options, StartupError};
+pub use app::{App, Options, ReloadError, Reloader, StartupError};
 pub use config::Config;
+
+/// An error and its causes, `: `-separated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}

@@ -1,12 +1,14 @@
 //! The `identity-gateway` binary: parse configuration, [`App::start`], serve
 //! until SIGTERM or Ctrl-C (or a Windows service stop), drain, remove the
-//! socket. `identity-gateway service ...` manages the Windows service.
+//! socket. SIGHUP reloads the caller policy from the configuration file.
+//! `identity-gateway service ...` manages the Windows service.
 
 use std::{error::Error, process::ExitCode};
 
 use clap::Parser;
 use identity_gateway::{
     config::{Cli, Config},
+    error_chain,
     lifecycle::RunControl,
     logging, transport, App, Options, StartupError,
 };
@@ -56,16 +58,8 @@ fn service(_args: Vec<std::ffi::OsString>) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// An error and its causes, `: `-separated.
 fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
+    error_chain(error)
 }
 
 /// Runs the gateway on its own runtime until `control.shutdown` resolves.
@@ -78,7 +72,21 @@ fn run_blocking(config: Config, options: Options, control: RunControl) -> Result
 }
 
 async fn run(config: Config, options: Options, control: RunControl) -> Result<(), StartupError> {
+    // Before anything else: SIGHUP's default action would end the process.
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let app = App::start_with(config, options).await?;
+    #[cfg(unix)]
+    if let Some(mut hangups) = hangups.take() {
+        let reloader = app.reloader();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the caller policy");
+                // The outcome is logged by the reloader.
+                let _ = reloader.reload();
+            }
+        });
+    }
     let config = app.config();
     tracing::info!(
         listening = %transport::describe(config),

@@ -3,12 +3,20 @@
 
 mod common;
 
+// The binary's signal handling is Unix's; on Windows the binary (pipe,
+// service stop, second instance) is exercised by scripts/windows-tests.sh.
+#[cfg(unix)]
 mod binary;
 mod datalake;
 mod emulator;
 mod emulator_blob;
 mod identity_endpoint;
 mod keyvault;
+// Raw HTTP/2 over the Unix socket, and callers as other Unix users (setpriv).
+#[cfg(unix)]
+mod local_authority;
+#[cfg(unix)]
+mod policy;
 mod sources;
 mod sql;
 mod storage;

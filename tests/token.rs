@@ -480,16 +480,16 @@ async fn identity_gateway_test_channel(target: &str) -> tonic::transport::Channe
 #[cfg(unix)]
 #[tokio::test]
 async fn caller_policy_uses_the_sockets_peer_credentials() {
-    use identity_gateway_service::policy::Rule;
+    use identity_gateway_service::policy::{IdEntry, RuleConfig};
     let env = TestEnv::new().await;
     let mut config = env.config();
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
-    config.policy.rules = vec![Rule {
-        uids: vec![me],
+    config.policy.rules = vec![RuleConfig {
+        uids: vec![IdEntry::Id(me)],
         identities: vec!["system".into()],
         resources: vec![VAULT.into()],
-        ..Rule::default()
+        ..RuleConfig::default()
     }];
     let gw = env.start(config).await;
     gw.client.get_token(VAULT).await.unwrap();

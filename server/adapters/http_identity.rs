@@ -6,10 +6,17 @@
 //! over [`Gateway::get_token`]: validation, policy and the audit line live
 //! in the operation; this module owns only the HTTP protocol.
 //!
-//! It owns the listener, the header secret (random, written to a 0600 file,
+//! It owns the listener, the header secret (random, written to a 0640 file
+//! of the socket group, so the apps that may reach the socket may read it;
 //! removed on stop) and the protocol: query parsing, the header check,
 //! selectors and the JSON shapes. It never logs the secret or a token, and
 //! never listens on anything but a loopback address.
+//!
+//! Callers are attributed like loopback gRPC callers: each connection's
+//! owner is looked up in the kernel's TCP table at accept
+//! ([`crate::transport::peer`]); the caller policy judges that uid, and
+//! refuses callers it could not attribute unless the policy allows
+//! anonymous loopback callers.
 
 use std::{
     fmt,
@@ -35,7 +42,10 @@ use identity_gateway_service::{
     ops::token::TokenRequest, CallContext, Gateway, IdentityRef, Peer, Transport,
 };
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    transport::peer::{AttributedListener, Attributor, TcpCaller},
+};
 
 /// The URL path SDKs are pointed at (`IDENTITY_ENDPOINT=http://<addr>/msi/token`).
 pub const TOKEN_PATH: &str = "/msi/token";
@@ -77,7 +87,7 @@ impl RunningIdentityEndpoint {
         format!("http://{}{TOKEN_PATH}", self.addr)
     }
 
-    /// The 0600 file holding what to put in `IDENTITY_HEADER`.
+    /// The 0640 file (socket group) holding what to put in `IDENTITY_HEADER`.
     pub fn header_file(&self) -> &Path {
         &self.header_file.0
     }
@@ -153,10 +163,14 @@ pub fn header_file_path(config: &Config) -> PathBuf {
 }
 
 /// Starts the endpoint when `[identity_endpoint] listen` (or
-/// `--identity-endpoint`) is set: binds, writes a fresh secret, serves.
+/// `--identity-endpoint`) is set: binds, writes a fresh secret readable by
+/// `socket_gid` (the socket group, when configured), serves; callers are
+/// attributed by `attributor`.
 pub async fn start(
     gateway: &Arc<Gateway>,
     config: &Config,
+    attributor: Attributor,
+    socket_gid: Option<u32>,
 ) -> Result<Option<RunningIdentityEndpoint>, EndpointError> {
     let Some(listen) = config.identity_endpoint.listen else {
         return Ok(None);
@@ -187,7 +201,7 @@ pub async fn start(
             }
         })?;
     }
-    write_secret(&path, &secret).map_err(|source| EndpointError::HeaderFile {
+    write_secret(&path, &secret, socket_gid).map_err(|source| EndpointError::HeaderFile {
         path: path.clone(),
         source,
     })?;
@@ -195,7 +209,8 @@ pub async fn start(
     let app = router(Arc::clone(gateway), secret);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let service = app.into_make_service_with_connect_info::<TcpCaller>();
+        let listener = AttributedListener::new(listener, attributor);
         let served = axum::serve(listener, service).with_graceful_shutdown(async {
             let _ = stop_rx.await;
         });
@@ -222,9 +237,12 @@ fn new_secret() -> SecretString {
     SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-/// Writes the secret to a fresh 0600 file next to `path` and renames it over
-/// `path`, so no reader ever sees a partial or wider-permission file.
-fn write_secret(path: &Path, secret: &SecretString) -> io::Result<()> {
+/// Writes the secret to a fresh 0640 file next to `path` (group `gid` when
+/// given: the socket group, whose members are the apps that may call the
+/// gateway) and renames it over `path`, so no reader ever sees a partial or
+/// wider-permission file. Group and mode are set on the open file, never
+/// through a path.
+fn write_secret(path: &Path, secret: &SecretString, gid: Option<u32>) -> io::Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
@@ -237,6 +255,17 @@ fn write_secret(path: &Path, secret: &SecretString) -> io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let written = options.open(&tmp).and_then(|mut file| {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Some(gid) = gid {
+                std::os::unix::fs::fchown(&file, None, Some(gid))?;
+            }
+            // Only now, with the group set, may the group read it.
+            file.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+        }
+        #[cfg(not(unix))]
+        let _ = gid;
         file.write_all(secret.expose_secret().as_bytes())?;
         file.sync_all()
     });
@@ -282,7 +311,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 async fn token(
     State(state): State<EndpointState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(caller): ConnectInfo<TcpCaller>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -290,13 +319,13 @@ async fn token(
     if !uri.path().eq_ignore_ascii_case(TOKEN_PATH) {
         return error(StatusCode::NOT_FOUND, "no such path; use /msi/token");
     }
-    let (response, refused) = answer(&state, peer, &method, &uri, &headers).await;
+    let (response, refused) = answer(&state, caller.peer, &method, &uri, &headers).await;
     // Requests that reach the operation are audited there; these were
     // refused by the protocol before it.
     if let Some(outcome) = refused {
         tracing::info!(
             target: "audit",
-            caller = %format_args!("tcp={peer}"),
+            caller = %caller.peer,
             rpc = "IdentityEndpoint",
             outcome = %outcome,
         );
@@ -308,7 +337,7 @@ async fn token(
 /// before the operation saw it.
 async fn answer(
     state: &EndpointState,
-    peer: SocketAddr,
+    peer: Peer,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -347,13 +376,10 @@ async fn answer(
         Ok(query) => query,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    // Callers here have no peer credentials: the policy treats them like
-    // loopback-TCP gRPC callers (only rules naming no uid/gid apply).
+    // The connection's owner from the TCP table (or anonymous): judged by
+    // the policy like any other caller.
     let ctx = CallContext {
-        peer: Peer {
-            addr: Some(peer),
-            ..Peer::default()
-        },
+        peer,
         transport: Transport::IdentityEndpoint,
         budget: Some(TOKEN_BUDGET),
     };
@@ -523,12 +549,28 @@ mod tests {
 
     const CLIENT_ID: &str = sample::USER_CLIENT_ID;
 
+    /// A caller the TCP table named root.
+    fn root_caller(port: u16) -> TcpCaller {
+        let remote = SocketAddr::from(([127, 0, 0, 1], port));
+        TcpCaller {
+            local: SocketAddr::from(([127, 0, 0, 1], 42356)),
+            remote,
+            peer: Peer {
+                uid: Some(0),
+                gid: Some(0),
+                addr: Some(remote),
+                attribution: identity_gateway_service::Attribution::TcpTable,
+                ..Peer::default()
+            },
+        }
+    }
+
     #[tokio::test]
-    async fn the_caller_policy_applies_as_to_a_tcp_caller() {
+    async fn the_caller_policy_applies_to_the_attributed_caller() {
         let f = fixture().await;
         let mut config = f.app_config.clone();
         config.policy = toml::from_str(
-            "[[rules]]\nresources = [\"https://vault.azure.net\"]\n[[rules]]\nuids = [0]\n",
+            "[[rules]]\nuids = [0]\nidentities = [\"system\"]\nresources = [\"https://vault.azure.net\"]\n",
         )
         .expect("policy");
         let app = router(
@@ -587,7 +629,7 @@ mod tests {
         let mut request = request.body(Body::empty()).expect("request");
         request
             .extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 50000))));
+            .insert(ConnectInfo(root_caller(50000)));
         let response = app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -688,7 +730,7 @@ mod tests {
         let f = fixture().await;
         let request = Request::post("/msi/token?resource=a&api-version=2019-08-01")
             .header("X-IDENTITY-HEADER", &f.secret)
-            .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))))
+            .extension(ConnectInfo(root_caller(1)))
             .body(Body::empty())
             .expect("request");
         let response = f.app.clone().oneshot(request).await.expect("infallible");
@@ -698,7 +740,7 @@ mod tests {
         let request = Request::get("/msi/token?resource=a&api-version=2019-08-01")
             .header("X-IDENTITY-HEADER", &f.secret)
             .header("X-Forwarded-For", "203.0.113.9")
-            .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))))
+            .extension(ConnectInfo(root_caller(1)))
             .body(Body::empty())
             .expect("request");
         let response = f.app.clone().oneshot(request).await.expect("infallible");
@@ -716,15 +758,22 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn the_secret_file_is_private_and_replaced() {
+    fn the_secret_file_is_for_the_socket_group_and_replaced() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("identity-header");
         std::fs::write(&path, "old").expect("seed");
-        write_secret(&path, &SecretString::from("s3cret".to_string())).expect("write");
+        // SAFETY: no preconditions.
+        let gid = unsafe { libc::getegid() };
+        write_secret(&path, &SecretString::from("s3cret".to_string()), Some(gid)).expect("write");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "s3cret");
-        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let meta = std::fs::metadata(&path).expect("meta");
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o640,
+            "the socket group may read it"
+        );
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), gid);
         assert_eq!(
             std::fs::read_dir(dir.path()).expect("ls").count(),
             1,

@@ -17,6 +17,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use identity_gateway_core::normalize_host;
 use serde::Deserialize;
 use url::Url;
 
@@ -96,8 +97,12 @@ pub fn blob_url(up: &Upstream, raw: &str) -> Result<Url, GatewayError> {
 /// The storage account a checked blob URL points at: the first host label on
 /// Storage hosts (`acct.blob.core.windows.net`), else the first path segment
 /// (path-style endpoints such as Azurite's `127.0.0.1:10000/devstoreaccount1`).
+///
+/// The host is taken in [`normalize_host`]'s form, the same the guard
+/// checked and (for URLs from [`blob_url`]) the request goes to: with a
+/// trailing dot, `victim.blob.core.windows.net.` is still account `victim`.
 pub fn account_of(url: &Url) -> String {
-    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let host = normalize_host(url.host_str().unwrap_or_default());
     let azure_host = Service::Storage
         .host_suffixes()
         .iter()
@@ -482,6 +487,10 @@ mod tests {
         assert_eq!(account_of(&url), "acct1");
         let url = Url::parse("https://127.0.0.1:10000/devstoreaccount1/c/b").unwrap();
         assert_eq!(account_of(&url), "devstoreaccount1");
+        // A trailing dot is the same host: the account is the host's, not
+        // the path's (the guard passes the host; the request goes there).
+        let url = Url::parse("https://victim.blob.core.windows.net./appacct/x").unwrap();
+        assert_eq!(account_of(&url), "victim");
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl Generation {
 
 /// The generation a host's suffix says, if it says one.
 pub fn generation_of_host(host: &str) -> Option<Generation> {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = identity_gateway_core::normalize_host(host);
     if Service::DataLakeGen1
         .host_suffixes()
         .iter()
@@ -115,13 +115,15 @@ impl Listing {
                 "is required (e.g. https://myadls.azuredatalakestore.net or https://acct.dfs.core.windows.net)",
             ));
         }
-        let url = Url::parse(raw)
+        let mut url = Url::parse(raw)
             .map_err(|e| GatewayError::invalid(FIELD, format!("not an absolute URL ({e})")))?;
-        let host = url
-            .host_str()
-            .ok_or_else(|| GatewayError::invalid(FIELD, "URL has no host"))?
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
+        // One spelling of the host for the guard, the policy's account and
+        // the requests (no trailing dot, lower case).
+        identity_gateway_core::normalize_url(&mut url);
+        let host = identity_gateway_core::normalize_host(
+            url.host_str()
+                .ok_or_else(|| GatewayError::invalid(FIELD, "URL has no host"))?,
+        );
         let inferred = generation_of_host(&host);
         let generation = match (inferred, request.generation) {
             (Some(inferred), Some(asked)) if inferred != asked => {
@@ -213,6 +215,17 @@ impl Listing {
     /// The token audience for this generation.
     pub fn audience(&self) -> &'static str {
         self.generation.service().audience(super::Cloud::Public)
+    }
+
+    /// The directory as the caller policy's `datalake_paths` name it:
+    /// `filesystem/dir/...` for Gen2, `dir/...` for Gen1.
+    pub fn policy_path(&self) -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        if !self.filesystem.is_empty() {
+            parts.push(&self.filesystem);
+        }
+        parts.extend(self.directory.iter().map(String::as_str));
+        parts.join("/")
     }
 
     /// `https://host/[filesystem/]path`, for the audit line.

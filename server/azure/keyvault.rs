@@ -51,11 +51,12 @@ impl Vault {
                 "must be just the vault's address, e.g. https://myvault.vault.azure.net (no path or query)",
             ));
         }
-        let host = url
-            .host_str()
-            .ok_or_else(|| GatewayError::invalid(FIELD, "URL has no host"))?
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
+        // check_url normalised the host: the policy sees the host the
+        // request goes to.
+        let host = identity_gateway_core::normalize_host(
+            url.host_str()
+                .ok_or_else(|| GatewayError::invalid(FIELD, "URL has no host"))?,
+        );
         if host.ends_with(".managedhsm.azure.net") {
             return Err(GatewayError::invalid(
                 FIELD,

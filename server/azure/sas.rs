@@ -351,7 +351,7 @@ pub fn endpoint(
         .unwrap_or_default();
     match segments.as_slice() {
         [] => {
-            let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+            let host = identity_gateway_core::normalize_host(url.host_str().unwrap_or_default());
             let azure_host = Service::Storage
                 .host_suffixes()
                 .iter()
@@ -993,6 +993,15 @@ mod tests {
             "https://127.0.0.1:10000/devstoreaccount1/data"
         );
         assert_eq!(p.canonicalized_resource(), "/blob/devstoreaccount1/data");
+
+        // Another account's endpoint with a trailing dot is still another
+        // account's: the delegation key would come from there.
+        let dotted = SasInput {
+            blob_endpoint: "https://victim.blob.core.windows.net./".into(),
+            ..input()
+        };
+        let err = plan(&s, SasMethod::UserDelegation, &dotted, Cloud::Public, WEEK).unwrap_err();
+        assert!(err.to_string().contains("is not account"), "{err}");
 
         let gov = plan(
             &s,

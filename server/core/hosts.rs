@@ -1,8 +1,34 @@
 //! The token exfiltration guard: a token for a service is only ever sent to a
 //! host of that service's cloud suffix, or to a host the operator allowed in
 //! config (private endpoints, the emulator). Checked before any token is fetched.
+//!
+//! [`normalize_host`] is the one spelling of a host name the gateway uses: the
+//! guard checks it, the caller policy compares it, and the request goes to it
+//! (URLs that pass [`HostGuard::check_url`] come back with their host
+//! normalised), so `victim.blob.core.windows.net.` cannot be checked as one
+//! account and contacted as another.
 
 use url::Url;
+
+/// The canonical form of a host name: lower case, without the trailing
+/// dot(s) of a fully qualified name. `Victim.Blob.Core.Windows.Net.` and
+/// `victim.blob.core.windows.net` name the same host, so they must be one
+/// string for the guard, the policy and the request.
+pub fn normalize_host(host: &str) -> String {
+    host.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Rewrites `url`'s host to [`normalize_host`]'s form (IP addresses are
+/// left alone).
+pub fn normalize_url(url: &mut Url) {
+    if let Some(url::Host::Domain(domain)) = url.host() {
+        let normalized = normalize_host(domain);
+        if normalized != domain {
+            // A domain that parsed stays valid without its trailing dot.
+            let _ = url.set_host(Some(&normalized));
+        }
+    }
+}
 
 use crate::{cloud::Service, error::GatewayError};
 
@@ -26,10 +52,13 @@ impl HostGuard {
     }
 
     /// Parses `raw` as an absolute URL and checks it may receive `service`'s
-    /// token. `field` names the request field for the error.
+    /// token. `field` names the request field for the error. The URL comes
+    /// back with its host normalised ([`normalize_host`]): send the request
+    /// to it, and derive account names from it.
     pub fn check_url(&self, service: Service, field: &str, raw: &str) -> Result<Url, GatewayError> {
-        let url = Url::parse(raw)
+        let mut url = Url::parse(raw)
             .map_err(|e| GatewayError::invalid(field, format!("not an absolute URL ({e})")))?;
+        normalize_url(&mut url);
         self.check(service, field, &url)?;
         Ok(url)
     }
@@ -42,10 +71,10 @@ impl HostGuard {
                 "URL must not carry credentials",
             ));
         }
-        let host = url
-            .host_str()
-            .ok_or_else(|| GatewayError::invalid(field, "URL has no host"))?
-            .to_ascii_lowercase();
+        let host = normalize_host(
+            url.host_str()
+                .ok_or_else(|| GatewayError::invalid(field, "URL has no host"))?,
+        );
         let port = url.port_or_known_default();
         self.check_host(service, field, &host, port, url.scheme())
     }
@@ -59,7 +88,7 @@ impl HostGuard {
         port: Option<u16>,
         scheme: &str,
     ) -> Result<(), GatewayError> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host = normalize_host(host);
         let explicitly_allowed = self.is_allowed(&host, port);
         let of_service = service.host_suffixes().iter().any(|suffix| {
             if suffix.starts_with('.') {
@@ -138,6 +167,30 @@ mod tests {
                 "{hostile}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn checked_urls_come_back_with_the_normalised_host() {
+        let guard = HostGuard::default();
+        let url = guard
+            .check_url(
+                Service::Storage,
+                "blob_url",
+                "https://Victim.Blob.Core.Windows.Net./appacct/x",
+            )
+            .unwrap();
+        assert_eq!(url.host_str(), Some("victim.blob.core.windows.net"));
+        assert_eq!(
+            url.as_str(),
+            "https://victim.blob.core.windows.net/appacct/x"
+        );
+        assert_eq!(
+            normalize_host(" Db.Database.Windows.Net.. "),
+            "db.database.windows.net"
+        );
+        let mut ip = Url::parse("https://127.0.0.1:8443/x").unwrap();
+        normalize_url(&mut ip);
+        assert_eq!(ip.as_str(), "https://127.0.0.1:8443/x");
     }
 
     #[test]

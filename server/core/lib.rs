@@ -26,5 +26,5 @@ pub use budget::within_budget;
 pub use clock::{Clock, SystemClock};
 pub use cloud::{Cloud, Service};
 pub use error::GatewayError;
-pub use hosts::HostGuard;
+pub use hosts::{normalize_host, normalize_url, HostGuard};
 pub use token::{AccessToken, IdentitySelector, TokenProvider};

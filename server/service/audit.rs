@@ -1,25 +1,44 @@
-//! One audit line per call: caller, RPC, target, outcome. Targets are names
-//! and URLs without query strings; never tokens, secrets or signatures.
+//! One audit line per call: caller, RPC, target, identity, outcome. Targets
+//! are names and URLs without query strings; never tokens, secrets or
+//! signatures.
 
 use identity_gateway_core::GatewayError;
 
-use crate::context::CallContext;
+use crate::{context::CallContext, validate::IdentityRef};
 
 /// Logs the outcome of one operation under the `audit` target.
 pub(crate) fn record<T>(
     ctx: &CallContext,
     rpc: &str,
     target: &str,
+    identity: &IdentityRef,
+    outcome: &Result<T, GatewayError>,
+) {
+    record_with(ctx, rpc, target, identity, None, outcome);
+}
+
+/// [`record`] with a `detail` field (GetServiceSas: the SAS permissions and
+/// expiry granted, or asked for when refused).
+pub(crate) fn record_with<T>(
+    ctx: &CallContext,
+    rpc: &str,
+    target: &str,
+    identity: &IdentityRef,
+    detail: Option<&str>,
     outcome: &Result<T, GatewayError>,
 ) {
     let caller = &ctx.peer;
     match outcome {
-        Ok(_) => tracing::info!(target: "audit", %caller, rpc, target, outcome = "ok"),
+        Ok(_) => {
+            tracing::info!(target: "audit", %caller, rpc, target, %identity, detail, outcome = "ok")
+        }
         Err(error) => tracing::info!(
             target: "audit",
             %caller,
             rpc,
             target,
+            %identity,
+            detail,
             outcome = error.code_name(),
             message = %error
         ),

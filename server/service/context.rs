@@ -3,7 +3,7 @@
 //! credentials, the `grpc-timeout` header, a TCP address); operations never
 //! look at a transport themselves.
 
-use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{fmt, net::SocketAddr, time::Duration};
 
 use crate::policy::Caller;
 
@@ -21,60 +21,55 @@ pub enum Transport {
     IdentityEndpoint,
 }
 
-/// A Windows named-pipe client's account, read from its token once per
-/// connection.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WindowsAccount {
-    /// The token's user SID (`S-1-5-21-...-1001`); `None` when it could not
-    /// be read (the caller then matches no `accounts` rule).
-    pub user_sid: Option<String>,
-    /// The token's enabled group SIDs (deny-only groups left out).
-    pub group_sids: Vec<String>,
+/// How the transport learned who the caller is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Attribution {
+    /// It did not: an anonymous caller.
+    #[default]
+    None,
+    /// The kernel's peer credentials of the Unix socket (`SO_PEERCRED`).
+    PeerCredentials,
+    /// The owner of the connecting loopback socket in the kernel's TCP table
+    /// (`/proc/net/tcp`, `/proc/net/tcp6`); the gid is the user's primary group.
+    TcpTable,
 }
 
-impl WindowsAccount {
-    /// Is `sid` this account's user or one of its enabled groups?
-    pub fn has_sid(&self, sid: &str) -> bool {
-        self.user_sid
-            .as_deref()
-            .is_some_and(|u| u.eq_ignore_ascii_case(sid))
-            || self.group_sids.iter().any(|g| g.eq_ignore_ascii_case(sid))
-    }
-}
-
-/// The caller as its transport saw it. Cheap to clone (the Windows account
-/// is shared); formatted only when an audit line is actually written.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The caller as its transport saw it. Cheap to copy; formatted only when
+/// an audit line is actually written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Peer {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub pid: Option<i32>,
     pub addr: Option<SocketAddr>,
-    /// A Windows pipe client's account.
-    pub windows: Option<Arc<WindowsAccount>>,
+    pub attribution: Attribution,
+    /// Loopback callers only, when a socket group is configured: whether the
+    /// attributed user is a member (loopback admits whom the socket admits).
+    pub socket_group_member: Option<bool>,
 }
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(account) = &self.windows {
-            f.write_str("sid=")?;
-            f.write_str(account.user_sid.as_deref().unwrap_or("unknown"))?;
-            if let Some(pid) = self.pid {
-                write!(f, " pid={pid}")?;
-            }
-            return Ok(());
+        match (self.uid, self.gid, self.pid) {
+            (Some(uid), Some(gid), Some(pid)) => write!(f, "uid={uid} gid={gid} pid={pid}")?,
+            (Some(uid), Some(gid), None) => write!(f, "uid={uid} gid={gid}")?,
+            (Some(uid), None, _) => write!(f, "uid={uid}")?,
+            (None, _, Some(pid)) => write!(f, "unattributed pid={pid}")?,
+            (None, _, None) => f.write_str("unattributed")?,
         }
-        match (self.uid, self.gid, self.pid, self.addr) {
-            (Some(uid), Some(gid), Some(pid), _) => write!(f, "uid={uid} gid={gid} pid={pid}"),
-            (Some(uid), Some(gid), None, _) => write!(f, "uid={uid} gid={gid}"),
-            (_, _, _, Some(addr)) => write!(f, "tcp={addr}"),
-            _ => f.write_str("unknown"),
+        if let Some(addr) = self.addr {
+            write!(f, " tcp={addr}")?;
         }
+        if self.socket_group_member == Some(false) {
+            f.write_str(" (not in the socket group)")?;
+        }
+        Ok(())
     }
 }
 
 /// One call: the caller, its transport and the time it allows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CallContext {
     pub peer: Peer,
     pub transport: Transport,
@@ -88,7 +83,44 @@ impl CallContext {
         Caller {
             uid: self.peer.uid,
             gid: self.peer.gid,
-            windows: self.peer.windows.clone(),
+            transport: self.transport,
+            addr: self.peer.addr,
+            outside_socket_group: self.peer.socket_group_member == Some(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_say_how_they_were_attributed() {
+        let unix = Peer {
+            uid: Some(1000),
+            gid: Some(1000),
+            pid: Some(42),
+            attribution: Attribution::PeerCredentials,
+            ..Peer::default()
+        };
+        assert_eq!(unix.to_string(), "uid=1000 gid=1000 pid=42");
+        let addr = Some(SocketAddr::from(([127, 0, 0, 1], 5000)));
+        let tcp = Peer {
+            uid: Some(1001),
+            gid: Some(100),
+            addr,
+            attribution: Attribution::TcpTable,
+            socket_group_member: Some(false),
+            ..Peer::default()
+        };
+        assert_eq!(
+            tcp.to_string(),
+            "uid=1001 gid=100 tcp=127.0.0.1:5000 (not in the socket group)"
+        );
+        let anonymous = Peer {
+            addr,
+            ..Peer::default()
+        };
+        assert_eq!(anonymous.to_string(), "unattributed tcp=127.0.0.1:5000");
     }
 }

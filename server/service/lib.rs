@@ -21,14 +21,17 @@ pub mod ops;
 pub mod policy;
 pub mod validate;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use identity_gateway_azure::{keyvault::SecretCache, sql::SqlPools, Upstream};
 use identity_gateway_identity::TokenCache;
 use tokio_util::sync::CancellationToken;
 
-pub use context::{CallContext, Peer, Transport, WindowsAccount};
-pub use policy::CallerPolicy;
+pub use context::{Attribution, CallContext, Peer, Transport};
+pub use policy::{CallerPolicy, PolicyConfig, PolicyError};
 pub use validate::IdentityRef;
 
 /// Limits the operations enforce that come from configuration.
@@ -43,7 +46,9 @@ pub struct Limits {
 pub struct Gateway {
     tokens: TokenCache,
     upstream: Upstream,
-    policy: CallerPolicy,
+    /// Swapped whole on reload ([`Gateway::replace_policy`]); each call
+    /// judges with the policy it read at its start.
+    policy: RwLock<Arc<CallerPolicy>>,
     secrets: SecretCache,
     sql: Arc<SqlPools>,
     limits: Limits,
@@ -78,7 +83,7 @@ impl Gateway {
         Self {
             tokens,
             upstream,
-            policy,
+            policy: RwLock::new(Arc::new(policy)),
             secrets,
             sql,
             limits,
@@ -89,6 +94,26 @@ impl Gateway {
     /// The machine-wide token cache (for counters and the startup line).
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
+    }
+
+    /// The caller policy in force now.
+    pub fn policy(&self) -> Arc<CallerPolicy> {
+        let guard = self
+            .policy
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(&guard)
+    }
+
+    /// Replaces the caller policy (reload). Calls already past their policy
+    /// check, open streams and connections are not touched; every later
+    /// check uses `policy`.
+    pub fn replace_policy(&self, policy: CallerPolicy) {
+        let mut guard = self
+            .policy
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *guard = Arc::new(policy);
     }
 
     /// The SQL connection pools (for counters).

@@ -14,6 +14,18 @@ pub enum IdentityRef {
     ResourceId(String),
 }
 
+impl std::fmt::Display for IdentityRef {
+    /// As the caller named it, for the audit line (not yet validated).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => f.write_str("system"),
+            Self::ClientId(id) => write!(f, "client_id={}", id.escape_debug()),
+            Self::ObjectId(id) => write!(f, "object_id={}", id.escape_debug()),
+            Self::ResourceId(id) => write!(f, "resource_id={}", id.escape_debug()),
+        }
+    }
+}
+
 /// The identity a request selects; unset means system-assigned.
 pub fn identity(identity: IdentityRef) -> Result<IdentitySelector, GatewayError> {
     match identity {

@@ -1,11 +1,16 @@
 //! Where the gateway listens: a Unix domain socket (the default), optional
 //! loopback TCP, and a Windows named pipe. Binding happens before serving, so
-//! the socket accepts as soon as startup returns.
+//! the socket accepts as soon as startup returns. [`serve`] serves the
+//! connections of a bound listener (HTTP/2, per-transport `:authority` rule,
+//! protocol errors logged).
 
+pub mod peer;
 #[cfg(windows)]
 pub mod pipe;
 #[cfg(unix)]
 pub mod uds;
+
+pub mod serve;
 
 use std::{io, net::SocketAddr, path::PathBuf};
 
@@ -31,6 +36,9 @@ pub enum BindError {
     NotASocket(PathBuf),
     #[error("socket group '{0}' does not exist")]
     NoSuchGroup(String),
+    /// The socket directory is not safe to put the socket in.
+    #[error("socket directory {}: {reason}", .path.display())]
+    UnsafeDirectory { path: PathBuf, reason: String },
     #[error("--tcp {0}: only loopback addresses are allowed")]
     TcpNotLoopback(SocketAddr),
     #[error("cannot listen on {addr}")]
@@ -94,7 +102,12 @@ pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
     let mut listeners = Listeners::default();
     #[cfg(unix)]
     {
-        listeners.unix = Some(uds::bind(&config.socket, config.socket_group.as_deref())?);
+        let gid = config
+            .socket_group
+            .as_deref()
+            .map(uds::resolve_group)
+            .transpose()?;
+        listeners.unix = Some(uds::bind_with_gid(&config.socket, gid)?);
     }
     #[cfg(windows)]
     {

@@ -49,6 +49,12 @@ pub struct PipeConnectInfo {
     pub caller: Arc<PipeCaller>,
 }
 
+impl super::serve::PeerLabel for PipeConnectInfo {
+    fn peer_label(&self) -> String {
+        self.caller.to_string()
+    }
+}
+
 /// One client connection on the pipe.
 #[derive(Debug)]
 pub struct PipeConnection {
@@ -195,9 +201,10 @@ async fn identify_and_hand_over(
     }
     let caller = caller::identify(&pipe);
     if caller.is_network_logon() {
-        tracing::warn!(%caller, "refused a network logon on the pipe");
+        tracing::warn!(target: "audit", %caller, "refused a network logon on the pipe");
         return;
     }
+    tracing::info!(target: "audit", %caller, "pipe client connected");
     let connection = PipeConnection {
         pipe,
         info: PipeConnectInfo {

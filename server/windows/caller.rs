@@ -8,7 +8,24 @@
 
 use std::{ffi::c_void, os::windows::io::AsRawHandle, ptr, sync::Arc};
 
-pub use identity_gateway_service::WindowsAccount;
+/// A pipe client's account, read from its token once per connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowsAccount {
+    /// The token's user SID; `None` when it could not be read.
+    pub user_sid: Option<String>,
+    /// The token's enabled group SIDs (deny-only groups left out).
+    pub group_sids: Vec<String>,
+}
+
+impl WindowsAccount {
+    /// Is `sid` this account's user or one of its enabled groups?
+    pub fn has_sid(&self, sid: &str) -> bool {
+        self.user_sid
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(sid))
+            || self.group_sids.iter().any(|g| g.eq_ignore_ascii_case(sid))
+    }
+}
 
 use windows_sys::Win32::{
     Foundation::{CloseHandle, GetLastError, ERROR_INSUFFICIENT_BUFFER, HANDLE},

@@ -11,6 +11,9 @@
 //! ```
 #![allow(dead_code)]
 
+#[cfg(unix)]
+pub mod as_uid;
+
 use std::{
     path::PathBuf,
     sync::Arc,
@@ -18,7 +21,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use identity_gateway::{config::Config, transport, App, Options};
+use identity_gateway::{config::Config, transport, App, Options, Reloader};
 use identity_gateway_client::GatewayClient;
 use identity_gateway_core::clock::{Clock, ManualClock};
 use identity_gateway_emulator::{
@@ -114,6 +117,7 @@ impl TestEnv {
             .await
             .expect("gateway starts");
         let gateway = Arc::clone(app.gateway());
+        let reloader = app.reloader();
         let identity_endpoint = app.identity_endpoint().map(|e| IdentityEndpoint {
             url: e.url(),
             header_file: e.header_file().to_path_buf(),
@@ -128,6 +132,7 @@ impl TestEnv {
         TestGateway {
             client,
             gateway,
+            reloader,
             identity_endpoint,
             socket,
             target,
@@ -162,6 +167,8 @@ pub struct IdentityEndpoint {
 pub struct TestGateway {
     pub client: GatewayClient,
     pub gateway: Arc<Gateway>,
+    /// What SIGHUP calls in the binary.
+    pub reloader: Reloader,
     /// Set when the config asked for the identity endpoint.
     pub identity_endpoint: Option<IdentityEndpoint>,
     pub socket: PathBuf,
@@ -243,4 +250,37 @@ pub async fn read_blob(
         chunks.push(message.data.to_vec());
     }
     Ok((first, chunks))
+}
+
+/// Captures the `audit` log lines of this test process (every test's: pick
+/// yours by what is unique to it). Returns a reader of what was captured.
+pub fn audit_capture() -> impl Fn() -> String {
+    use std::sync::{Mutex, OnceLock};
+    static LINES: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+    #[derive(Clone)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let lines = LINES.get_or_init(|| {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(Arc::clone(&lines));
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("audit=info"))
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        lines
+    });
+    let lines = Arc::clone(lines);
+    move || String::from_utf8_lossy(&lines.lock().unwrap()).into_owned()
 }

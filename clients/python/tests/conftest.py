@@ -115,7 +115,7 @@ def pytest_configure(config) -> None:
 
 def _is_implemented(socket: Path, rpc: str) -> bool:
     if rpc not in _implemented:
-        with grpc.insecure_channel(f"unix:{socket}", options=[("grpc.default_authority", "localhost")]) as channel:
+        with grpc.insecure_channel(f"unix:{socket}") as channel:
             try:
                 _PROBES[rpc](pb_grpc.IdentityGatewayStub(channel))
                 _implemented[rpc] = True

@@ -126,9 +126,7 @@ class GatewayProcess:
         channel to connect (gRPC's own backoff), so there is no sleep here;
         attempts are bounded and the child's early exit ends the wait."""
         deadline = time.monotonic() + timeout
-        # See identity_gateway._convert.channel_options for the authority.
-        options = [("grpc.default_authority", "localhost")]
-        with grpc.insecure_channel(f"unix:{self.socket}", options=options) as channel:
+        with grpc.insecure_channel(f"unix:{self.socket}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             for _attempt in range(100):
                 if self.proc.poll() is not None:

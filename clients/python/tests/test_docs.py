@@ -43,7 +43,7 @@ def _emulator_env(emulator, gateway) -> dict:
 
 
 def test_the_docs_have_every_kind_of_snippet():
-    for kind in ("grpcurl", "node", "python", "sdk"):
+    for kind in ("grpcurl", "node", "python", "sdk", "go", "java"):
         assert snippets(kind), f"no `<!-- test: {kind} -->` block in README.md"
     shown = {_rpc_of(c) for c in GRPCURL_COMMANDS}
     assert {"list", "GetToken", "GetSecret", "QuerySql"} <= shown, shown
@@ -187,3 +187,52 @@ def test_the_banners_grpcurl_commands_work(gateway, emulator):
             ["bash", "-c", command], cwd=gateway.workdir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT
         )
         assert done.returncode == 0 and done.stdout.strip(), f"{command}\n{done.stdout}\n{done.stderr}"
+
+
+def _check_example_output(out: str) -> None:
+    """What clients/go and clients/java print for https://vault.azure.net."""
+    assert "health: SERVING" in out.splitlines(), out
+    assert re.search(r"^services: .*\bidentity_gateway\.v1\.IdentityGateway\b", out, re.M), out
+    assert re.search(
+        r"token for https://vault\.azure\.net \(Bearer, aud https://vault\.azure\.net\), expires \d{4}-\d\d-\d\dT", out
+    ), out
+    assert "eyJ" not in out, "the example must not print the token"
+
+
+def test_go_example(gateway, emulator):
+    go = require_tool("go", "Go is on the polyglot machines")
+    # scripts/tools/go.sh filled this module cache; GOFLAGS=-mod=readonly keeps go.sum as pinned.
+    require_tool(str(REPO / ".tools" / "bin" / "grpc-go-example"), "scripts/tools/go.sh builds it")
+    tools = REPO / ".tools" / "go"
+    env = _emulator_env(emulator, gateway)
+    env.update(
+        PATH=f"{Path(go).parent}{os.pathsep}{env['PATH']}",
+        GOPATH=str(tools),
+        GOMODCACHE=str(tools / "pkg" / "mod"),
+        GOCACHE=str(tools / "cache"),
+        GOFLAGS="-modcacherw -mod=readonly",
+        GOTOOLCHAIN="local",
+    )
+    for block in snippets("go"):
+        done = subprocess.run(
+            ["bash", "-c", "set -euo pipefail\n" + block], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=RUN_TIMEOUT * 3,
+        )
+        assert done.returncode == 0, f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+        _check_example_output(done.stdout)
+
+
+def test_java_example(gateway, emulator):
+    mvn = require_tool("mvn", "Maven is on the polyglot machines")
+    require_tool(str(REPO / ".tools" / "java-example.classpath"), "scripts/tools/java.sh builds clients/java")
+    env = _emulator_env(emulator, gateway)
+    # scripts/tools/java.sh filled this local repository.
+    env["MAVEN_OPTS"] = f"-Dmaven.repo.local={REPO / '.tools' / 'm2'}"
+    env["PATH"] = f"{Path(mvn).parent}{os.pathsep}{env['PATH']}"
+    for block in snippets("java"):
+        done = subprocess.run(
+            ["bash", "-c", "set -euo pipefail\n" + block], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=RUN_TIMEOUT * 3,
+        )
+        assert done.returncode == 0, f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+        _check_example_output(done.stdout)

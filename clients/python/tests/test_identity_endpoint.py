@@ -24,10 +24,10 @@ def identity_env(emulator, monkeypatch):
     return endpoint, header_file
 
 
-def test_the_header_file_is_private(identity_env):
+def test_the_header_file_is_for_the_socket_group_only(identity_env):
     _, header_file = identity_env
     mode = stat.S_IMODE(os.stat(header_file).st_mode)
-    assert mode == 0o600
+    assert mode == 0o640
     assert len(header_file.read_text()) >= 64
 
 

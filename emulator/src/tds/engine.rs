@@ -9,6 +9,14 @@
 //! `SUSER_SNAME()`, `DB_NAME()`, `SYSUTCDATETIME()`, `GETUTCDATE()` and
 //! `NEWID()` exist. SQLite errors are answered with the SQL Server error a
 //! client would see (208, 207, 102, 229, 2627, 515, ...).
+//!
+//! Session state lives as long as the TDS connection, as on SQL Server, so
+//! a client that shares connections can see it leak: `#name` tables are
+//! the session's own (SQLite TEMP tables of the connection's database
+//! handle), and `SET IMPLICIT_TRANSACTIONS ON` makes the next INSERT,
+//! UPDATE, DELETE or DDL open a transaction that stays open until COMMIT or
+//! ROLLBACK: writes nobody commits are lost when the session ends.
+//! `SET NOCOUNT ON|OFF` is accepted; `BEGIN/COMMIT/ROLLBACK TRAN` too.
 
 use std::{
     collections::HashSet,
@@ -124,7 +132,18 @@ pub(crate) struct Engine {
     stats: Arc<Stats>,
     /// What the authorizer refused last: (action, table).
     denied: Arc<Mutex<Option<(&'static str, String)>>>,
+    /// `SET` options of this session.
+    session: Arc<SessionOptions>,
 }
+
+/// A session's `SET` options (set through `__session_option`).
+#[derive(Debug, Default)]
+struct SessionOptions {
+    implicit_transactions: AtomicBool,
+}
+
+/// What `SET ...` statements are rewritten to call.
+const SESSION_OPTION_FN: &str = "__session_option";
 
 impl Engine {
     /// Opens the fake's database for a session of `principal`.
@@ -140,6 +159,21 @@ impl Engine {
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
         register_functions(&conn, principal, settings.database.clone())?;
+        let session = Arc::new(SessionOptions::default());
+        let options = Arc::clone(&session);
+        conn.create_scalar_function(
+            SESSION_OPTION_FN,
+            2,
+            FunctionFlags::SQLITE_UTF8,
+            move |ctx| {
+                let name: String = ctx.get(0)?;
+                let on: bool = ctx.get(1)?;
+                if name == "implicit_transactions" {
+                    options.implicit_transactions.store(on, Ordering::Relaxed);
+                }
+                Ok(0)
+            },
+        )?;
         let denied = Arc::new(Mutex::new(None));
         let hook_denied = Arc::clone(&denied);
         let hook_settings = Arc::clone(&settings);
@@ -170,6 +204,7 @@ impl Engine {
             settings,
             stats,
             denied,
+            session,
         })
     }
 
@@ -259,7 +294,7 @@ impl Engine {
         mode: Mode,
         w: &mut ResponseWriter<'_>,
     ) -> Result<Outcome, Disconnected> {
-        let sql = strip_dbo(sql);
+        let sql = session_sql(&strip_dbo(sql));
         let done_token = match mode {
             Mode::Batch => tokens::DONE,
             Mode::Rpc => tokens::DONEINPROC,
@@ -288,7 +323,31 @@ impl Engine {
                 tokens::error(w.buf(), &msg, &self.settings.server_name);
                 break Outcome::Failed;
             }
-            let cur_cmd = statement_kind(stmt.expanded_sql().as_deref().unwrap_or(""));
+            let text = stmt.expanded_sql().unwrap_or_default();
+            let cur_cmd = statement_kind(&text);
+            if text.trim_start().starts_with(SESSION_OPTION_PREFIX) {
+                // A rewritten SET: runs, returns no rows, reports no count.
+                match stmt.raw_query().next() {
+                    Ok(_) => pending = Some((tokens::CMD_OTHER, 0)),
+                    Err(e) => {
+                        let msg = map_error(&e, &self.denied, &self.settings.database);
+                        tokens::error(w.buf(), &msg, &self.settings.server_name);
+                        break Outcome::Failed;
+                    }
+                }
+                continue;
+            }
+            if self.session.implicit_transactions.load(Ordering::Relaxed)
+                && self.conn.is_autocommit()
+                && opens_implicit_transaction(&text)
+            {
+                // SQL Server opens the transaction the statement then runs in.
+                if let Err(e) = self.conn.execute_batch("BEGIN") {
+                    let msg = map_error(&e, &self.denied, &self.settings.database);
+                    tokens::error(w.buf(), &msg, &self.settings.server_name);
+                    break Outcome::Failed;
+                }
+            }
             if stmt.column_count() == 0 {
                 match stmt.raw_execute() {
                     Ok(_) => pending = Some((cur_cmd, self.conn.changes())),
@@ -553,6 +612,113 @@ pub(crate) fn strip_dbo(sql: &str) -> String {
     out
 }
 
+/// The start of a rewritten `SET` statement.
+const SESSION_OPTION_PREFIX: &str = "SELECT __session_option(";
+
+/// Statements that open a transaction under `SET IMPLICIT_TRANSACTIONS ON`.
+fn opens_implicit_transaction(sql: &str) -> bool {
+    let first = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "INSERT" | "UPDATE" | "DELETE" | "CREATE" | "DROP" | "ALTER" | "REPLACE"
+    )
+}
+
+/// T-SQL session syntax in SQLite terms, outside string literals and
+/// quoted names: `#name` → `temp."#name"` (the session's own table),
+/// `##name` → `main."##name"` (global), `SET IMPLICIT_TRANSACTIONS ON|OFF`
+/// and `SET NOCOUNT ON|OFF` → a call recording the option (a statement of
+/// its own), `BEGIN/COMMIT/ROLLBACK TRAN` → `... TRANSACTION`.
+pub(crate) fn session_sql(sql: &str) -> String {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut i = 0;
+    let mut quote: Option<u8> = None;
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b == b'@';
+    // The words starting at `from`, skipping whitespace, upper-cased.
+    let words_at = |from: usize, n: usize| -> (Vec<String>, usize) {
+        let mut words = Vec::new();
+        let mut j = from;
+        while words.len() < n {
+            while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            let start = j;
+            while j < bytes.len() && is_ident(bytes[j]) {
+                j += 1;
+            }
+            if start == j {
+                break;
+            }
+            words.push(sql[start..j].to_ascii_uppercase());
+        }
+        (words, j)
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        if let Some(q) = quote {
+            if b == q {
+                quote = None;
+            }
+        } else if b == b'\'' || b == b'"' {
+            quote = Some(b);
+        } else if b == b'[' {
+            quote = Some(b']');
+        } else if b == b'#' && (i == 0 || !is_ident(bytes[i - 1])) {
+            let global = bytes.get(i + 1) == Some(&b'#');
+            let start = if global { i + 2 } else { i + 1 };
+            let mut end = start;
+            while end < bytes.len() && (is_ident(bytes[end]) || bytes[end] == b'#') {
+                end += 1;
+            }
+            if end > start {
+                let schema = if global { "main" } else { "temp" };
+                out.push_str(&format!("{schema}.\"{}\"", &sql[i..end]));
+                i = end;
+                continue;
+            }
+        } else if is_ident(b) && (i == 0 || !is_ident(bytes[i - 1])) {
+            let (words, end) = words_at(i, 3);
+            let w: Vec<&str> = words.iter().map(String::as_str).collect();
+            match w.as_slice() {
+                ["SET", option @ ("IMPLICIT_TRANSACTIONS" | "NOCOUNT"), value @ ("ON" | "OFF"), ..] =>
+                {
+                    let on = u8::from(*value == "ON");
+                    out.push_str(&format!(
+                        "{SESSION_OPTION_PREFIX}'{}', {on});",
+                        option.to_ascii_lowercase()
+                    ));
+                    i = end;
+                    continue;
+                }
+                ["BEGIN" | "COMMIT" | "ROLLBACK", "TRAN", ..] => {
+                    let (first, end) = words_at(i, 2);
+                    out.push_str(&format!("{} TRANSACTION", first[0]));
+                    i = end;
+                    continue;
+                }
+                _ => {
+                    // Copy the whole word.
+                    let (_, end) = words_at(i, 1);
+                    out.push_str(&sql[i..end]);
+                    i = end;
+                    continue;
+                }
+            }
+        }
+        // Copy one whole UTF-8 character.
+        let ch_len = sql[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&sql[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
 /// Maps a SQLite error to the SQL Server error a client would get.
 fn map_error(
     e: &rusqlite::Error,
@@ -565,7 +731,10 @@ fn map_error(
             .map(|(_, rest)| rest.trim().to_string())
     };
     if let Some(name) = quoted("no such table:") {
-        let name = name.trim_start_matches("main.");
+        let name = name
+            .trim_start_matches("main.")
+            .trim_start_matches("temp.")
+            .trim_matches('"');
         return ServerMessage::error(208, format!("Invalid object name '{name}'."));
     }
     if let Some(name) = quoted("no such column:") {
@@ -671,6 +840,26 @@ mod tests {
             "SELECT * FROM t JOIN u ON 1 WHERE x = 'dbo.t' AND mydbo.x = 1"
         );
         assert_eq!(strip_dbo("SELECT 'é', DBO.x"), "SELECT 'é', x");
+    }
+
+    #[test]
+    fn session_syntax_is_rewritten_outside_literals() {
+        assert_eq!(
+            session_sql("CREATE TABLE #t (v int); INSERT INTO #t SELECT x FROM ##g WHERE y = '#t'"),
+            "CREATE TABLE temp.\"#t\" (v int); INSERT INTO temp.\"#t\" SELECT x FROM main.\"##g\" WHERE y = '#t'"
+        );
+        assert_eq!(
+            session_sql("set implicit_transactions on\nINSERT INTO t VALUES (1)"),
+            "SELECT __session_option('implicit_transactions', 1);\nINSERT INTO t VALUES (1)"
+        );
+        assert_eq!(
+            session_sql("SET NOCOUNT OFF; commit tran"),
+            "SELECT __session_option('nocount', 0);; COMMIT TRANSACTION"
+        );
+        assert_eq!(
+            session_sql("UPDATE t SET nocount = 1 WHERE [#x] = @P1"),
+            "UPDATE t SET nocount = 1 WHERE [#x] = @P1"
+        );
     }
 
     #[test]

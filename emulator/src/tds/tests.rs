@@ -227,6 +227,89 @@ async fn sql_errors_carry_sql_server_numbers() {
 }
 
 #[tokio::test]
+async fn temp_tables_belong_to_their_session() {
+    let env = env(SqlFakeConfig::default()).await;
+    let mut a = env.client().await;
+    let mut b = env.client().await;
+    a.execute("CREATE TABLE #mine (v nvarchar(50))", &[])
+        .await
+        .unwrap();
+    a.execute("INSERT INTO #mine VALUES (@P1)", &[&"a's data"])
+        .await
+        .unwrap();
+    let row = a
+        .query("SELECT v FROM #mine", &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.get::<&str, _>(0), Some("a's data"));
+    let (code, message) = server_error(b.simple_query("SELECT v FROM #mine").await);
+    assert_eq!(
+        (code, message.as_str()),
+        (208, "Invalid object name '#mine'.")
+    );
+    // Gone with the session.
+    drop(a);
+    let mut c = env.client().await;
+    assert_eq!(
+        server_error(c.simple_query("SELECT v FROM #mine").await).0,
+        208
+    );
+}
+
+#[tokio::test]
+async fn implicit_transactions_hold_writes_until_commit_or_the_session_ends() {
+    let env = env(SqlFakeConfig::default()).await;
+    env.fake.execute("CREATE TABLE ledger (n int)").unwrap();
+    let count = || {
+        env.fake
+            .query_scalar("SELECT COUNT(*) FROM ledger")
+            .unwrap()
+    };
+    let mut client = env.client().await;
+    client
+        .simple_query("SET IMPLICIT_TRANSACTIONS ON")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    let done = client
+        .execute("INSERT INTO ledger VALUES (@P1)", &[&1i32])
+        .await
+        .unwrap();
+    assert_eq!(done.total(), 1, "the caller sees success");
+    assert_eq!(count().as_deref(), Some("0"), "not committed");
+    client.simple_query("COMMIT TRAN").await.unwrap();
+    assert_eq!(count().as_deref(), Some("1"));
+    client
+        .execute("INSERT INTO ledger VALUES (@P1)", &[&2i32])
+        .await
+        .unwrap();
+    drop(client);
+    // The session ended with the transaction open: the write is lost.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count().as_deref(), Some("1"));
+    // OFF again: autocommit.
+    let mut other = env.client().await;
+    other
+        .simple_query("SET IMPLICIT_TRANSACTIONS OFF; SET NOCOUNT ON")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    other
+        .execute("INSERT INTO ledger VALUES (3)", &[])
+        .await
+        .unwrap();
+    assert_eq!(count().as_deref(), Some("2"));
+}
+
+#[tokio::test]
 async fn refused_logins_say_why() {
     let env = env(SqlFakeConfig::default()).await;
     let (code, message) = server_error(

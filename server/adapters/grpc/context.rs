@@ -6,8 +6,12 @@
 
 use std::time::Duration;
 
+#[cfg(unix)]
+use identity_gateway_service::Attribution;
 use identity_gateway_service::{CallContext, Peer, Transport};
 use tonic::Request;
+
+use crate::transport::peer::TcpCaller;
 
 /// The call context of a gRPC request.
 pub fn call_context<T>(request: &Request<T>) -> CallContext {
@@ -30,12 +34,15 @@ fn peer<T>(request: &Request<T>) -> (Peer, Transport) {
                 uid: Some(cred.uid()),
                 gid: Some(cred.gid()),
                 pid: cred.pid(),
+                attribution: Attribution::PeerCredentials,
                 ..Peer::default()
             },
             None => Peer::default(),
         };
         return (peer, Transport::UnixSocket);
     }
+    // The pipe client's SIDs are logged once per connection by the
+    // transport (target `audit`); each call's line carries its pid.
     #[cfg(windows)]
     if let Some(info) = request
         .extensions()
@@ -43,12 +50,17 @@ fn peer<T>(request: &Request<T>) -> (Peer, Transport) {
     {
         let peer = Peer {
             pid: info.caller.pid.and_then(|pid| i32::try_from(pid).ok()),
-            windows: Some(std::sync::Arc::clone(&info.caller.account)),
             ..Peer::default()
         };
         return (peer, Transport::NamedPipe);
     }
+    // Loopback TCP connections are attributed once, at accept.
+    if let Some(caller) = request.extensions().get::<TcpCaller>() {
+        return (caller.peer, Transport::Tcp);
+    }
     match request.remote_addr() {
+        // A TCP listener that did not attribute (not served by the App):
+        // an anonymous caller.
         Some(addr) => (
             Peer {
                 addr: Some(addr),
@@ -71,17 +83,7 @@ pub(super) fn budget<T>(request: &Request<T>) -> Option<Duration> {
 
 fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
     let raw = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    crate::transport::serve::parse_grpc_timeout(raw)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! - [`client`]: one connection: TCP, TLS, LOGIN7 with the token, and what a
 //!   failed login means.
-//! - [`pool`]: a pool per (server, port, database, identity); fresh tokens for
+//! - [`pool`]: a pool per (server, port, database, identity, caller); fresh tokens for
 //!   new logins, one retry when the server calls the token expired.
 //! - [`stream`]: running a query as `sp_executesql` with bound `@Pn`
 //!   parameters and streaming its result sets in batches through a bounded
@@ -46,6 +46,13 @@ pub struct SqlTarget {
 pub struct SqlQuery {
     pub target: SqlTarget,
     pub identity: IdentitySelector,
+    /// The caller's uid. Pooled connections carry session state (`#temp`
+    /// tables, `SET` options, open implicit transactions, session context),
+    /// and tiberius offers no way to send TDS RESETCONNECTION on reuse, so
+    /// the pools are per caller: a connection is only ever reused by the
+    /// uid that used it before. `None` (an unattributed caller): the
+    /// connection is never pooled.
+    pub caller: Option<u32>,
     /// T-SQL; parameters are `@P1..@Pn`.
     pub text: String,
     pub params: Vec<SqlValue>,

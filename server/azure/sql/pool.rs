@@ -1,4 +1,15 @@
-//! Connection pools, one per (server, port, database, identity).
+//! Connection pools, one per (server, port, database, identity, caller).
+//!
+//! - Session state never crosses callers. A pooled connection keeps what
+//!   its last user left in the session (`#temp` tables, `SET` options such
+//!   as `IMPLICIT_TRANSACTIONS` or `ROWCOUNT`, an open transaction,
+//!   `sp_set_session_context`). Drivers clear it with the TDS
+//!   RESETCONNECTION status bit on the next request, but tiberius 0.13 sets
+//!   packet status itself and exposes no way to ask for it (and under TLS
+//!   the gateway cannot rewrite the header). So the pool is keyed by the
+//!   caller's uid as well: a session is only reused by the uid that left
+//!   the state there, exactly as in a pool inside that caller's own
+//!   process. Connections of unattributed callers are never pooled.
 //!
 //! - A pool holds at most `sql.pool_size` connections; callers beyond that
 //!   wait (within their deadline) for one to come back.
@@ -41,6 +52,8 @@ struct PoolKey {
     port: u16,
     database: String,
     identity: IdentitySelector,
+    /// The caller's uid: sessions are never shared between callers.
+    caller: u32,
 }
 
 struct Idle {
@@ -85,6 +98,8 @@ pub(crate) struct Lease {
     token_expires: SystemTime,
     /// Came from the idle list (it may have died while idle).
     pub reused: bool,
+    /// False for unattributed callers: the connection is closed after use.
+    poolable: bool,
     metrics: Arc<SqlMetrics>,
     _permit: OwnedSemaphorePermit,
 }
@@ -104,6 +119,11 @@ impl Lease {
 
     /// Returns a connection whose responses were all read back to the pool.
     pub(crate) fn release(mut self) {
+        if !self.poolable {
+            // Dropping closes the session and everything it held.
+            drop(self.conn.take());
+            return;
+        }
         if let Some(conn) = self.conn.take() {
             lock(&self.pool.idle).push(Idle {
                 conn,
@@ -171,9 +191,11 @@ impl SqlPools {
         &self,
         target: &SqlTarget,
         identity: &IdentitySelector,
+        caller: Option<u32>,
         deadline: Option<Instant>,
     ) -> Result<Lease, GatewayError> {
-        self.lease_with(target, identity, deadline, false).await
+        self.lease_with(target, identity, caller, deadline, false)
+            .await
     }
 
     /// Like [`lease`](Self::lease), but drops the pool's idle connections
@@ -182,24 +204,31 @@ impl SqlPools {
         &self,
         target: &SqlTarget,
         identity: &IdentitySelector,
+        caller: Option<u32>,
         deadline: Option<Instant>,
     ) -> Result<Lease, GatewayError> {
-        self.lease_with(target, identity, deadline, true).await
+        self.lease_with(target, identity, caller, deadline, true)
+            .await
     }
 
     async fn lease_with(
         &self,
         target: &SqlTarget,
         identity: &IdentitySelector,
+        caller: Option<u32>,
         deadline: Option<Instant>,
         fresh: bool,
     ) -> Result<Lease, GatewayError> {
         let config = &self.config;
+        // Unattributed callers share the slots of one key (u32::MAX, no
+        // uid) but never an idle connection: theirs are not pooled.
+        let poolable = caller.is_some();
         let key = PoolKey {
             host: target.host.to_ascii_lowercase(),
             port: target.port,
             database: target.database.clone(),
             identity: identity.clone(),
+            caller: caller.unwrap_or(u32::MAX),
         };
         let pool = Arc::clone(lock(&self.pools).entry(key).or_insert_with(|| {
             Arc::new(Pool {
@@ -241,6 +270,7 @@ impl SqlPools {
                     pool,
                     token_expires: idle.token_expires,
                     reused: true,
+                    poolable,
                     metrics: Arc::clone(&self.metrics),
                     _permit: permit,
                 });
@@ -254,6 +284,7 @@ impl SqlPools {
             pool,
             token_expires,
             reused: false,
+            poolable,
             metrics: Arc::clone(&self.metrics),
             _permit: permit,
         })
@@ -327,7 +358,7 @@ impl SqlPools {
                                 current.host, current.port
                             ))
                         })?;
-                    current.host = host;
+                    current.host = identity_gateway_core::normalize_host(&host);
                     current.port = port;
                 }
                 Err(e) => return Err(login_error(e, &current, identity, &token)),

@@ -125,7 +125,9 @@ pub async fn query(
         .enumerate()
         .map(|(i, v)| bind_value(v, &format!("parameters[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    let lease = sql.lease(&query.target, &query.identity, deadline).await?;
+    let lease = sql
+        .lease(&query.target, &query.identity, query.caller, deadline)
+        .await?;
     let (tx, rx) = mpsc::channel(sql.config().stream_buffer_batches.max(1));
     tokio::spawn(run(sql, query, params, lease, tx, deadline));
     Ok(SqlEventStream { rx })
@@ -201,7 +203,7 @@ async fn run(
                 retried = true;
                 drop(lease);
                 lease = match sql
-                    .lease_fresh(&query.target, &query.identity, deadline)
+                    .lease_fresh(&query.target, &query.identity, query.caller, deadline)
                     .await
                 {
                     Ok(fresh) => fresh,

@@ -35,10 +35,10 @@ impl Gateway {
             let selector = validate::identity(request.identity.clone())?;
             let subscription = arm::subscription_id("subscription_id", &request.subscription_id)?;
             arm::resource_group_name("name", &request.name)?;
-            self.policy.check(
-                ctx.policy_caller(),
+            self.policy().check(
+                &ctx.policy_caller(),
                 &selector,
-                Target::Subscription(subscription),
+                Target::ResourceGroup { subscription },
             )?;
             let call = ArmCall {
                 up: &self.upstream,
@@ -49,7 +49,13 @@ impl Gateway {
             arm::get_resource_group(call, &request.subscription_id, &request.name).await
         }
         .await;
-        audit::record(ctx, "GetResourceGroup", &target, &outcome);
+        audit::record(
+            ctx,
+            "GetResourceGroup",
+            &target,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 }

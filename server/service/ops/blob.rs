@@ -38,10 +38,14 @@ impl Gateway {
         let outcome = async {
             let url = blob::blob_url(&self.upstream, &request.blob_url)?;
             let selector = validate::identity(request.identity.clone())?;
-            self.policy.check(
-                ctx.policy_caller(),
+            // `url` is the guard's normalised URL: the account judged here
+            // is the one the request goes to.
+            self.policy().check(
+                &ctx.policy_caller(),
                 &selector,
-                Target::StorageAccount(&blob::account_of(&url)),
+                Target::Blob {
+                    account: &blob::account_of(&url),
+                },
             )?;
             blob::open(
                 &self.upstream,
@@ -54,7 +58,7 @@ impl Gateway {
             .await
         }
         .await;
-        audit::record(ctx, "ReadBlob", &target, &outcome);
+        audit::record(ctx, "ReadBlob", &target, &request.identity, &outcome);
         outcome
     }
 }

@@ -79,10 +79,13 @@ impl Gateway {
             };
             let selector = validate::identity(request.identity.clone())?;
             target = listing.describe();
-            self.policy.check(
-                ctx.policy_caller(),
+            self.policy().check(
+                &ctx.policy_caller(),
                 &selector,
-                Target::StorageAccount(listing.account()),
+                Target::DataLake {
+                    account: listing.account(),
+                    path: &listing.policy_path(),
+                },
             )?;
 
             let pager = Pager {
@@ -114,7 +117,7 @@ impl Gateway {
             Ok(pages)
         }
         .await;
-        audit::record(ctx, "ListDataLake", &target, &outcome);
+        audit::record(ctx, "ListDataLake", &target, &request.identity, &outcome);
         outcome
     }
 }

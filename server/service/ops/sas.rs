@@ -45,23 +45,47 @@ impl Gateway {
                 request.cloud,
                 self.limits.sas_max_lifetime,
             )?;
-            let caller = ctx.policy_caller();
-            self.policy.check(
-                caller.clone(),
+            self.policy().check(
+                &ctx.policy_caller(),
                 &selector,
-                Target::StorageAccount(&plan.account),
+                Target::Sas {
+                    account: &plan.account,
+                    method: plan.method,
+                    permissions: &plan.permissions,
+                    lifetime: input.expires_in.unwrap_or(sas::DEFAULT_LIFETIME),
+                    subscription: (plan.method == SasMethod::ArmListServiceSas)
+                        .then_some(plan.subscription_id.as_str()),
+                },
             )?;
-            if request.method == SasMethod::ArmListServiceSas {
-                self.policy.check(
-                    caller,
-                    &selector,
-                    Target::Subscription(&plan.subscription_id),
-                )?;
-            }
             sas::issue(&self.upstream, ctx.budget, &selector, request.cloud, &plan).await
         }
         .await;
-        audit::record(ctx, "GetServiceSas", &target, &outcome);
+        let detail = match &outcome {
+            Ok(issued) => format!(
+                "sas_permissions={} sas_expiry={}",
+                issued.signed_permissions,
+                rfc3339(issued.expires_on)
+            ),
+            Err(_) => format!(
+                "asked sas_permissions={} sas_expires_in={}s",
+                input.permissions.escape_debug(),
+                input.expires_in.unwrap_or(sas::DEFAULT_LIFETIME).as_secs()
+            ),
+        };
+        audit::record_with(
+            ctx,
+            "GetServiceSas",
+            &target,
+            &request.identity,
+            Some(&detail),
+            &outcome,
+        );
         outcome
     }
+}
+
+fn rfc3339(at: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "?".into())
 }

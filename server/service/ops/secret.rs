@@ -64,8 +64,14 @@ impl Gateway {
             let version = request.version.to_ascii_lowercase();
             let selector = validate::identity(request.identity.clone())?;
             target = format!("{}/secrets/{}/{}", vault.base_url(), request.name, version);
-            self.policy
-                .check(ctx.policy_caller(), &selector, Target::Vault(vault.host()))?;
+            self.policy().check(
+                &ctx.policy_caller(),
+                &selector,
+                Target::Secret {
+                    vault: vault.host(),
+                    name: &request.name,
+                },
+            )?;
 
             let clock = &self.upstream.clock;
             let key = CacheKey::new(&selector, &vault, &request.name, &version);
@@ -91,7 +97,7 @@ impl Gateway {
             Ok(secret)
         }
         .await;
-        audit::record(ctx, "GetSecret", &target, &outcome);
+        audit::record(ctx, "GetSecret", &target, &request.identity, &outcome);
         outcome
     }
 }

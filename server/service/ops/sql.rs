@@ -45,25 +45,29 @@ impl Gateway {
     ) -> Result<SqlEventStream, GatewayError> {
         let deadline = ctx.budget.map(|b| Instant::now() + b.min(MAX_TIMEOUT));
         let mut target = request.server.clone();
+        let identity = request.identity.clone();
         let outcome = async {
-            let query = self.sql_query(request)?;
+            let query = self.sql_query(request, ctx)?;
             target = format!(
                 "{}:{}/{}",
                 query.target.host, query.target.port, query.target.database
             );
-            self.policy.check(
-                ctx.policy_caller(),
+            self.policy().check(
+                &ctx.policy_caller(),
                 &query.identity,
-                Target::SqlServer(&query.target.host),
+                Target::Sql {
+                    server: &query.target.host,
+                    database: &query.target.database,
+                },
             )?;
             sql::query(std::sync::Arc::clone(&self.sql), query, deadline).await
         }
         .await;
-        audit::record(ctx, "QuerySql", &target, &outcome);
+        audit::record(ctx, "QuerySql", &target, &identity, &outcome);
         outcome
     }
 
-    fn sql_query(&self, request: SqlRequest) -> Result<SqlQuery, GatewayError> {
+    fn sql_query(&self, request: SqlRequest, ctx: &CallContext) -> Result<SqlQuery, GatewayError> {
         let config = self.sql.config();
         let (host, port) = server_and_port(&request.server, request.port)?;
         self.upstream
@@ -125,6 +129,9 @@ impl Gateway {
                 database,
             },
             identity,
+            // Pooled sessions are never shared between callers (see
+            // `SqlQuery::caller`); unattributed callers get none.
+            caller: ctx.peer.uid,
             text,
             params: request.parameters,
             max_rows,
@@ -184,7 +191,7 @@ fn server_and_port(server: &str, port_field: u32) -> Result<(String, u16), Gatew
         }
         (a, b) => a.or(b).unwrap_or(DEFAULT_PORT),
     };
-    Ok((host.trim_end_matches('.').to_ascii_lowercase(), port))
+    Ok((identity_gateway_core::normalize_host(host), port))
 }
 
 #[cfg(test)]

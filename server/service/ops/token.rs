@@ -37,7 +37,13 @@ impl Gateway {
             self.tokens.token(&selector, resource, ctx.budget).await
         }
         .await;
-        audit::record(ctx, "GetToken", &request.resource, &outcome);
+        audit::record(
+            ctx,
+            "GetToken",
+            &request.resource,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 
@@ -74,7 +80,13 @@ impl Gateway {
             Ok(stream)
         }
         .await;
-        audit::record(ctx, "WatchToken", &request.resource, &outcome);
+        audit::record(
+            ctx,
+            "WatchToken",
+            &request.resource,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 
@@ -86,8 +98,8 @@ impl Gateway {
     ) -> Result<(&'a str, IdentitySelector), GatewayError> {
         let resource = validate::resource(&request.resource)?;
         let selector = validate::identity(request.identity.clone())?;
-        self.policy
-            .check(ctx.policy_caller(), &selector, Target::Token(resource))?;
+        self.policy()
+            .check(&ctx.policy_caller(), &selector, Target::Token { resource })?;
         Ok((resource, selector))
     }
 }

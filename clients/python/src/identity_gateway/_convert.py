@@ -69,12 +69,9 @@ def resolve_target(socket_path: Optional[str] = None, target: Optional[str] = No
 
 
 def channel_options(target: str, options: Optional[Sequence[Tuple[str, Any]]]) -> List[Tuple[str, Any]]:
-    """Channel options for ``target``. Over a Unix socket gRPC core would send
-    the socket path as the HTTP/2 ``:authority``, which the gateway's HTTP/2
-    stack rejects (RST_STREAM PROTOCOL_ERROR): send ``localhost`` instead."""
+    """Channel options for ``target``: the caller's, as given (the gateway
+    accepts the socket path gRPC core sends as ``:authority``)."""
     merged = list(options or ())
-    if target.startswith("unix:") and not any(name == "grpc.default_authority" for name, _ in merged):
-        merged.append(("grpc.default_authority", "localhost"))
     return merged
 
 
