@@ -21,15 +21,21 @@ bash scripts/tools/node.sh
 bash scripts/tools/go.sh >/dev/null
 bash scripts/tools/java.sh
 
-echo "polyglot-tests: cargo build --bin identity-gateway" >&2
+# The binary `cargo test --workspace` already built (scripts/test runs that
+# first): the same command with --no-run only names it, so CI builds the
+# gateway once. (`cargo build --bin` would build it again: test builds unify
+# dev-only features such as tokio's test-util into it.)
+echo "polyglot-tests: cargo test --workspace --no-run (the gateway binary)" >&2
 # The binary's path, from cargo itself (whatever CARGO_TARGET_DIR says).
 IDENTITY_GATEWAY_BIN="$(
-  cargo build --bin identity-gateway --message-format=json-render-diagnostics |
+  cargo test --workspace --no-run --message-format=json-render-diagnostics |
     "$python" -c '
 import json, sys
 for line in sys.stdin:
     msg = json.loads(line)
-    if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["name"] == "identity-gateway":
+    if (msg.get("reason") == "compiler-artifact" and msg.get("executable")
+            and msg["target"]["name"] == "identity-gateway" and msg["target"]["kind"] == ["bin"]
+            and not msg["profile"]["test"]):
         print(msg["executable"])
 '
 )"

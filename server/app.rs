@@ -109,7 +109,7 @@ impl App {
         let listeners = transport::bind(&config).await?;
         #[cfg(feature = "emulator")]
         let emulator = if options.emulator {
-            let emulator = crate::emulator_mode::start().await?;
+            let emulator = crate::emulator_mode::start(&config.socket).await?;
             emulator.configure(&mut config);
             config.validate()?;
             Some(emulator)
@@ -118,7 +118,6 @@ impl App {
         };
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let gateway = Arc::new(build_gateway(&config, clock)?);
-        tracing::info!(policy = %gateway.policy().summary(), "caller policy");
         let socket_gid = socket_gid(&config)?;
         let mut attributor = Attributor::new(socket_gid);
         if let Some(dir) = options.proc_root {

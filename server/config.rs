@@ -17,6 +17,8 @@ use identity_gateway_azure::config::{KeyVaultConfig, SasConfig, SqlConfig};
 use identity_gateway_core::http::UpstreamConfig;
 use identity_gateway_identity::{IdentityConfig, SourceKind};
 
+use crate::logging::LogFormat;
+
 /// Default socket path for a system install.
 pub const DEFAULT_SOCKET: &str = "/run/identity-gateway/gateway.sock";
 /// Default socket path with `--emulator`, so a newcomer needs no root.
@@ -33,7 +35,12 @@ pub struct Cli {
     /// Unix socket to serve gRPC on. The socket is created 0660 in a 0750
     /// directory. [default: /run/identity-gateway/gateway.sock, or
     /// ./identity-gateway.sock with --emulator]
-    #[arg(long, env = "IDENTITY_GATEWAY_SOCKET", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "IDENTITY_GATEWAY_SOCKET",
+        value_name = "PATH"
+    )]
     pub socket: Option<PathBuf>,
 
     /// Group that owns the socket, so its members may call the gateway. On
@@ -64,7 +71,12 @@ pub struct Cli {
     pub source: Option<SourceKind>,
 
     /// TOML configuration file (see deploy/config.example.toml).
-    #[arg(long, env = "IDENTITY_GATEWAY_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "IDENTITY_GATEWAY_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     /// Run against the built-in emulator (fake IMDS, Key Vault, Storage, ADLS,
@@ -77,6 +89,11 @@ pub struct Cli {
     /// Log filter, e.g. "info" or "identity_gateway=debug". [default: info]
     #[arg(long, env = "IDENTITY_GATEWAY_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// Log line format on stderr: text, or json (one object per line).
+    /// Colour codes only when stderr is a terminal. [default: text]
+    #[arg(long, env = "IDENTITY_GATEWAY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 
     /// Also serve the App Service managed-identity protocol on this loopback
     /// address (e.g. 127.0.0.1:42356), so unmodified Azure SDKs can use the
@@ -92,6 +109,21 @@ pub struct Cli {
     /// App Service identity header secret (normally from IDENTITY_HEADER).
     #[arg(long, env = "IDENTITY_HEADER", hide = true, hide_env_values = true)]
     pub app_service_header: Option<String>,
+
+    /// A command instead of serving (serving is the default).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `identity-gateway <COMMAND>`: tools for operators, run against the
+/// configuration the daemon would use (same flags, variables and file).
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Asks the running gateway's grpc.health.v1 service over its socket;
+    /// exits 0 when it answers SERVING, 1 otherwise (for container probes
+    /// and scripts). Takes the socket from --socket, IDENTITY_GATEWAY_SOCKET
+    /// or the config file.
+    Healthcheck(crate::healthcheck::HealthcheckArgs),
 }
 
 /// The resolved configuration the gateway runs with.
@@ -106,6 +138,8 @@ pub struct Config {
     /// besides `socket_group`.
     pub pipe_access: Vec<String>,
     pub log: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
     pub identity: IdentityConfig,
     pub upstream: UpstreamConfig,
     pub keyvault: KeyVaultConfig,
@@ -141,6 +175,7 @@ impl Default for Config {
             pipe: None,
             pipe_access: Vec::new(),
             log: "info".into(),
+            log_format: LogFormat::Text,
             identity: IdentityConfig::default(),
             upstream: UpstreamConfig::default(),
             keyvault: KeyVaultConfig::default(),
@@ -234,6 +269,9 @@ impl Config {
         }
         if let Some(log) = cli.log {
             self.log = log;
+        }
+        if let Some(format) = cli.log_format {
+            self.log_format = format;
         }
         if cli.identity_endpoint.is_some() {
             self.identity_endpoint.listen = cli.identity_endpoint;

@@ -3,7 +3,9 @@
 //! no Azure account.
 //!
 //! This module owns the wiring only: which fakes run, the trust anchor (the
-//! emulator's test CA, written to a private temp dir) and the configuration
+//! emulator's test CA, written next to the socket at a path that does not
+//! change between runs, so exported `SSL_CERT_FILE` lines keep working) and
+//! the configuration
 //! that points at them ([`RunningEmulator::configure`], applied by the
 //! composition root before it validates the configuration again). It is
 //! compiled only with the `emulator` cargo feature.
@@ -80,9 +82,10 @@ pub struct RunningEmulator {
     arm_url: Url,
     authority: Arc<TokenAuthority>,
     ca: Arc<TestCa>,
-    ca_file: PathBuf,
-    /// Holds the CA file; removed on drop.
-    _ca_dir: tempfile::TempDir,
+    /// The CA certificate's file; removed on drop.
+    ca_file: CaFile,
+    /// The CA followed by this system's roots, for `SSL_CERT_FILE`; removed on drop.
+    ca_bundle: CaFile,
     /// The fake IMDS the gateway takes its tokens from.
     pub imds: ImdsFake,
     /// The fake ARM (`upstream.arm_endpoint`): the sample resource groups and
@@ -109,7 +112,7 @@ impl RunningEmulator {
         config.identity.source = SourceKind::Imds;
         config.identity.imds_endpoint = self.imds_url.clone();
         config.upstream.arm_endpoint = Some(self.arm_url.clone());
-        config.upstream.ca_files.push(self.ca_file.clone());
+        config.upstream.ca_files.push(self.ca_file.0.clone());
         config.upstream.allow_http = true;
         // %ProgramData%\identity-gateway is for the installed service; a
         // developer's emulator keeps its header file in the current directory.
@@ -140,7 +143,14 @@ impl RunningEmulator {
 
     /// Where the CA certificate was written (also in `upstream.ca_files`).
     pub fn ca_file(&self) -> &Path {
-        &self.ca_file
+        &self.ca_file.0
+    }
+
+    /// The test CA followed by this system's trusted roots: what the
+    /// banner's `SSL_CERT_FILE` / `REQUESTS_CA_BUNDLE` lines point at, so a
+    /// shell that exports them still trusts the public internet.
+    pub fn ca_bundle(&self) -> &Path {
+        &self.ca_bundle.0
     }
 
     /// (name, base URL) of every running fake, for the banner.
@@ -157,11 +167,19 @@ impl RunningEmulator {
     }
 }
 
-/// Starts the fakes on their well-known loopback ports (free ones when taken).
-pub async fn start() -> Result<RunningEmulator, EmulatorError> {
+/// Starts the fakes on their well-known loopback ports (free ones when
+/// taken), and writes the test CA next to `socket` ([`ca_path`],
+/// [`ca_bundle_path`]). The socket's directory must exist: the gateway binds
+/// first, and creating the directory here would skip the socket group and
+/// mode that binding gives it.
+pub async fn start(socket: &Path) -> Result<RunningEmulator, EmulatorError> {
     let authority = Arc::new(TokenAuthority::generate(sample::TENANT_ID));
     let ca = Arc::new(TestCa::generate(&["localhost", "127.0.0.1"]));
-    let (ca_dir, ca_file) = write_ca(ca.ca_pem())?;
+    let ca_file = write_ca(&ca_path(socket), ca.ca_pem())?;
+    let ca_bundle = write_ca(
+        &ca_bundle_path(socket),
+        &format!("{}{}", ca.ca_pem(), system_roots()),
+    )?;
     let imds = ImdsFake::start_on(authority.clone(), ImdsConfig::default(), ports::IMDS)
         .await
         .map_err(|e| EmulatorError::new("cannot start the fake IMDS", e))?;
@@ -193,7 +211,7 @@ pub async fn start() -> Result<RunningEmulator, EmulatorError> {
         authority,
         ca,
         ca_file,
-        _ca_dir: ca_dir,
+        ca_bundle,
         imds,
         arm,
         blob,
@@ -204,23 +222,97 @@ pub async fn start() -> Result<RunningEmulator, EmulatorError> {
     })
 }
 
-/// Writes the CA certificate into a fresh 0700 temp dir.
-fn write_ca(pem: &str) -> Result<(tempfile::TempDir, PathBuf), EmulatorError> {
-    let dir = tempfile::Builder::new()
-        .prefix("identity-gateway-emulator-")
-        .tempdir()
-        .map_err(|e| EmulatorError::new("cannot create a temp dir for the test CA", e))?;
+/// Where `--emulator` writes its test CA: next to the socket, named after it
+/// (`./identity-gateway.sock` -> `./identity-gateway-ca.pem`), so the path
+/// is the same every run and two emulators in one directory do not collide.
+pub fn ca_path(socket: &Path) -> PathBuf {
+    beside_socket(socket, "-ca.pem")
+}
+
+/// `ca_path`'s sibling holding the CA and the system's roots
+/// (`./identity-gateway-ca-bundle.pem`).
+pub fn ca_bundle_path(socket: &Path) -> PathBuf {
+    beside_socket(socket, "-ca-bundle.pem")
+}
+
+fn beside_socket(socket: &Path, suffix: &str) -> PathBuf {
+    let stem = socket
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "identity-gateway".to_string());
+    socket.with_file_name(format!("{stem}{suffix}"))
+}
+
+/// Where Linux distributions (Debian/Ubuntu/Alpine, Fedora/RHEL) and macOS
+/// keep their PEM bundle of trusted roots.
+const SYSTEM_ROOT_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// This system's trusted roots (PEM), or nothing when none is found.
+fn system_roots() -> String {
+    SYSTEM_ROOT_BUNDLES
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .map(|pem| format!("\n# This system's trusted roots:\n{pem}"))
+        .unwrap_or_default()
+}
+
+/// The CA certificate's file, removed when the emulator stops.
+#[derive(Debug)]
+struct CaFile(PathBuf);
+
+impl Drop for CaFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes the (public) CA certificate to `path`, 0644, replacing what is
+/// there: written to a temp file in the same directory and renamed over, so
+/// a symlink planted at `path` is replaced, never followed.
+fn write_ca(path: &Path, pem: &str) -> Result<CaFile, EmulatorError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(".identity-gateway-ca-")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            EmulatorError::new(format!("cannot write the test CA in {}", dir.display()), e)
+        })?;
+    std::io::Write::write_all(&mut file, pem.as_bytes())
+        .map_err(|e| EmulatorError::new("cannot write the test CA", e))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).map_err(
-            |e| EmulatorError::new(format!("cannot make {} private", dir.path().display()), e),
-        )?;
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| EmulatorError::new("cannot set permissions on the test CA", e))?;
     }
-    let path = dir.path().join("emulator-ca.pem");
-    std::fs::write(&path, pem)
-        .map_err(|e| EmulatorError::new(format!("cannot write {}", path.display()), e))?;
-    Ok((dir, path))
+    file.persist(path)
+        .map_err(|e| EmulatorError::new(format!("cannot write {}", path.display()), e.error))?;
+    Ok(CaFile(path.to_path_buf()))
+}
+
+/// The `export` lines that point a shell's clients at this emulator: the
+/// socket for the gateway's own clients, and the test CA for the Azure SDKs
+/// (`REQUESTS_CA_BUNDLE` for sync clients, which use requests and certifi;
+/// `SSL_CERT_FILE` for asyncio clients, whose aiohttp uses Python's default
+/// SSL context; curl and other OpenSSL-based tools read it too). Both point
+/// at the bundle, which keeps the system's roots: these variables replace a
+/// client's trust store rather than add to it.
+pub fn exports(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let socket = shell_quote(&absolute(&config.socket).display().to_string());
+    let ca = shell_quote(&absolute(emulator.ca_bundle()).display().to_string());
+    vec![
+        format!("export IDENTITY_GATEWAY_SOCKET={socket}"),
+        format!("export SSL_CERT_FILE={ca}"),
+        format!("export REQUESTS_CA_BUNDLE={ca}"),
+    ]
 }
 
 /// What `--emulator` prints: where it listens, who it is, and commands to
@@ -248,6 +340,18 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
         let _ = writeln!(out, "  {label:<13} {url}");
     }
     let _ = writeln!(out, "  test CA:      {}", emulator.ca_file().display());
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  In another shell, these make the clients and the Azure SDKs (sync and asyncio)"
+    );
+    let _ = writeln!(
+        out,
+        "  use this gateway and trust the emulator's CA besides this system's roots:"
+    );
+    for line in exports(config, emulator) {
+        let _ = writeln!(out, "    {line}");
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -450,11 +554,13 @@ mod tests {
 
     #[tokio::test]
     async fn start_points_the_config_at_the_fakes() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("identity-gateway.sock");
         let mut config = Config {
-            socket: PathBuf::from("./identity-gateway.sock"),
+            socket: socket.clone(),
             ..Config::default()
         };
-        let emulator = start().await.unwrap();
+        let emulator = start(&socket).await.unwrap();
         emulator.configure(&mut config);
         config.validate().unwrap();
         assert_eq!(config.identity.source, SourceKind::Imds);
@@ -475,6 +581,8 @@ mod tests {
             assert!(config.upstream.allowed_hosts.iter().any(|h| h == host));
         }
         let ca_file = emulator.ca_file().to_path_buf();
+        // Next to the socket, at a path that does not change between runs.
+        assert_eq!(ca_file, dir.path().join("identity-gateway-ca.pem"));
         assert_eq!(config.upstream.ca_files, vec![ca_file.clone()]);
         assert_eq!(
             std::fs::read_to_string(&ca_file).unwrap(),
@@ -483,16 +591,19 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let dir = ca_file.parent().unwrap();
-            let mode = std::fs::metadata(dir).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o700);
+            let mode = std::fs::metadata(&ca_file).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o644,
+                "a public certificate, readable by clients"
+            );
         }
         // The shared HTTP client accepts the rewritten config.
         identity_gateway_core::http::build_client(&config.upstream).unwrap();
         assert_eq!(emulator.authority().tenant_id(), sample::TENANT_ID);
 
         let banner = banner(&config, &emulator);
-        let target = grpcurl_target(Path::new("./identity-gateway.sock"));
+        let target = grpcurl_target(&socket);
         assert!(target.starts_with("unix:///"), "{target}");
         let blob_base = emulator.blob.base_url();
         let read_blob = format!(
@@ -510,6 +621,18 @@ mod tests {
         );
         let health = format!("grpcurl -plaintext {target} grpc.health.v1.Health/Check");
         let ca_hint = format!("curl --cacert {}", ca_file.display());
+        let bundle = emulator.ca_bundle().to_path_buf();
+        assert_eq!(bundle, dir.path().join("identity-gateway-ca-bundle.pem"));
+        let bundle_pem = std::fs::read_to_string(&bundle).unwrap();
+        assert!(
+            bundle_pem.starts_with(emulator.ca_pem()),
+            "the test CA first"
+        );
+        let exports = [
+            format!("export IDENTITY_GATEWAY_SOCKET={}", socket.display()),
+            format!("export SSL_CERT_FILE={}", bundle.display()),
+            format!("export REQUESTS_CA_BUNDLE={}", bundle.display()),
+        ];
         for needle in [
             read_blob.as_str(),
             &get_sas,
@@ -517,7 +640,10 @@ mod tests {
             &ca_hint,
             &emulator.arm.base_url(),
             &blob_base,
-            "./identity-gateway.sock",
+            &socket.display().to_string(),
+            &exports[0],
+            &exports[1],
+            &exports[2],
             &get_token,
             &health,
             sample::SYSTEM_CLIENT_ID,
@@ -529,7 +655,27 @@ mod tests {
         }
 
         drop(emulator);
-        assert!(!ca_file.exists(), "the CA dir is removed with the emulator");
+        assert!(
+            !ca_file.exists(),
+            "the CA file is removed with the emulator"
+        );
+        assert!(!bundle.exists(), "the bundle too");
+    }
+
+    #[test]
+    fn the_ca_is_named_after_the_socket() {
+        assert_eq!(
+            ca_path(Path::new("./identity-gateway.sock")),
+            Path::new("./identity-gateway-ca.pem")
+        );
+        assert_eq!(
+            ca_path(Path::new("/run/ig/gw.sock")),
+            Path::new("/run/ig/gw-ca.pem")
+        );
+        assert_eq!(
+            ca_bundle_path(Path::new("/run/ig/gw.sock")),
+            Path::new("/run/ig/gw-ca-bundle.pem")
+        );
     }
 
     #[test]

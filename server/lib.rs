@@ -16,14 +16,16 @@
 //! - `identity_gateway_core`: errors, clock, clouds, tokens, host guard.
 //!
 //! Beside them in this crate: [`config`] (flags, `IDENTITY_GATEWAY_*`
-//! variables and the TOML file), [`transport`] (the listeners), and, with
-//! the `emulator` cargo feature only, `emulator_mode` (`--emulator`: the
-//! gateway wired to in-process fakes). Production builds
-//! (`--no-default-features`) contain no emulator code. Hosting:
-//! [`lifecycle`] (how a console or the Windows service stops the gateway and
-//! learns it is ready), [`logging`] (stderr, or rotating files for the
-//! service), [`windows`] (the pipe's security descriptor, pipe callers, the
-//! Windows service and Event Log, `%ProgramData%\identity-gateway`).
+//! variables and the TOML file), [`transport`] (the listeners), [`logging`]
+//! (the log subscriber, text or JSON, and the startup line),
+//! [`healthcheck`] (`identity-gateway healthcheck`, a grpc.health.v1 client
+//! for container probes) and, with the `emulator` cargo feature only,
+//! `emulator_mode` (`--emulator`: the gateway wired to in-process fakes).
+//! Production builds (`--no-default-features`) contain no emulator code.
+//! Hosting: [`lifecycle`] (how a console or the Windows service stops the
+//! gateway and learns it is ready) and [`windows`] (the pipe's security
+//! descriptor, pipe callers, the Windows service and Event Log,
+//! `%ProgramData%\identity-gateway`).
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod adapters;
@@ -31,6 +33,7 @@ pub mod app;
 pub mod config;
 #[cfg(feature = "emulator")]
 pub mod emulator_mode;
+pub mod healthcheck;
 pub mod lifecycle;
 pub mod logging;
 pub mod transport;

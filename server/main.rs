@@ -3,21 +3,23 @@
 //! socket. SIGHUP reloads the caller policy from the configuration file.
 //! `identity-gateway service ...` manages the Windows service.
 
-use std::{error::Error, process::ExitCode};
+use std::{error::Error, io::Write as _, process::ExitCode};
 
 use clap::Parser;
 use identity_gateway::{
-    config::{Cli, Config},
+    config::{Cli, Command, Config},
     error_chain,
+    healthcheck::{self, HealthcheckArgs},
     lifecycle::RunControl,
-    logging, transport, App, Options, StartupError,
+    logging, App, Options, StartupError,
 };
 
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "service") {
         return service(std::env::args_os().skip(1).collect());
     }
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
     #[cfg(feature = "emulator")]
     let emulator = cli.emulator;
     let config = match Config::from_cli(cli) {
@@ -27,7 +29,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init_stderr(&config.log);
+    if let Some(Command::Healthcheck(args)) = command {
+        return healthcheck(&config, &args);
+    }
+    logging::init(&config.log, config.log_format);
     let options = Options {
         #[cfg(feature = "emulator")]
         emulator,
@@ -58,10 +63,6 @@ fn service(_args: Vec<std::ffi::OsString>) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn chain(error: &dyn Error) -> String {
-    error_chain(error)
-}
-
 /// Runs the gateway on its own runtime until `control.shutdown` resolves.
 fn run_blocking(config: Config, options: Options, control: RunControl) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new()
@@ -69,6 +70,42 @@ fn run_blocking(config: Config, options: Options, control: RunControl) -> Result
     runtime
         .block_on(run(config, options, control))
         .map_err(|e| chain(&e))
+}
+
+fn healthcheck(config: &Config, args: &HealthcheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("identity-gateway healthcheck: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    let health = runtime.block_on(healthcheck::check(&config.socket, &args.service, timeout));
+    match health {
+        healthcheck::Health::Serving => print_stdout(&health.to_string()),
+        _ => eprintln!("identity-gateway healthcheck: {health}"),
+    }
+    ExitCode::from(health.exit_code())
+}
+
+/// Prints to stdout; a reader that went away (`identity-gateway --emulator |
+/// head`) is not an error worth dying or panicking for: the banner is a
+/// courtesy, the gateway keeps serving.
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            tracing::warn!(error = %e, "cannot write to stdout");
+        }
+    }
+}
+
+fn chain(error: &dyn Error) -> String {
+    error_chain(error)
 }
 
 async fn run(config: Config, options: Options, control: RunControl) -> Result<(), StartupError> {
@@ -88,22 +125,22 @@ async fn run(config: Config, options: Options, control: RunControl) -> Result<()
         });
     }
     let config = app.config();
-    tracing::info!(
-        listening = %transport::describe(config),
-        tcp = ?config.tcp,
-        source = %app.gateway().tokens().source_description(),
-        "identity-gateway serving"
+    logging::log_startup(
+        config,
+        &app.gateway().tokens().source_description(),
+        &app.gateway().policy().summary(),
+        app.identity_endpoint().map(|e| e.url()).as_deref(),
     );
     #[cfg(feature = "emulator")]
     if let Some(emulator) = app.emulator() {
-        println!(
-            "{}",
-            identity_gateway::emulator_mode::banner(config, emulator)
-        );
+        print_stdout(&identity_gateway::emulator_mode::banner(config, emulator));
     }
     if let Some(endpoint) = app.identity_endpoint() {
-        println!("identity endpoint: {}", endpoint.url());
-        println!("identity header file: {}", endpoint.header_file().display());
+        print_stdout(&format!("identity endpoint: {}", endpoint.url()));
+        print_stdout(&format!(
+            "identity header file: {}",
+            endpoint.header_file().display()
+        ));
     }
     if let Some(ready) = control.ready {
         ready();

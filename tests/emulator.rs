@@ -176,7 +176,7 @@ async fn imds_identity_and_resource_errors_reach_the_caller() {
 async fn emulator_mode_serves_the_sample_identities() {
     let env = TestEnv::new().await;
     let mut config = env.config();
-    let emulator = emulator_mode::start().await.unwrap();
+    let emulator = emulator_mode::start(&config.socket).await.unwrap();
     emulator.configure(&mut config);
     assert_eq!(config.identity.source, SourceKind::Imds);
     assert!(config
@@ -221,7 +221,7 @@ async fn emulator_mode_serves_key_vault_and_data_lake_samples() {
     };
     let env = TestEnv::new().await;
     let mut config = env.config();
-    let emulator = emulator_mode::start().await.unwrap();
+    let emulator = emulator_mode::start(&config.socket).await.unwrap();
     emulator.configure(&mut config);
     let gw = env.start(config).await;
     let mut rpc = gw.client.rpc();

@@ -22,7 +22,9 @@ const X_MS_VERSION: &str = "2025-11-05";
 async fn start() -> (TestEnv, RunningEmulator, TestGateway) {
     let env = TestEnv::new().await;
     let mut config = env.config();
-    let emulator = emulator_mode::start().await.expect("emulator");
+    let emulator = emulator_mode::start(&config.socket)
+        .await
+        .expect("emulator");
     emulator.configure(&mut config);
     let gw = env.start(config).await;
     (env, emulator, gw)

@@ -7,6 +7,7 @@ mod common;
 // service stop, second instance) is exercised by scripts/windows-tests.sh.
 #[cfg(unix)]
 mod binary;
+mod config_reference;
 mod datalake;
 mod emulator;
 mod emulator_blob;
@@ -15,6 +16,9 @@ mod keyvault;
 // Raw HTTP/2 over the Unix socket, and callers as other Unix users (setpriv).
 #[cfg(unix)]
 mod local_authority;
+// The binary's operations (signals, healthcheck on the socket).
+#[cfg(unix)]
+mod operations;
 #[cfg(unix)]
 mod policy;
 mod sources;

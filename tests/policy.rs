@@ -47,7 +47,11 @@ async fn start(
     config.socket = env.dir.path().join("run/gw.sock");
     config.socket_group = Some(GROUP.to_string());
     config.policy = policy(policy_text);
-    let emulator = emulator_mode::start().await.expect("emulator");
+    // The CA beside a socket path in the existing temp dir: `run/` is the
+    // gateway's to create (with the socket group), after this.
+    let emulator = emulator_mode::start(&env.dir.path().join("gw.sock"))
+        .await
+        .expect("emulator");
     emulator.configure(&mut config);
     tweak(&mut config);
     let gw = TestEnv::start_app(config, options).await;
@@ -677,7 +681,9 @@ async fn audit_lines_name_the_identity_and_the_sas_granted() {
     let lines = crate::common::audit_capture();
     let env = TestEnv::new().await;
     let mut config = env.config();
-    let emulator = emulator_mode::start().await.expect("emulator");
+    let emulator = emulator_mode::start(&config.socket)
+        .await
+        .expect("emulator");
     emulator.configure(&mut config);
     let gw = env.start(config).await;
     let mut rpc = gw.client.rpc();

@@ -356,7 +356,7 @@ fn run_service(
     if let Err(e) = secure_dir(&data_dir()) {
         eventlog::report(eventlog::Event::Warning, &e);
     }
-    crate::logging::init_files(&config.log, &log_dir())?;
+    crate::logging::init_files(&config.log, config.log_format, &log_dir())?;
     let shutdown = async move {
         let reason = stop_rx.await.unwrap_or("the control handler went away");
         tracing::info!(reason, "service stop requested: draining");
