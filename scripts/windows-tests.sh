@@ -145,7 +145,7 @@ else
   finish
 fi
 line="$(grep -m1 "identity-gateway serving" "$work/gw.err" | tr -d '\r')"
-if [[ $line == *'transports="named pipe \\.\pipe\identity-gateway-wine"'* && $line != *unix* ]]; then
+if [[ $line == *'transports=named pipe \\.\pipe\identity-gateway-wine'* && $line != *unix* ]]; then
   pass "the startup log names the pipe, not a Unix socket"
 else
   fail "the startup log names the pipe, not a Unix socket" "$line"
