@@ -3,6 +3,9 @@
 
 mod common;
 
+// The binary's signal handling is Unix's; on Windows the binary (pipe,
+// service stop, second instance) is exercised by scripts/windows-tests.sh.
+#[cfg(unix)]
 mod binary;
 mod config_reference;
 mod datalake;
@@ -10,8 +13,13 @@ mod emulator;
 mod emulator_blob;
 mod identity_endpoint;
 mod keyvault;
+// Raw HTTP/2 over the Unix socket, and callers as other Unix users (setpriv).
+#[cfg(unix)]
 mod local_authority;
+// The binary's operations (signals, healthcheck on the socket).
+#[cfg(unix)]
 mod operations;
+#[cfg(unix)]
 mod policy;
 mod resilience;
 mod sources;

@@ -146,10 +146,13 @@ pub enum EndpointError {
 }
 
 /// Where the header secret goes: the configured file, else
-/// `identity-header` in the socket's directory.
+/// `identity-header` in the socket's directory (on Windows:
+/// `%ProgramData%\identity-gateway`; `--emulator` puts it in the current
+/// directory).
 pub fn header_file_path(config: &Config) -> PathBuf {
     match &config.identity_endpoint.header_file {
         Some(path) => path.clone(),
+        None if cfg!(windows) => crate::windows::data_dir().join(DEFAULT_HEADER_FILE_NAME),
         None => config
             .socket
             .parent()
@@ -251,6 +254,15 @@ pub async fn start(
         })?;
     let secret = new_secret();
     let path = header_file_path(config);
+    #[cfg(windows)]
+    if config.identity_endpoint.header_file.is_none() {
+        crate::windows::secure_dir(&crate::windows::data_dir()).map_err(|message| {
+            EndpointError::HeaderFile {
+                path: path.clone(),
+                source: io::Error::other(message),
+            }
+        })?;
+    }
     write_secret(&path, &secret, socket_gid).map_err(|source| EndpointError::HeaderFile {
         path: path.clone(),
         source,
@@ -846,6 +858,17 @@ mod tests {
         assert!(Config::from_toml("[identity_endpoint]\nlisen = \"x\"\n").is_err());
     }
 
+    #[cfg(windows)]
+    #[test]
+    fn header_file_defaults_to_program_data_on_windows() {
+        let config = Config::default();
+        assert_eq!(
+            header_file_path(&config),
+            crate::windows::data_dir().join("identity-header")
+        );
+    }
+
+    #[cfg(unix)]
     #[test]
     fn header_file_defaults_next_to_the_socket() {
         let mut config = Config {
