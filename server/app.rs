@@ -24,7 +24,9 @@ use identity_gateway_core::{
     HostGuard,
 };
 use identity_gateway_identity::{CacheSettings, SourceError, TokenCache, TokenSource};
-use identity_gateway_service::{CallerPolicy, Gateway, GatewayParts, Limits, PolicyError};
+use identity_gateway_service::{
+    CallerPolicy, Gateway, GatewayParts, Limits, LimitsConfig, PolicyError,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -42,6 +44,7 @@ use crate::{
     proto::{identity_gateway_server::IdentityGatewayServer, FILE_DESCRIPTOR_SET},
     transport::{
         self,
+        limits::ConnectionLimits,
         peer::Attributor,
         serve::{ConnectionServer, Transport},
         BindError, Listeners,
@@ -199,7 +202,14 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let served = serve(self.gateway, self.listeners, self.attributor, shutdown).await;
+        let served = serve(
+            self.gateway,
+            self.listeners,
+            self.attributor,
+            &self.config.limits,
+            shutdown,
+        )
+        .await;
         if let Some(endpoint) = self.identity_endpoint {
             endpoint.stop().await;
         }
@@ -253,6 +263,7 @@ pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<(Gateway, Metrics
         sql: Arc::clone(&sql),
         limits: Limits {
             sas_max_lifetime: Duration::from_secs(config.sas.max_expiry_secs),
+            callers: config.limits.clone(),
         },
         shutdown: CancellationToken::new(),
         metrics: metrics.service.clone(),
@@ -271,6 +282,7 @@ async fn serve(
     gateway: Arc<Gateway>,
     listeners: Listeners,
     attributor: Attributor,
+    limits: &LimitsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -312,20 +324,41 @@ async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
+    // Requests are refused from their 5-byte length prefix, before their
+    // body is read; the small receive windows bound what h2 buffers for a
+    // stream (and a connection) before the service sees it.
+    let max_request = limits.max_request_bytes.max(1024);
     let service = IdentityGatewayServer::new(GatewayService::new(gateway))
-        .max_decoding_message_size(4 * 1024 * 1024);
+        .max_decoding_message_size(max_request);
+    let window = u32::try_from(max_request)
+        .unwrap_or(u32::MAX)
+        .clamp(16 * 1024, 1024 * 1024);
     let routes = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service);
+    let max_streams = limits.max_concurrent_streams.max(1);
     let server = Arc::new(
-        ConnectionServer::new(routes).http2_keepalive_interval(Some(Duration::from_secs(30))),
+        ConnectionServer::new(routes)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2(|h2| {
+                h2.max_concurrent_streams(max_streams)
+                    .initial_stream_window_size(window)
+                    .initial_connection_window_size(window.saturating_mul(4))
+                    .max_frame_size(16 * 1024)
+                    .max_header_list_size(16 * 1024)
+                    .max_pending_accept_reset_streams(32);
+            })
+            .request_timeout(Some(Duration::from_secs(
+                limits.request_timeout_secs.max(1),
+            ))),
     );
+    let connections = ConnectionLimits::new(limits);
 
     let mut servers = Vec::new();
     #[cfg(unix)]
     if let Some(unix) = listeners.unix {
-        let incoming = unix.into_listener();
+        let incoming = connections.limit(unix.into_listener());
         let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
@@ -344,7 +377,7 @@ async fn serve(
     }
     if let Some(tcp) = listeners.tcp {
         // Each connection is attributed to its owner at accept.
-        let incoming = transport::peer::incoming(tcp, attributor);
+        let incoming = connections.limit(Box::pin(transport::peer::incoming(tcp, attributor)));
         let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {

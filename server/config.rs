@@ -43,7 +43,9 @@ pub struct Cli {
     )]
     pub socket: Option<PathBuf>,
 
-    /// Group that owns the socket, so its members may call the gateway.
+    /// Group that owns the socket, so its members may call the gateway. On
+    /// Windows: the group (name or SID) granted read/write on the pipe
+    /// [default: Authenticated Users].
     #[arg(long, env = "IDENTITY_GATEWAY_SOCKET_GROUP", value_name = "GROUP")]
     pub socket_group: Option<String>,
 
@@ -52,7 +54,8 @@ pub struct Cli {
     #[arg(long, env = "IDENTITY_GATEWAY_TCP", value_name = "ADDR")]
     pub tcp: Option<SocketAddr>,
 
-    /// Windows only: named pipe to serve on (e.g. \\.\pipe\identity-gateway).
+    /// Windows only: named pipe to serve on, instead of the Unix socket.
+    /// [default: \\.\pipe\identity-gateway]
     #[arg(long, env = "IDENTITY_GATEWAY_PIPE", value_name = "NAME")]
     pub pipe: Option<String>,
 
@@ -146,6 +149,9 @@ pub struct Config {
     pub socket_group: Option<String>,
     pub tcp: Option<SocketAddr>,
     pub pipe: Option<String>,
+    /// Windows: more users or groups (names or SIDs) that may open the pipe,
+    /// besides `socket_group`.
+    pub pipe_access: Vec<String>,
     pub log: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
@@ -159,6 +165,8 @@ pub struct Config {
     /// rules: IMDS-equivalent. Reloaded from the file on SIGHUP.
     pub policy: identity_gateway_service::policy::PolicyConfig,
     pub metrics: MetricsConfig,
+    /// What one caller and one connection may ask of the gateway.
+    pub limits: identity_gateway_service::LimitsConfig,
     /// The `--config` file this was read from (what SIGHUP reloads).
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
@@ -227,6 +235,7 @@ impl Default for Config {
             socket_group: None,
             tcp: None,
             pipe: None,
+            pipe_access: Vec::new(),
             log: "info".into(),
             log_format: LogFormat::Text,
             identity: IdentityConfig::default(),
@@ -237,6 +246,7 @@ impl Default for Config {
             identity_endpoint: IdentityEndpointConfig::default(),
             policy: identity_gateway_service::policy::PolicyConfig::default(),
             metrics: MetricsConfig::default(),
+            limits: identity_gateway_service::LimitsConfig::default(),
             config_file: None,
         }
     }
@@ -404,6 +414,13 @@ impl Config {
                 )));
             }
         }
+        if self.sql.max_query_bytes >= self.limits.max_request_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "sql.max_query_bytes ({}) must be less than limits.max_request_bytes ({}): \
+                 a query that long could never arrive",
+                self.sql.max_query_bytes, self.limits.max_request_bytes
+            )));
+        }
         identity_gateway_service::CallerPolicy::compile(&self.policy)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.sql.batch_rows == 0 {
@@ -491,6 +508,15 @@ mod tests {
         let config = Config::from_toml("[[policy.rules]]\nidentities = [\"system\"]\n").unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("rule #1: names no callers"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_windows_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/windows/config.toml");
+        let config = Config::from_file(&path).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.pipe.as_deref(), Some(r"\\.\pipe\identity-gateway"));
+        assert!(config.pipe_access.is_empty());
     }
 
     #[test]

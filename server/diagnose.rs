@@ -26,7 +26,7 @@ use base64::Engine;
 use identity_gateway_core::{http, Cloud, IdentitySelector, Service};
 use identity_gateway_identity::{
     reachability::{probe, probe_address},
-    retry::{final_error, FetchError},
+    retry::{final_error, FetchError, Tried},
     TokenSource,
 };
 use serde::Serialize;
@@ -253,6 +253,7 @@ async fn identity_checks(
             return None;
         }
     };
+    let started = std::time::Instant::now();
     let fetched = tokio::time::timeout(
         config.identity.request_timeout(),
         source.fetch(&client, &selector, resource, SystemTime::now()),
@@ -297,8 +298,13 @@ async fn identity_checks(
                 }
                 _ => "retry; if it persists, the identity source is unhealthy".to_string(),
             };
-            let message =
-                final_error(error, source.name(), &endpoint, &selector, resource).to_string();
+            // One attempt: diagnose reports, it does not retry.
+            let tried = Tried {
+                attempts: 1,
+                elapsed: started.elapsed(),
+            };
+            let message = final_error(error, tried, source.name(), &endpoint, &selector, resource)
+                .to_string();
             checks.push(Check::new(name, Outcome::Fail, message).fix(fix));
             None
         }

@@ -22,8 +22,12 @@
 //! for container probes), [`metrics`] (the registry and its opt-in
 //! Prometheus listener), [`diagnose`] (the `diagnose` subcommand's checks)
 //! and, with the `emulator` cargo feature only, `emulator_mode`
-//! (`--emulator`: the gateway wired to in-process fakes). Production builds
-//! (`--no-default-features`) contain no emulator code.
+//! (`--emulator`: the gateway wired to in-process fakes).
+//! Production builds (`--no-default-features`) contain no emulator code.
+//! Hosting: [`lifecycle`] (how a console or the Windows service stops the
+//! gateway and learns it is ready) and [`windows`] (the pipe's security
+//! descriptor, pipe callers, the Windows service and Event Log,
+//! `%ProgramData%\identity-gateway`).
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod adapters;
@@ -33,9 +37,11 @@ pub mod diagnose;
 #[cfg(feature = "emulator")]
 pub mod emulator_mode;
 pub mod healthcheck;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod transport;
+pub mod windows;
 
 /// Generated protobuf and gRPC types of `identity_gateway.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -19,6 +19,8 @@ pub mod sql;
 pub mod throttle;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod testing;
 
 use std::sync::Arc;

@@ -59,7 +59,8 @@ impl fmt::Display for Peer {
             (Some(uid), Some(gid), Some(pid)) => write!(f, "uid={uid} gid={gid} pid={pid}")?,
             (Some(uid), Some(gid), None) => write!(f, "uid={uid} gid={gid}")?,
             (Some(uid), None, _) => write!(f, "uid={uid}")?,
-            (None, _, _) => f.write_str("unattributed")?,
+            (None, _, Some(pid)) => write!(f, "unattributed pid={pid}")?,
+            (None, _, None) => f.write_str("unattributed")?,
         }
         if let Some(addr) = self.addr {
             write!(f, " tcp={addr}")?;

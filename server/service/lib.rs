@@ -9,13 +9,16 @@
 //! - [`context`]: who calls, over what, by when.
 //! - [`validate`]: identity selectors and token audiences.
 //! - [`policy`]: which callers may use which identities and targets.
-//! - `audit`: the one audit line per call (and its call metrics).
+//! - [`admission`]: per-caller rate, concurrency and watch limits (`[limits]`).
+//! - `audit`: the bounded audit log (one line per call, cached grants
+//!   counted) and the call metrics of every call.
 //! - [`metrics`]: call, latency and policy-denial metric handles.
 //! - [`ops`]: the operations (tokens, secrets, Data Lake, SAS, blobs, ARM, SQL).
 //!
 //! This crate knows nothing about gRPC, HTTP adapters or the assembly.
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+pub mod admission;
 mod audit;
 pub mod context;
 pub mod metrics;
@@ -33,6 +36,7 @@ use identity_gateway_core::{GatewayError, IdentitySelector};
 use identity_gateway_identity::TokenCache;
 use tokio_util::sync::CancellationToken;
 
+pub use admission::LimitsConfig;
 pub use context::{Attribution, CallContext, Peer, Transport};
 pub use metrics::ServiceMetrics;
 pub use policy::{CallerPolicy, PolicyConfig, PolicyError};
@@ -43,6 +47,8 @@ pub use validate::IdentityRef;
 pub struct Limits {
     /// Longest SAS lifetime GetServiceSas issues (`sas.max_expiry_secs`).
     pub sas_max_lifetime: Duration,
+    /// Per-caller limits (`[limits]`).
+    pub callers: LimitsConfig,
 }
 
 /// Everything the operations use, built once by the composition root.
@@ -58,6 +64,8 @@ pub struct Gateway {
     limits: Limits,
     shutdown: CancellationToken,
     metrics: ServiceMetrics,
+    admission: Arc<admission::Admission>,
+    audit: Arc<audit::Audit>,
 }
 
 /// The parts a [`Gateway`] is made of.
@@ -94,6 +102,8 @@ impl Gateway {
             policy: RwLock::new(Arc::new(policy)),
             secrets,
             sql,
+            admission: Arc::new(admission::Admission::new(limits.callers.clone())),
+            audit: audit::Audit::start(audit::AGGREGATE_INTERVAL),
             limits,
             shutdown,
             metrics,
@@ -152,5 +162,6 @@ impl Gateway {
     /// Starts ending long-lived streams (shutdown).
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
+        self.audit.flush();
     }
 }

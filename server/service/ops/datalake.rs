@@ -59,6 +59,7 @@ impl Gateway {
     ) -> Result<DataLakePages, GatewayError> {
         let mut target = audit::url_target(&request.account_url);
         let outcome = async {
+            let _admitted = self.admission.admit(ctx)?;
             let listing = Listing::new(
                 &self.upstream.hosts,
                 &ListRequest {
@@ -117,7 +118,7 @@ impl Gateway {
             Ok(pages)
         }
         .await;
-        audit::record(
+        self.audit.record(
             &self.metrics,
             ctx,
             "ListDataLake",

@@ -45,6 +45,7 @@ impl Gateway {
     ) -> Result<Arc<Secret>, GatewayError> {
         let mut target = describe(&request);
         let outcome = async {
+            let _admitted = self.admission.admit(ctx)?;
             let vault = match &request.vault {
                 Some(VaultRef::Url(url)) => {
                     Vault::from_url(&self.upstream.hosts, url, request.cloud)?
@@ -97,7 +98,7 @@ impl Gateway {
             Ok(secret)
         }
         .await;
-        audit::record(
+        self.audit.record(
             &self.metrics,
             ctx,
             "GetSecret",

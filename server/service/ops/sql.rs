@@ -8,7 +8,6 @@ use identity_gateway_azure::sql::{self, SqlEventStream, SqlQuery, SqlTarget, Sql
 use identity_gateway_core::{GatewayError, Service};
 
 use crate::{
-    audit,
     context::CallContext,
     policy::Target,
     validate::{self, IdentityRef},
@@ -63,7 +62,8 @@ impl Gateway {
             sql::query(std::sync::Arc::clone(&self.sql), query, deadline).await
         }
         .await;
-        audit::record(&self.metrics, ctx, "QuerySql", &target, &identity, &outcome);
+        self.audit
+            .record(&self.metrics, ctx, "QuerySql", &target, &identity, &outcome);
         outcome
     }
 
