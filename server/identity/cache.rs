@@ -789,7 +789,7 @@ impl TokenCache {
                         .metrics
                         .upstream
                         .retry(inner.source.metric_label(), &status_label(&error));
-                    tracing::info!(%resource, identity = %selector, ?error, retry_in_ms = delay.as_millis() as u64, "token request failed; retrying");
+                    tracing::debug!(%resource, identity = %selector, ?error, retry_in_ms = delay.as_millis() as u64, "token request failed; retrying");
                     tokio::select! {
                         biased;
                         () = abandon.cancelled() => return abandoned(),
