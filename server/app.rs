@@ -6,6 +6,8 @@
 //! listeners it bound, until the shutdown future resolves, and drains.
 //! [`App::reloader`] re-reads the caller policy from the configuration file
 //! (`main` calls it on SIGHUP) without touching connections or streams.
+//! It also builds the one metrics registry and hands each layer its handles,
+//! and starts the opt-in metrics listener.
 
 use std::{
     future::Future,
@@ -15,13 +17,16 @@ use std::{
 };
 
 use identity_gateway_azure::{keyvault::SecretCache, sql::SqlPools, Upstream};
+use identity_gateway_core::metrics::UpstreamMetrics;
 use identity_gateway_core::{
     clock::{Clock, SystemClock},
     http::{self, HttpClientError},
     HostGuard,
 };
 use identity_gateway_identity::{CacheSettings, SourceError, TokenCache, TokenSource};
-use identity_gateway_service::{CallerPolicy, Gateway, GatewayParts, Limits, PolicyError};
+use identity_gateway_service::{
+    CallerPolicy, Gateway, GatewayParts, Limits, LimitsConfig, PolicyError,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -32,9 +37,14 @@ use crate::{
         http_identity::{self, EndpointError, RunningIdentityEndpoint},
     },
     config::{Config, ConfigError},
+    metrics::{
+        endpoint::{self as metrics_endpoint, MetricsEndpointError, RunningMetricsEndpoint},
+        Metrics, MetricsBuilder,
+    },
     proto::{identity_gateway_server::IdentityGatewayServer, FILE_DESCRIPTOR_SET},
     transport::{
         self,
+        limits::ConnectionLimits,
         peer::Attributor,
         serve::{ConnectionServer, Transport},
         BindError, Listeners,
@@ -58,6 +68,8 @@ pub enum StartupError {
     TokenSource(#[from] SourceError),
     #[error(transparent)]
     IdentityEndpoint(#[from] EndpointError),
+    #[error(transparent)]
+    MetricsEndpoint(#[from] MetricsEndpointError),
     #[cfg(feature = "emulator")]
     #[error(transparent)]
     Emulator(#[from] crate::emulator_mode::EmulatorError),
@@ -88,6 +100,8 @@ pub struct App {
     listeners: Listeners,
     attributor: Attributor,
     identity_endpoint: Option<RunningIdentityEndpoint>,
+    metrics: Metrics,
+    metrics_endpoint: Option<RunningMetricsEndpoint>,
     #[cfg(feature = "emulator")]
     emulator: Option<crate::emulator_mode::RunningEmulator>,
 }
@@ -117,7 +131,8 @@ impl App {
             None
         };
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let gateway = Arc::new(build_gateway(&config, clock)?);
+        let (gateway, metrics) = build(&config, clock)?;
+        let gateway = Arc::new(gateway);
         let socket_gid = socket_gid(&config)?;
         let mut attributor = Attributor::new(socket_gid);
         if let Some(dir) = options.proc_root {
@@ -125,12 +140,15 @@ impl App {
         }
         let identity_endpoint =
             http_identity::start(&gateway, &config, attributor.clone(), socket_gid).await?;
+        let metrics_endpoint = metrics_endpoint::start(&metrics, &config).await?;
         Ok(Self {
             config,
             gateway,
             listeners,
             attributor,
             identity_endpoint,
+            metrics,
+            metrics_endpoint,
             #[cfg(feature = "emulator")]
             emulator,
         })
@@ -161,6 +179,16 @@ impl App {
         self.identity_endpoint.as_ref()
     }
 
+    /// The metrics registry (what a scrape of the endpoint returns).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The metrics listener, when configured.
+    pub fn metrics_endpoint(&self) -> Option<&RunningMetricsEndpoint> {
+        self.metrics_endpoint.as_ref()
+    }
+
     /// The running emulator (`--emulator`).
     #[cfg(feature = "emulator")]
     pub fn emulator(&self) -> Option<&crate::emulator_mode::RunningEmulator> {
@@ -174,8 +202,18 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let served = serve(self.gateway, self.listeners, self.attributor, shutdown).await;
+        let served = serve(
+            self.gateway,
+            self.listeners,
+            self.attributor,
+            &self.config.limits,
+            shutdown,
+        )
+        .await;
         if let Some(endpoint) = self.identity_endpoint {
+            endpoint.stop().await;
+        }
+        if let Some(endpoint) = self.metrics_endpoint {
             endpoint.stop().await;
         }
         #[cfg(feature = "emulator")]
@@ -188,13 +226,25 @@ impl App {
 /// cache on `clock`, the upstream clients' shared [`Upstream`], the policy,
 /// the secret cache and the SQL pools.
 pub fn build_gateway(config: &Config, clock: Arc<dyn Clock>) -> Result<Gateway, StartupError> {
+    build(config, clock).map(|(gateway, _)| gateway)
+}
+
+/// [`build_gateway`], and the metrics registry its layers report to. The
+/// identity source gets its own client with `identity.connect_timeout_secs`
+/// (about a second, as the Azure SDKs use), so off Azure a token request
+/// fails fast instead of waiting out the upstream connect timeout.
+pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<(Gateway, Metrics), StartupError> {
+    let metrics = MetricsBuilder::new();
     let http = http::build_client(&config.upstream)?;
+    let identity_http =
+        http::build_client_with(&config.upstream, config.identity.connect_timeout())?;
     let source = TokenSource::from_config(&config.identity)?;
-    let tokens = TokenCache::new(
+    let tokens = TokenCache::with_metrics(
         source,
-        http.clone(),
+        identity_http,
         CacheSettings::from_config(&config.identity),
         Arc::clone(&clock),
+        metrics.identity.clone(),
     );
     let upstream = Upstream {
         http,
@@ -202,19 +252,24 @@ pub fn build_gateway(config: &Config, clock: Arc<dyn Clock>) -> Result<Gateway, 
         hosts: HostGuard::new(&config.upstream.allowed_hosts, config.upstream.allow_http),
         config: config.upstream.clone(),
         tokens: Arc::new(tokens.clone()),
+        metrics: UpstreamMetrics::clone(&metrics.upstream),
     };
     let sql = Arc::new(SqlPools::new(upstream.clone(), config.sql.clone()));
-    Ok(Gateway::new(GatewayParts {
-        tokens,
+    let gateway = Gateway::new(GatewayParts {
+        tokens: tokens.clone(),
         upstream,
         policy: CallerPolicy::compile(&config.policy)?,
         secrets: SecretCache::new(Duration::from_secs(config.keyvault.secret_cache_ttl_secs)),
-        sql,
+        sql: Arc::clone(&sql),
         limits: Limits {
             sas_max_lifetime: Duration::from_secs(config.sas.max_expiry_secs),
+            callers: config.limits.clone(),
         },
         shutdown: CancellationToken::new(),
-    }))
+        metrics: metrics.service.clone(),
+    });
+    let metrics = metrics.finish(tokens, sql);
+    Ok((gateway, metrics))
 }
 
 /// How long in-flight calls get to finish once shutdown starts.
@@ -227,6 +282,7 @@ async fn serve(
     gateway: Arc<Gateway>,
     listeners: Listeners,
     attributor: Attributor,
+    limits: &LimitsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -254,6 +310,10 @@ async fn serve(
     health_reporter
         .set_serving::<IdentityGatewayServer<GatewayService>>()
         .await;
+    crate::adapters::grpc::health::follow_source_health(
+        health_reporter.clone(),
+        gateway.tokens().source_health(),
+    );
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -264,20 +324,41 @@ async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
+    // Requests are refused from their 5-byte length prefix, before their
+    // body is read; the small receive windows bound what h2 buffers for a
+    // stream (and a connection) before the service sees it.
+    let max_request = limits.max_request_bytes.max(1024);
     let service = IdentityGatewayServer::new(GatewayService::new(gateway))
-        .max_decoding_message_size(4 * 1024 * 1024);
+        .max_decoding_message_size(max_request);
+    let window = u32::try_from(max_request)
+        .unwrap_or(u32::MAX)
+        .clamp(16 * 1024, 1024 * 1024);
     let routes = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service);
+    let max_streams = limits.max_concurrent_streams.max(1);
     let server = Arc::new(
-        ConnectionServer::new(routes).http2_keepalive_interval(Some(Duration::from_secs(30))),
+        ConnectionServer::new(routes)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2(|h2| {
+                h2.max_concurrent_streams(max_streams)
+                    .initial_stream_window_size(window)
+                    .initial_connection_window_size(window.saturating_mul(4))
+                    .max_frame_size(16 * 1024)
+                    .max_header_list_size(16 * 1024)
+                    .max_pending_accept_reset_streams(32);
+            })
+            .request_timeout(Some(Duration::from_secs(
+                limits.request_timeout_secs.max(1),
+            ))),
     );
+    let connections = ConnectionLimits::new(limits);
 
     let mut servers = Vec::new();
     #[cfg(unix)]
     if let Some(unix) = listeners.unix {
-        let incoming = unix.into_listener();
+        let incoming = connections.limit(unix.into_listener());
         let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {
@@ -296,7 +377,7 @@ async fn serve(
     }
     if let Some(tcp) = listeners.tcp {
         // Each connection is attributed to its owner at accept.
-        let incoming = transport::peer::incoming(tcp, attributor);
+        let incoming = connections.limit(Box::pin(transport::peer::incoming(tcp, attributor)));
         let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {

@@ -43,7 +43,9 @@ pub struct Cli {
     )]
     pub socket: Option<PathBuf>,
 
-    /// Group that owns the socket, so its members may call the gateway.
+    /// Group that owns the socket, so its members may call the gateway. On
+    /// Windows: the group (name or SID) granted read/write on the pipe
+    /// [default: Authenticated Users].
     #[arg(long, env = "IDENTITY_GATEWAY_SOCKET_GROUP", value_name = "GROUP")]
     pub socket_group: Option<String>,
 
@@ -52,7 +54,8 @@ pub struct Cli {
     #[arg(long, env = "IDENTITY_GATEWAY_TCP", value_name = "ADDR")]
     pub tcp: Option<SocketAddr>,
 
-    /// Windows only: named pipe to serve on (e.g. \\.\pipe\identity-gateway).
+    /// Windows only: named pipe to serve on, instead of the Unix socket.
+    /// [default: \\.\pipe\identity-gateway]
     #[arg(long, env = "IDENTITY_GATEWAY_PIPE", value_name = "NAME")]
     pub pipe: Option<String>,
 
@@ -107,6 +110,16 @@ pub struct Cli {
     #[arg(long, env = "IDENTITY_HEADER", hide = true, hide_env_values = true)]
     pub app_service_header: Option<String>,
 
+    /// Serve Prometheus metrics (GET /metrics) on this loopback address
+    /// (e.g. 127.0.0.1:9464) or Unix socket (unix:/run/identity-gateway/metrics.sock).
+    /// [default: off]
+    #[arg(
+        long,
+        env = "IDENTITY_GATEWAY_METRICS_LISTEN",
+        value_name = "ADDR|unix:PATH"
+    )]
+    pub metrics_listen: Option<MetricsListen>,
+
     /// A command instead of serving (serving is the default).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -121,6 +134,11 @@ pub enum Command {
     /// and scripts). Takes the socket from --socket, IDENTITY_GATEWAY_SOCKET
     /// or the config file.
     Healthcheck(crate::healthcheck::HealthcheckArgs),
+    /// Checks, in order, what the gateway needs (identity source, a token,
+    /// the identity's ids, configured upstreams, the socket, the policy) and
+    /// prints a report with a fix for each failure. Exits 1 if any check
+    /// failed.
+    Diagnose(crate::diagnose::DiagnoseArgs),
 }
 
 /// The resolved configuration the gateway runs with.
@@ -131,6 +149,9 @@ pub struct Config {
     pub socket_group: Option<String>,
     pub tcp: Option<SocketAddr>,
     pub pipe: Option<String>,
+    /// Windows: more users or groups (names or SIDs) that may open the pipe,
+    /// besides `socket_group`.
+    pub pipe_access: Vec<String>,
     pub log: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
@@ -143,9 +164,56 @@ pub struct Config {
     /// Who may ask for what (see `identity_gateway_service::policy`); no
     /// rules: IMDS-equivalent. Reloaded from the file on SIGHUP.
     pub policy: identity_gateway_service::policy::PolicyConfig,
+    pub metrics: MetricsConfig,
+    /// What one caller and one connection may ask of the gateway.
+    pub limits: identity_gateway_service::LimitsConfig,
     /// The `--config` file this was read from (what SIGHUP reloads).
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
+}
+
+/// `[metrics]`: the opt-in Prometheus endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `"127.0.0.1:9464"` (loopback only) or `"unix:/run/identity-gateway/metrics.sock"`
+    /// (created 0660 with the socket group). Unset: no metrics listener.
+    pub listen: Option<MetricsListen>,
+}
+
+/// Where the metrics endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum MetricsListen {
+    /// Loopback TCP.
+    Tcp(SocketAddr),
+    /// A Unix socket of its own.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(
+                    "unix: needs a socket path, e.g. unix:/run/identity-gateway/metrics.sock"
+                        .into(),
+                );
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>()
+            .map(Self::Tcp)
+            .map_err(|_| format!("'{s}' is neither an address (127.0.0.1:9464) nor unix:PATH"))
+    }
+}
+
+impl TryFrom<String> for MetricsListen {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
 }
 
 /// The App Service-compatible identity endpoint for unmodified Azure SDKs
@@ -167,6 +235,7 @@ impl Default for Config {
             socket_group: None,
             tcp: None,
             pipe: None,
+            pipe_access: Vec::new(),
             log: "info".into(),
             log_format: LogFormat::Text,
             identity: IdentityConfig::default(),
@@ -176,6 +245,8 @@ impl Default for Config {
             sql: SqlConfig::default(),
             identity_endpoint: IdentityEndpointConfig::default(),
             policy: identity_gateway_service::policy::PolicyConfig::default(),
+            metrics: MetricsConfig::default(),
+            limits: identity_gateway_service::LimitsConfig::default(),
             config_file: None,
         }
     }
@@ -275,6 +346,9 @@ impl Config {
         if cli.app_service_header.is_some() {
             self.identity.app_service_header = cli.app_service_header;
         }
+        if cli.metrics_listen.is_some() {
+            self.metrics.listen = cli.metrics_listen;
+        }
     }
 
     /// Checks what the types cannot.
@@ -283,6 +357,14 @@ impl Config {
             if !tcp.ip().is_loopback() {
                 return Err(ConfigError::Invalid(format!(
                     "--tcp {tcp}: only loopback addresses are allowed (the gateway hands out tokens)"
+                )));
+            }
+        }
+        if let Some(MetricsListen::Tcp(addr)) = &self.metrics.listen {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "metrics listen {addr}: only loopback addresses are allowed \
+                     (put a local Prometheus agent or a Unix socket in front)"
                 )));
             }
         }
@@ -331,6 +413,13 @@ impl Config {
                     "identity endpoint {url}: scheme must be http or https"
                 )));
             }
+        }
+        if self.sql.max_query_bytes >= self.limits.max_request_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "sql.max_query_bytes ({}) must be less than limits.max_request_bytes ({}): \
+                 a query that long could never arrive",
+                self.sql.max_query_bytes, self.limits.max_request_bytes
+            )));
         }
         identity_gateway_service::CallerPolicy::compile(&self.policy)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -422,6 +511,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_windows_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/windows/config.toml");
+        let config = Config::from_file(&path).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.pipe.as_deref(), Some(r"\\.\pipe\identity-gateway"));
+        assert!(config.pipe_access.is_empty());
+    }
+
+    #[test]
     fn the_gateway_is_never_its_own_token_source() {
         let mut config = Config::default();
         config.identity_endpoint.listen = Some("127.0.0.1:42356".parse().unwrap());
@@ -432,6 +530,25 @@ mod tests {
         assert!(err.contains("own identity endpoint"), "{err}");
         config.identity.source = SourceKind::Imds;
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn metrics_listen_takes_an_address_or_a_unix_socket() {
+        let config =
+            Config::from_toml("[metrics]\nlisten = \"unix:/run/ig/metrics.sock\"\n").unwrap();
+        assert_eq!(
+            config.metrics.listen,
+            Some(MetricsListen::Unix("/run/ig/metrics.sock".into()))
+        );
+        let config = Config::from_toml("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(
+            config.metrics.listen,
+            Some(MetricsListen::Tcp("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert!(Config::from_toml("[metrics]\nlisten = \"nowhere\"\n").is_err());
+        let public = Config::from_toml("[metrics]\nlisten = \"0.0.0.0:9464\"\n").unwrap();
+        let err = public.validate().unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
     }
 
     #[test]

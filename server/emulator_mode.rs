@@ -114,6 +114,11 @@ impl RunningEmulator {
         config.upstream.arm_endpoint = Some(self.arm_url.clone());
         config.upstream.ca_files.push(self.ca_file.0.clone());
         config.upstream.allow_http = true;
+        // %ProgramData%\identity-gateway is for the installed service; a
+        // developer's emulator keeps its header file in the current directory.
+        if cfg!(windows) && config.identity_endpoint.header_file.is_none() {
+            config.identity_endpoint.header_file = Some(PathBuf::from("identity-header"));
+        }
         for host in LOOPBACK_HOSTS {
             if !config.upstream.allowed_hosts.iter().any(|h| h == host) {
                 config.upstream.allowed_hosts.push((*host).to_string());
@@ -319,6 +324,13 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
         "identity-gateway is running against the built-in emulator (no Azure account needed)."
     );
     let _ = writeln!(out);
+    #[cfg(windows)]
+    let _ = writeln!(
+        out,
+        "  gRPC pipe:    {}",
+        crate::transport::pipe_name(config)
+    );
+    #[cfg(not(windows))]
     let _ = writeln!(out, "  gRPC socket:  {}", config.socket.display());
     if let Some(tcp) = config.tcp {
         let _ = writeln!(out, "  gRPC TCP:     {tcp}");
@@ -403,9 +415,15 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
         out,
         "  Try it (with grpcurl, https://github.com/fullstorydev/grpcurl; the server offers reflection."
     );
+    #[cfg(not(windows))]
     let _ = writeln!(
         out,
         "  With grpcurl 1.9.1 or older, write -unix <socket> where these say unix://<socket>):"
+    );
+    #[cfg(windows)]
+    let _ = writeln!(
+        out,
+        "  grpcurl cannot open a named pipe: start the gateway with --tcp 127.0.0.1:7777 for these):"
     );
     for line in examples(config, emulator) {
         let _ = writeln!(out, "    {line}");
@@ -422,6 +440,12 @@ pub fn banner(config: &Config, emulator: &RunningEmulator) -> String {
 /// positional argument. The address is `unix://<absolute socket path>`, which
 /// works from any directory (grpcurl's other Unix forms work too).
 fn examples(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
+    // grpcurl cannot dial a named pipe: on Windows the examples use --tcp.
+    #[cfg(windows)]
+    let target = config
+        .tcp
+        .map_or_else(|| "127.0.0.1:7777".to_string(), |tcp| tcp.to_string());
+    #[cfg(not(windows))]
     let target = shell_quote(&grpcurl_target(&config.socket));
     let call = |data: Option<String>, method: &str| match data {
         Some(data) => format!("grpcurl -plaintext -d '{data}' {target} {method}"),
@@ -506,6 +530,7 @@ fn examples(config: &Config, emulator: &RunningEmulator) -> Vec<String> {
 }
 
 /// `unix://` + the socket's absolute path (`unix:///run/...`).
+#[cfg_attr(windows, allow(dead_code))]
 fn grpcurl_target(socket: &Path) -> String {
     let socket = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
     format!("unix://{}", socket.display())

@@ -9,6 +9,7 @@
 
 use std::{path::Path, time::Duration};
 
+#[cfg(unix)]
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
@@ -121,6 +122,7 @@ async fn ask(socket: &Path, _service: &str) -> Health {
     ))
 }
 
+#[cfg(unix)]
 fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();

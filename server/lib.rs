@@ -19,21 +19,31 @@
 //! variables and the TOML file), [`transport`] (the listeners), [`logging`]
 //! (the log subscriber, text or JSON, and the startup line),
 //! [`healthcheck`] (`identity-gateway healthcheck`, a grpc.health.v1 client
-//! for container probes), [`memory`] (freed heap given back to the OS after
-//! bursts) and, with the `emulator` cargo feature only,
-//! `emulator_mode` (`--emulator`: the gateway wired to in-process fakes).
+//! for container probes), [`metrics`] (the registry and its opt-in
+//! Prometheus listener), [`diagnose`] (the `diagnose` subcommand's checks),
+//! [`memory`] (freed heap given back to the OS after bursts) and, with the
+//! `emulator` cargo feature only, `emulator_mode` (`--emulator`: the gateway
+//! wired to in-process fakes).
 //! Production builds (`--no-default-features`) contain no emulator code.
+//! Hosting: [`lifecycle`] (how a console or the Windows service stops the
+//! gateway and learns it is ready) and [`windows`] (the pipe's security
+//! descriptor, pipe callers, the Windows service and Event Log,
+//! `%ProgramData%\identity-gateway`).
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod adapters;
 pub mod app;
 pub mod config;
+pub mod diagnose;
 #[cfg(feature = "emulator")]
 pub mod emulator_mode;
 pub mod healthcheck;
+pub mod lifecycle;
 pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod transport;
+pub mod windows;
 
 /// Generated protobuf and gRPC types of `identity_gateway.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -76,6 +76,37 @@ fn colour_wanted() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// Rotated log files kept by the Windows service.
+pub const KEPT_LOG_FILES: usize = 14;
+
+/// The Windows service's log: daily files `identity-gateway.YYYY-MM-DD.log`
+/// in `dir` (`%ProgramData%\identity-gateway\logs`), the last
+/// [`KEPT_LOG_FILES`] kept, plain text (never ANSI), same filter as stderr.
+#[cfg(windows)]
+pub fn init_files(filter: &str, format: LogFormat, dir: &std::path::Path) -> Result<(), String> {
+    use tracing_appender::rolling::{Builder, Rotation};
+    let appender = Builder::new()
+        .rotation(Rotation::DAILY)
+        .filename_prefix("identity-gateway")
+        .filename_suffix("log")
+        .max_log_files(KEPT_LOG_FILES)
+        .build(dir)
+        .map_err(|e| format!("cannot write logs in {}: {e}", dir.display()))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter(filter))
+        .with_writer(appender)
+        .with_ansi(false);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    }
+    .map_err(|e| format!("cannot set up logging: {e}"))
+}
+
 /// Writes the startup line: every transport the gateway serves on, the token
 /// source, the caller policy and the limits in force, so an operator reading
 /// the journal knows what this instance does without reading its config.

@@ -1,6 +1,8 @@
 //! The `identity-gateway` binary: parse configuration, [`App::start`], serve
-//! until SIGTERM or Ctrl-C, drain, remove the socket. SIGHUP reloads the
-//! caller policy from the configuration file.
+//! until SIGTERM or Ctrl-C (or a Windows service stop), drain, remove the
+//! socket. SIGHUP reloads the caller policy from the configuration file.
+//! `identity-gateway service ...` manages the Windows service. Or run a
+//! subcommand (`diagnose`, `healthcheck`).
 
 use std::{error::Error, io::Write as _, process::ExitCode};
 
@@ -9,14 +11,23 @@ use identity_gateway::{
     config::{Cli, Command, Config},
     error_chain,
     healthcheck::{self, HealthcheckArgs},
+    lifecycle::RunControl,
     logging, App, Options, StartupError,
 };
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "service") {
+        return service(std::env::args_os().skip(1).collect());
+    }
     let mut cli = Cli::parse();
     let command = cli.command.take();
     #[cfg(feature = "emulator")]
     let emulator = cli.emulator;
+    // Before the configuration is resolved: diagnose reports a configuration
+    // that does not load as a failed check.
+    if let Some(Command::Diagnose(args)) = &command {
+        return diagnose(cli, args.clone());
+    }
     let config = match Config::from_cli(cli) {
         Ok(config) => config,
         Err(e) => {
@@ -24,10 +35,31 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::Healthcheck(args)) = command {
-        return healthcheck(&config, &args);
+    if let Some(Command::Healthcheck(args)) = &command {
+        return healthcheck(&config, args);
     }
     logging::init(&config.log, config.log_format);
+    identity_gateway::transport::limits::raise_descriptor_limit();
+    let options = Options {
+        #[cfg(feature = "emulator")]
+        emulator,
+        ..Options::default()
+    };
+    match run_blocking(config, options, RunControl::new(shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("identity-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `identity-gateway diagnose`: the report on stdout; exit 1 if a check
+/// failed (a configuration that does not load is a failed check too).
+fn diagnose(cli: Cli, args: identity_gateway::diagnose::DiagnoseArgs) -> ExitCode {
+    use identity_gateway::diagnose::{self, Report};
+    #[cfg(feature = "emulator")]
+    let emulator = cli.emulator;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -35,18 +67,63 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let options = Options {
-        #[cfg(feature = "emulator")]
-        emulator,
-        ..Options::default()
+    let report = match Config::from_cli(cli) {
+        Err(e) => Report::bad_config(&chain(&e)),
+        Ok(config) => runtime.block_on(async {
+            #[cfg(feature = "emulator")]
+            let mut config = config;
+            // `--emulator diagnose` checks the gateway's view of the emulator.
+            #[cfg(feature = "emulator")]
+            let _emulator = if emulator {
+                match identity_gateway::emulator_mode::start(&config.socket).await {
+                    Ok(running) => {
+                        running.configure(&mut config);
+                        Some(running)
+                    }
+                    Err(e) => return Report::bad_config(&chain(&e)),
+                }
+            } else {
+                None
+            };
+            diagnose::run(&config, &args).await
+        }),
     };
-    match runtime.block_on(run(config, options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("identity-gateway: {}", chain(&e));
-            ExitCode::FAILURE
-        }
+    let text = if args.json {
+        report.to_json()
+    } else {
+        report.to_text()
+    };
+    println!("{text}");
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
+}
+
+#[cfg(windows)]
+fn service(args: Vec<std::ffi::OsString>) -> ExitCode {
+    identity_gateway::windows::service::main(args, |config, control| {
+        run_blocking(config, Options::default(), control)
+    })
+}
+
+#[cfg(not(windows))]
+fn service(_args: Vec<std::ffi::OsString>) -> ExitCode {
+    eprintln!(
+        "identity-gateway: `service` manages the Windows service; on Linux use the systemd \
+         unit (deploy/identity-gateway.service)"
+    );
+    ExitCode::from(2)
+}
+
+/// Runs the gateway on its own runtime until `control.shutdown` resolves.
+fn run_blocking(config: Config, options: Options, control: RunControl) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime
+        .block_on(run(config, options, control))
+        .map_err(|e| chain(&e))
 }
 
 fn healthcheck(config: &Config, args: &HealthcheckArgs) -> ExitCode {
@@ -85,7 +162,7 @@ fn chain(error: &dyn Error) -> String {
     error_chain(error)
 }
 
-async fn run(config: Config, options: Options) -> Result<(), StartupError> {
+async fn run(config: Config, options: Options, control: RunControl) -> Result<(), StartupError> {
     // Before anything else: SIGHUP's default action would end the process.
     #[cfg(unix)]
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -120,12 +197,20 @@ async fn run(config: Config, options: Options) -> Result<(), StartupError> {
             endpoint.header_file().display()
         ));
     }
-    app.serve(shutdown_signal()).await?;
+    if let Some(ready) = control.ready {
+        ready();
+    }
+    let shutdown = control.shutdown;
+    app.serve(async move {
+        let reason = shutdown.await;
+        tracing::info!("{reason}: draining");
+    })
+    .await?;
     tracing::info!("identity-gateway stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -139,11 +224,26 @@ async fn shutdown_signal() {
             }
             Err(_) => std::future::pending::<()>().await,
         }
+        "SIGTERM"
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
+    // Closing the console window, logoff and shutdown of a console gateway.
+    #[cfg(windows)]
+    let term = async {
+        let (Ok(mut close), Ok(mut shutdown)) = (
+            tokio::signal::windows::ctrl_close(),
+            tokio::signal::windows::ctrl_shutdown(),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = close.recv() => "console closed",
+            _ = shutdown.recv() => "system shutdown",
+        }
+    };
+    #[cfg(not(any(unix, windows)))]
+    let term = std::future::pending::<&'static str>();
     tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C: draining"),
-        _ = term => tracing::info!("SIGTERM: draining"),
+        _ = ctrl_c => "Ctrl-C",
+        reason = term => reason,
     }
 }

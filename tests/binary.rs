@@ -330,3 +330,14 @@ async fn sql_errors_are_not_logged_with_their_text_at_error_level() {
         );
     }
 }
+
+#[test]
+fn the_service_subcommand_points_linux_users_at_systemd() {
+    let out = Command::new(BIN)
+        .args(["service", "install"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("systemd"), "{stderr}");
+}

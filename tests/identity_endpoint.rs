@@ -54,6 +54,7 @@ async fn tokens_come_from_the_same_cache_as_grpc() {
     let env = TestEnv::new().await;
     let (gw, endpoint) = gateway_with_endpoint(&env).await;
     let header_file = endpoint.header_file.clone();
+    #[cfg(unix)]
     assert_eq!(
         header_file,
         env.dir.path().join("identity-header"),
@@ -178,4 +179,41 @@ async fn the_gateways_own_app_service_source_accepts_the_endpoint() {
 
     back.shutdown().await;
     front.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::new().await;
+    let (_gw, endpoint) = gateway_with_endpoint(&env).await;
+    let addr = url::Url::parse(&endpoint.url).expect("endpoint URL");
+    let addr = format!(
+        "{}:{}",
+        addr.host_str().expect("host"),
+        addr.port().expect("port")
+    );
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /msi/token?resource=x HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    // The rest of the headers never come: the gateway closes within its
+    // header-read timeout (10 s), not never.
+    let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 20 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A well-behaved client is served meanwhile and after.
+    let header = std::fs::read_to_string(&endpoint.header_file).unwrap();
+    let (status, _) = get_json(
+        &endpoint.url,
+        &[("resource", VAULT), ("api-version", "2019-08-01")],
+        Some(header.trim()),
+    )
+    .await;
+    assert_eq!(status, 200);
 }

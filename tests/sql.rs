@@ -669,7 +669,7 @@ async fn requests_are_validated_before_any_token_is_fetched() {
         ),
         (
             QuerySqlRequest {
-                query: "x".repeat(2 * 1024 * 1024),
+                query: "x".repeat(40 * 1024),
                 ..request(&sql, "", vec![])
             },
             "query",
@@ -684,6 +684,19 @@ async fn requests_are_validated_before_any_token_is_fetched() {
             status.message()
         );
     }
+    // Past [limits] max_request_bytes the message is refused from its
+    // length prefix, before it is read.
+    let status = run(
+        &gw,
+        QuerySqlRequest {
+            query: "x".repeat(2 * 1024 * 1024),
+            ..request(&sql, "", vec![])
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("65536"), "{}", status.message());
     assert_eq!(
         env.imds.token_requests(),
         0,

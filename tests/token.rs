@@ -424,7 +424,7 @@ async fn health_and_reflection_answer() {
     };
     let env = TestEnv::new().await;
     let gw = env.start(env.config()).await;
-    let channel = identity_gateway_test_channel(&gw.socket).await;
+    let channel = identity_gateway_test_channel(&gw.target).await;
 
     let mut health = HealthClient::new(channel.clone());
     let status = health
@@ -459,21 +459,25 @@ async fn health_and_reflection_answer() {
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 }
 
-async fn identity_gateway_test_channel(socket: &std::path::Path) -> tonic::transport::Channel {
-    let path = socket.to_owned();
+/// A raw tonic channel to the gateway (for services client-rs does not wrap).
+async fn identity_gateway_test_channel(target: &str) -> tonic::transport::Channel {
+    let target = target.to_owned();
     tonic::transport::Endpoint::from_static("http://gateway.local")
         .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
+            let target = target.clone();
             async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
+                #[cfg(unix)]
+                let io = tokio::net::UnixStream::connect(target).await?;
+                #[cfg(windows)]
+                let io = tokio::net::windows::named_pipe::ClientOptions::new().open(target)?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
             }
         }))
         .await
         .unwrap()
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn caller_policy_uses_the_sockets_peer_credentials() {
     use identity_gateway_service::policy::{IdEntry, RuleConfig};

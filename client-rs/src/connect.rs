@@ -2,12 +2,16 @@
 
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::Error;
+use crate::{ConnectOptions, Error};
 
 /// Where a system install listens.
+#[cfg(not(windows))]
 pub const DEFAULT_SOCKET: &str = "/run/identity-gateway/gateway.sock";
+/// Where a system install listens: the named pipe on Windows.
+#[cfg(windows)]
+pub const DEFAULT_SOCKET: &str = r"\\.\pipe\identity-gateway";
 
-pub(crate) async fn channel(target: &str) -> Result<Channel, Error> {
+pub(crate) async fn channel(target: &str, options: &ConnectOptions) -> Result<Channel, Error> {
     let connect_error = |e: &dyn std::fmt::Display| Error::Connect {
         target: target.to_string(),
         message: e.to_string(),
@@ -23,17 +27,21 @@ pub(crate) async fn channel(target: &str) -> Result<Channel, Error> {
     #[cfg(windows)]
     if target.starts_with(r"\\") {
         let name = target.to_string();
+        let options = options.clone();
         return endpoint
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let name = name.clone();
+                let options = options.clone();
                 async move {
-                    let pipe = tokio::net::windows::named_pipe::ClientOptions::new().open(&name)?;
+                    let pipe = crate::pipe::open(&name, &options).await?;
                     Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(pipe))
                 }
             }))
             .await
             .map_err(|e| connect_error(&source_chain(&e)));
     }
+    #[cfg(not(windows))]
+    let _ = options;
     #[cfg(unix)]
     {
         let path = target.strip_prefix("unix://").unwrap_or(target).to_string();
@@ -70,8 +78,12 @@ fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
+        // Some layers repeat their cause in their own message.
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
         cause = c.source();
     }
     text

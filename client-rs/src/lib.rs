@@ -23,8 +23,13 @@
 
 mod connect;
 mod error;
+#[cfg(windows)]
+mod pipe;
 
-use std::{fmt, time::SystemTime};
+use std::{
+    fmt,
+    time::{Duration, SystemTime},
+};
 
 use futures::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
@@ -121,6 +126,28 @@ impl TryFrom<proto::GetTokenResponse> for Token {
     }
 }
 
+/// How to connect; the defaults suit almost everyone.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Windows: how long to keep retrying while every pipe instance is busy
+    /// (`ERROR_PIPE_BUSY`). Default 5 s.
+    pub busy_timeout: Duration,
+    /// Windows: the SIDs the pipe's owner must be one of. `None` (the
+    /// default) accepts SYSTEM, LocalService, NetworkService, virtual service
+    /// accounts, Administrators and the calling user, and refuses a pipe
+    /// another ordinary user created (an impostor squatting the name).
+    pub pipe_owners: Option<Vec<String>>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(5),
+            pipe_owners: None,
+        }
+    }
+}
+
 /// A connection to the gateway. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
 pub struct GatewayClient {
@@ -132,14 +159,26 @@ impl GatewayClient {
     /// `unix:///run/...sock`), a Windows pipe (`\\.\pipe\name`), or a URL
     /// (`http://127.0.0.1:7777`).
     pub async fn connect(target: &str) -> Result<Self, Error> {
-        let channel = connect::channel(target).await?;
+        Self::connect_with(target, &ConnectOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with explicit [`ConnectOptions`].
+    pub async fn connect_with(target: &str, options: &ConnectOptions) -> Result<Self, Error> {
+        let channel = connect::channel(target, options).await?;
         Ok(Self::from_channel(channel))
     }
 
-    /// Connects to `$IDENTITY_GATEWAY_SOCKET`, or the default socket.
+    /// Connects to `$IDENTITY_GATEWAY_SOCKET` (on Windows also
+    /// `$IDENTITY_GATEWAY_PIPE`), or the default socket (pipe on Windows).
     pub async fn connect_default() -> Result<Self, Error> {
-        let target =
-            std::env::var("IDENTITY_GATEWAY_SOCKET").unwrap_or_else(|_| DEFAULT_SOCKET.to_string());
+        let target = std::env::var("IDENTITY_GATEWAY_SOCKET")
+            .ok()
+            .or_else(|| {
+                cfg!(windows)
+                    .then(|| std::env::var("IDENTITY_GATEWAY_PIPE").ok())
+                    .flatten()
+            })
+            .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
         Self::connect(&target).await
     }
 

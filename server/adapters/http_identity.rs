@@ -146,10 +146,13 @@ pub enum EndpointError {
 }
 
 /// Where the header secret goes: the configured file, else
-/// `identity-header` in the socket's directory.
+/// `identity-header` in the socket's directory (on Windows:
+/// `%ProgramData%\identity-gateway`; `--emulator` puts it in the current
+/// directory).
 pub fn header_file_path(config: &Config) -> PathBuf {
     match &config.identity_endpoint.header_file {
         Some(path) => path.clone(),
+        None if cfg!(windows) => crate::windows::data_dir().join(DEFAULT_HEADER_FILE_NAME),
         None => config
             .socket
             .parent()
@@ -157,6 +160,68 @@ pub fn header_file_path(config: &Config) -> PathBuf {
             .unwrap_or_else(|| Path::new("."))
             .join(DEFAULT_HEADER_FILE_NAME),
     }
+}
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 on `listener` until `stop`: each connection with the
+/// caller as `ConnectInfo<TcpCaller>`, a header-read timeout (slow clients are
+/// cut off) and graceful shutdown of keep-alive connections.
+async fn serve_endpoint(
+    mut listener: crate::transport::limits::LimitedTcpListener,
+    app: Router,
+    mut stop: oneshot::Receiver<()>,
+) {
+    use axum::serve::Listener as _;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => break,
+        };
+        let service =
+            app.clone()
+                .map_request(move |request: axum::http::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                });
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(
+                    TokioIo::new(io),
+                    hyper_util::service::TowerToHyperService::new(service),
+                );
+            let mut connection = std::pin::pin!(connection);
+            let shutting_down = async move {
+                // (The guard wait_for returns is not Send: drop it here.)
+                let _ = closing.wait_for(|c| *c).await.is_ok();
+            };
+            let close = tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(?peer, %e, "identity endpoint connection ended");
+                    }
+                    false
+                }
+                () = shutting_down => true,
+            };
+            if close {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        });
+    }
+    let _ = closing_tx.send(true);
+    // Wait for the connections to wind down (the caller bounds this).
+    closing_tx.closed().await;
 }
 
 /// Starts the endpoint when `[identity_endpoint] listen` (or
@@ -189,23 +254,28 @@ pub async fn start(
         })?;
     let secret = new_secret();
     let path = header_file_path(config);
+    #[cfg(windows)]
+    if config.identity_endpoint.header_file.is_none() {
+        crate::windows::secure_dir(&crate::windows::data_dir()).map_err(|message| {
+            EndpointError::HeaderFile {
+                path: path.clone(),
+                source: io::Error::other(message),
+            }
+        })?;
+    }
     write_secret(&path, &secret, socket_gid).map_err(|source| EndpointError::HeaderFile {
         path: path.clone(),
         source,
     })?;
     let header_file = HeaderFile(path);
     let app = router(Arc::clone(gateway), secret);
+    // Its own counts: a flood here cannot take the gRPC socket's places.
+    let listener = crate::transport::limits::LimitedTcpListener::new(
+        AttributedListener::new(listener, attributor),
+        crate::transport::limits::ConnectionLimits::with_share(&config.limits, 4),
+    );
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<TcpCaller>();
-        let listener = AttributedListener::new(listener, attributor);
-        let served = axum::serve(listener, service).with_graceful_shutdown(async {
-            let _ = stop_rx.await;
-        });
-        if let Err(e) = served.await {
-            tracing::error!(%e, "identity endpoint stopped");
-        }
-    });
+    let task = tokio::spawn(serve_endpoint(listener, app, stop_rx));
     tracing::info!(
         %addr,
         header_file = %header_file.0.display(),
@@ -370,6 +440,7 @@ async fn answer(
         peer,
         transport: Transport::IdentityEndpoint,
         budget: Some(TOKEN_BUDGET),
+        started: std::time::Instant::now(),
     };
     let client_id = match &query.identity {
         IdentityRef::ClientId(id) => Some(id.trim().to_string()),
@@ -788,6 +859,17 @@ mod tests {
         assert!(Config::from_toml("[identity_endpoint]\nlisen = \"x\"\n").is_err());
     }
 
+    #[cfg(windows)]
+    #[test]
+    fn header_file_defaults_to_program_data_on_windows() {
+        let config = Config::default();
+        assert_eq!(
+            header_file_path(&config),
+            crate::windows::data_dir().join("identity-header")
+        );
+    }
+
+    #[cfg(unix)]
     #[test]
     fn header_file_defaults_next_to_the_socket() {
         let mut config = Config {

@@ -29,8 +29,11 @@ pub struct SqlConfig {
     pub require_tls: bool,
     /// Connections kept per (server, database, identity).
     pub pool_size: u32,
-    /// Rows per streamed batch.
+    /// Rows per streamed batch (at most).
     pub batch_rows: usize,
+    /// Bytes of values per streamed batch (at most, but a row is never
+    /// split): keeps each reply message far under gRPC's 4 MiB default.
+    pub batch_bytes: usize,
     /// Default cap on rows per query (0 = no cap).
     pub max_rows: u64,
     /// Default query timeout: the longest wait for the server (for the first
@@ -61,9 +64,12 @@ impl Default for SqlConfig {
             require_tls: true,
             pool_size: 4,
             batch_rows: 512,
+            batch_bytes: 1024 * 1024,
             max_rows: 0,
             query_timeout_secs: 30,
-            max_query_bytes: 1024 * 1024,
+            // Within [limits] max_request_bytes (64 KiB), with room for
+            // the parameters.
+            max_query_bytes: 32 * 1024,
             idle_timeout_secs: 300,
             login_timeout_secs: 15,
             stream_buffer_batches: 4,

@@ -19,11 +19,15 @@ pub mod sql;
 pub mod throttle;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod testing;
 
 use std::sync::Arc;
 
-use identity_gateway_core::{error, http, http::UpstreamConfig, token, Clock, TokenProvider};
+use identity_gateway_core::{
+    error, http, http::UpstreamConfig, metrics::UpstreamMetrics, token, Clock, TokenProvider,
+};
 
 pub use identity_gateway_core::{Cloud, HostGuard, Service};
 
@@ -36,4 +40,6 @@ pub struct Upstream {
     pub hosts: HostGuard,
     pub config: UpstreamConfig,
     pub tokens: Arc<dyn TokenProvider>,
+    /// Requests and retries by service and status.
+    pub metrics: UpstreamMetrics,
 }

@@ -128,5 +128,6 @@ pub(crate) fn upstream(
         hosts: HostGuard::new(&config.allowed_hosts, config.allow_http),
         config,
         tokens,
+        metrics: Default::default(),
     }
 }

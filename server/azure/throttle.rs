@@ -6,11 +6,15 @@
 //! It returns the last response whatever its status: mapping a final 429 or
 //! 5xx to a [`GatewayError`] is the caller's job, since only the caller knows
 //! the upstream's error body format.
+//!
+//! Every attempt is counted in `upstream_requests` (by service and status)
+//! and every retry in `upstream_retries`, here, once for all clients.
 
 use std::time::Duration;
 
 use super::http::{retry_after, transport_error};
 use crate::{error::GatewayError, Upstream};
+use identity_gateway_core::metrics::{service_label, transport_status};
 
 /// Retries after the first attempt.
 const MAX_RETRIES: u32 = 3;
@@ -47,6 +51,7 @@ pub async fn send_with_retry(
     let started = up.clock.now();
     let request_timeout = Duration::from_secs(up.config.request_timeout_secs);
     let mut attempt = 0u32;
+    let service = service_label(upstream);
     loop {
         let remaining = match budget {
             Some(budget) => {
@@ -65,6 +70,12 @@ pub async fn send_with_retry(
         };
         let sent = tokio::time::timeout(header_timeout, request.send()).await;
         let backoff = BASE_DELAY.saturating_mul(1 << attempt.min(8));
+        let status_label = match &sent {
+            Ok(Ok(response)) => response.status().as_str().to_string(),
+            Ok(Err(err)) => transport_status(err).to_string(),
+            Err(_) => "timeout".to_string(),
+        };
+        up.metrics.request(&service, &status_label);
         let delay = match sent {
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
@@ -101,6 +112,7 @@ pub async fn send_with_retry(
                 backoff
             }
         };
+        up.metrics.retry(&service, &status_label);
         up.clock.sleep(delay).await;
         attempt += 1;
     }

@@ -216,3 +216,90 @@ mod tests {
             .is_err());
     }
 }
+
+/// Properties of the guard against the `url` crate as the model of what a
+/// URL's host, scheme and credentials are (bounded runs: 512 cases).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The model: may `url` receive a Key Vault token from a guard with no
+    /// allowed hosts?
+    fn model_allows(url: &Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        url.scheme() == "https"
+            && url.username().is_empty()
+            && url.password().is_none()
+            && Service::KeyVault
+                .host_suffixes()
+                .iter()
+                .any(|suffix| host.len() > suffix.len() && host.ends_with(suffix))
+    }
+
+    /// URL-shaped strings built from the pieces attackers combine: odd
+    /// schemes, credentials, look-alike hosts, percent-escapes, ports.
+    fn url_like() -> impl Strategy<Value = String> {
+        let scheme = prop_oneof!["https", "http", "HTTPS", "ftp", "hTTps"];
+        let userinfo = prop_oneof![
+            Just(String::new()),
+            Just("user@".to_string()),
+            Just("user:pw@".to_string()),
+            Just("myvault.vault.azure.net@".to_string()),
+            "[a-z:%@]{1,8}@",
+        ];
+        let label = "[a-zA-Z0-9-]{1,10}";
+        let suffix = prop_oneof![
+            Just(".vault.azure.net"),
+            Just(".VAULT.azure.NET"),
+            Just(".vault.azure.net."),
+            Just("vault.azure.net"),
+            Just(".vault.azure.net.evil.example"),
+            Just(".evil.example"),
+            Just(".vault%2eazure.net"),
+            Just(".vault.azure.net%00.evil"),
+            Just(".managedhsm.azure.net"),
+            Just(".vault.azure.cn"),
+        ];
+        let port = prop_oneof![
+            Just(String::new()),
+            Just(":443".into()),
+            Just(":8443".into()),
+            Just(":".into())
+        ];
+        let tail = prop_oneof![
+            Just(String::new()),
+            Just("/".into()),
+            Just("/secrets/x?api-version=7.4".into()),
+            Just("#@evil.example".into()),
+            Just("\\@evil.example/".into()),
+            "[/?#@a-z.%]{0,12}",
+        ];
+        (scheme, userinfo, label, suffix, port, tail)
+            .prop_map(|(s, u, l, x, p, t)| format!("{s}://{u}{l}{x}{p}{t}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn the_guard_agrees_with_the_url_model(raw in url_like()) {
+            let guard = HostGuard::default();
+            let ours = guard.check_url(Service::KeyVault, "vault_url", &raw);
+            let model = Url::parse(&raw).ok().is_some_and(|url| model_allows(&url));
+            prop_assert_eq!(ours.is_ok(), model, "{}: {:?}", raw, ours);
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics_and_never_passes_unless_the_model_does(raw in ".{0,64}") {
+            let guard = HostGuard::default();
+            if guard.check_url(Service::KeyVault, "vault_url", &raw).is_ok() {
+                let url = Url::parse(&raw).expect("accepted, so it parses");
+                prop_assert!(model_allows(&url), "{}", raw);
+            }
+        }
+    }
+}

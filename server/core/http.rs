@@ -73,9 +73,19 @@ pub enum HttpClientError {
 /// Builds the shared client. IMDS must never go through a proxy, and no
 /// upstream here needs one, so proxies from the environment are ignored.
 pub fn build_client(config: &UpstreamConfig) -> Result<reqwest::Client, HttpClientError> {
+    build_client_with(config, Duration::from_secs(config.connect_timeout_secs))
+}
+
+/// The client with another connect timeout: the identity source's (IMDS is
+/// link-local, so a connect that takes more than about a second means there
+/// is none, and callers should hear so at once). Same roots, same limits.
+pub fn build_client_with(
+    config: &UpstreamConfig,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, HttpClientError> {
     let mut builder = reqwest::Client::builder()
         .no_proxy()
-        .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+        .connect_timeout(connect_timeout)
         .timeout(Duration::from_secs(config.request_timeout_secs))
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60))

@@ -12,6 +12,8 @@
 //! - [`hosts`]: host normalisation and the exfiltration guard ([`HostGuard`]).
 //! - [`http`]: the one upstream HTTP client and size-capped body reading.
 //! - [`budget`]: the caller's deadline as a time budget.
+//! - [`metrics`]: upstream request and retry counters (values only; the
+//!   registry and the exporter live in the composition root).
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod budget;
@@ -20,6 +22,7 @@ pub mod cloud;
 pub mod error;
 pub mod hosts;
 pub mod http;
+pub mod metrics;
 pub mod token;
 
 pub use budget::within_budget;

@@ -31,6 +31,10 @@ pub struct IdentityConfig {
     pub refresh_before_secs: u64,
     /// Timeout of one request to the identity endpoint.
     pub request_timeout_secs: u64,
+    /// Connect timeout of requests to the identity endpoint. IMDS is
+    /// link-local and answers connects at once; the Azure SDKs give up on
+    /// it after about a second, so off Azure a token request fails fast.
+    pub connect_timeout_secs: u64,
     /// How long to keep retrying 410 ("IMDS upgrading"), within the caller's deadline.
     pub gone_retry_secs: u64,
     /// Retries of 404/429/5xx/timeouts before giving up.
@@ -67,6 +71,7 @@ impl Default for IdentityConfig {
             max_per_second: 20,
             refresh_before_secs: 300,
             request_timeout_secs: 10,
+            connect_timeout_secs: 1,
             gone_retry_secs: 70,
             max_retries: 5,
         }
@@ -76,6 +81,11 @@ impl Default for IdentityConfig {
 impl IdentityConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Connect timeout of requests to the identity endpoint (at least 1 s).
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs.max(1))
     }
 }
 
@@ -87,6 +97,7 @@ impl crate::CacheSettings {
             max_concurrent: identity.max_concurrent,
             max_per_second: identity.max_per_second,
             request_timeout: identity.request_timeout(),
+            connect_timeout: identity.connect_timeout(),
             retry: crate::retry::RetryPolicy {
                 max_retries: identity.max_retries,
                 gone_window: Duration::from_secs(identity.gone_retry_secs),

@@ -249,3 +249,54 @@ mod tests {
         assert!(!format!("{t:?}").contains("SECRET-JWT"));
     }
 }
+
+/// Properties of the token-answer parser shared by IMDS, App Service and
+/// the legacy extension (bounded runs: 512 cases).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            Just("\"t\"".to_string()),
+            Just("\"\"".to_string()),
+            Just("null".to_string()),
+            Just("-1".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("\"99999999999999999999\"".to_string()),
+            Just("\"1/16/2020 5:24:12 AM +00:00\"".to_string()),
+            Just("\"13/45/2020 25:61:61 +99:99\"".to_string()),
+            Just("1586984735".to_string()),
+            Just("{}".to_string()),
+            "\"[ -~]{0,12}\"",
+            "-?[0-9]{1,21}",
+        ];
+        let name = prop_oneof![
+            Just("access_token"),
+            Just("expires_on"),
+            Just("expires_in"),
+            Just("token_type"),
+            Just("resource"),
+            Just("other"),
+        ];
+        (name, value).prop_map(|(n, v)| format!("\"{n}\":{v}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn token_answers_parse_or_fail_cleanly(fields in proptest::collection::vec(field(), 0..6)) {
+            let body = format!("{{{}}}", fields.join(","));
+            if let Ok(token) = parse_token(body.as_bytes(), "r", UNIX_EPOCH) {
+                prop_assert!(!token.secret().is_empty(), "{}", body);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_token(&body, "r", UNIX_EPOCH);
+        }
+    }
+}

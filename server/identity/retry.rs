@@ -54,6 +54,14 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// How long 410 ("IMDS upgrading") is retried.
     pub gone_window: Duration,
+    /// Longest wait between two 410 retries: IMDS comes back at some point
+    /// inside the window, and a caller should get its token soon after, not
+    /// one doubled backoff later.
+    pub gone_max_delay: Duration,
+    /// What one attempt is given before the caller's deadline: a retry is
+    /// scheduled so that it starts at least this long before the deadline
+    /// (the last one is moved earlier to fit, never dropped while it can).
+    pub attempt_room: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -63,6 +71,8 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
             gone_window: Duration::from_secs(70),
+            gone_max_delay: Duration::from_secs(5),
+            attempt_room: Duration::from_millis(500),
         }
     }
 }
@@ -71,6 +81,11 @@ impl RetryPolicy {
     /// Decides after failure number `attempt` (0-based) with `elapsed` since the
     /// first try and `budget` left before the caller's deadline. `jitter` in
     /// [0, 1) spreads retries of many keys apart.
+    ///
+    /// A wait the endpoint asked for (`Retry-After`) is honoured exactly, as
+    /// long as the attempt after it still fits before the deadline; a backoff
+    /// of our own that would overrun is shortened so the last attempt lands
+    /// inside the deadline (and, for 410, inside the 70 s window).
     pub fn decide(
         &self,
         attempt: u32,
@@ -79,22 +94,26 @@ impl RetryPolicy {
         budget: Option<Duration>,
         jitter: f64,
     ) -> Decision {
-        let backoff = || {
+        let backoff = |cap: Duration| {
             let exp = self.base_delay.saturating_mul(1u32 << attempt.min(16));
             let jittered = exp.mul_f64(1.0 + jitter.clamp(0.0, 1.0) * 0.5);
-            jittered.min(self.max_delay)
+            jittered.min(cap)
         };
-        let delay = match error {
+        // The latest a retry may start: room for the attempt before the
+        // caller's deadline.
+        let mut latest = budget.map(|left| left.saturating_sub(self.attempt_room));
+        let (delay, asked) = match error {
             FetchError::Status {
                 status: 410,
                 retry_after,
                 ..
             } => {
-                let delay = retry_after.unwrap_or_else(backoff).min(self.max_delay);
-                if elapsed + delay > self.gone_window {
-                    return Decision::GiveUp;
+                let window = self.gone_window.saturating_sub(elapsed);
+                latest = Some(latest.map_or(window, |l| l.min(window)));
+                match retry_after {
+                    Some(ra) => (*ra, true),
+                    None => (backoff(self.gone_max_delay), false),
                 }
-                delay
             }
             FetchError::Status {
                 status,
@@ -104,8 +123,10 @@ impl RetryPolicy {
                 if attempt >= self.max_retries {
                     return Decision::GiveUp;
                 }
-                // Retry-After is a floor: never come back sooner than asked.
-                retry_after.map_or_else(backoff, |ra| ra.max(backoff()).min(self.max_delay.max(ra)))
+                match retry_after {
+                    Some(ra) => (*ra, true),
+                    None => (backoff(self.max_delay), false),
+                }
             }
             FetchError::Transport {
                 connect: false,
@@ -115,7 +136,7 @@ impl RetryPolicy {
                 if attempt >= self.max_retries {
                     return Decision::GiveUp;
                 }
-                backoff()
+                (backoff(self.max_delay), false)
             }
             // Connection refused or unroutable: no endpoint is there. Saying so
             // at once beats 30 s of backoff against nothing.
@@ -124,16 +145,68 @@ impl RetryPolicy {
             | FetchError::Malformed(_)
             | FetchError::Rejected(_) => return Decision::GiveUp,
         };
-        match budget {
-            Some(left) if delay >= left => Decision::GiveUp,
-            _ => Decision::Retry(delay),
+        match latest {
+            None => Decision::Retry(delay),
+            Some(latest) if delay <= latest => Decision::Retry(delay),
+            // The endpoint asked for more time than is left: coming back
+            // sooner would only be throttled again.
+            Some(_) if asked => Decision::GiveUp,
+            Some(latest) if latest.is_zero() => Decision::GiveUp,
+            Some(latest) => Decision::Retry(latest),
         }
+    }
+}
+
+/// How long a token request was tried before its final failure, for the
+/// caller's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tried {
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Tried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = if self.attempts == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} attempt{s} over {:.1} s",
+            self.attempts,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// What the endpoint last answered, in a form fit for a caller-facing
+/// message (no token, no body beyond the error code and description).
+pub fn describe(error: &FetchError, source: &str) -> String {
+    match error {
+        FetchError::Status {
+            status,
+            code,
+            retry_after,
+            ..
+        } => {
+            let mut s = format!("{source} answered {status}");
+            if let Some(code) = code {
+                s.push(' ');
+                s.push_str(code);
+            }
+            if let Some(ra) = retry_after {
+                s.push_str(&format!(" with Retry-After {} s", ra.as_secs()));
+            }
+            s
+        }
+        FetchError::Transport { message, .. } => format!("{source} did not answer ({message})"),
+        FetchError::Malformed(m) => format!("{source} answered garbage: {m}"),
+        FetchError::Rejected(e) => e.to_string(),
     }
 }
 
 /// Turns the last failure into what the caller sees.
 pub fn final_error(
     error: FetchError,
+    tried: Tried,
     source: &str,
     endpoint: &str,
     selector: &IdentitySelector,
@@ -153,10 +226,11 @@ pub fn final_error(
             connect: false,
             message,
         } => GatewayError::Unavailable(format!(
-            "{source} at {endpoint} did not answer in time ({message})"
+            "{source} at {endpoint} did not answer in time ({message}; {tried})"
         )),
         FetchError::Transport { message, .. } => GatewayError::Unavailable(format!(
-            "cannot reach {source} at {endpoint} ({message}); is this an Azure VM? {not_enabled}"
+            "cannot reach {source} at {endpoint} ({message}): is this an Azure VM with a managed \
+             identity enabled? Off Azure there is no {source}; on a VM, {not_enabled}"
         )),
         FetchError::Status {
             status,
@@ -168,6 +242,11 @@ pub fn final_error(
             let detail = match &code {
                 Some(code) => format!("{source} answered {status} {code}: {description}"),
                 None => format!("{source} answered {status}: {description}"),
+            };
+            let retried = if tried.attempts > 1 {
+                format!(" ({tried})")
+            } else {
+                String::new()
             };
             let lower = description.to_ascii_lowercase();
             match status {
@@ -184,9 +263,9 @@ pub fn final_error(
                 }
                 400 => GatewayError::invalid("resource", detail),
                 401 | 403 => GatewayError::PermissionDenied(detail),
-                429 => GatewayError::Throttled(format!("{detail} (still throttled after retries)")),
-                410 => GatewayError::Unavailable(format!("{detail} ({source} is upgrading; try again within 70 s)")),
-                _ => GatewayError::Unavailable(format!("{detail} (after retries)")),
+                429 => GatewayError::Throttled(format!("{detail}; still throttled after {tried}")),
+                410 => GatewayError::Unavailable(format!("{detail}; {source} is upgrading and was retried for {tried}; it should be back within 70 s of the first 410")),
+                _ => GatewayError::Unavailable(format!("{detail}{retried}")),
             }
         }
     }
@@ -237,29 +316,93 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_floor() {
+    fn retry_after_is_honoured_while_the_next_attempt_fits() {
         let p = RetryPolicy::default();
         assert_eq!(
             p.decide(0, &status(429, Some(7)), Duration::ZERO, None, 0.0),
             Decision::Retry(Duration::from_secs(7))
         );
+        // Exactly what was asked, not a larger backoff of our own.
         assert_eq!(
             p.decide(4, &status(429, Some(2)), Duration::ZERO, None, 0.0),
-            Decision::Retry(Duration::from_secs(16))
+            Decision::Retry(Duration::from_secs(2))
+        );
+        assert_eq!(
+            p.decide(
+                4,
+                &status(429, Some(2)),
+                Duration::ZERO,
+                Some(Duration::from_secs(3)),
+                0.0
+            ),
+            Decision::Retry(Duration::from_secs(2))
+        );
+        // Asked to wait longer than the deadline leaves: stop now.
+        assert_eq!(
+            p.decide(
+                0,
+                &status(429, Some(10)),
+                Duration::ZERO,
+                Some(Duration::from_secs(8)),
+                0.0
+            ),
+            Decision::GiveUp
         );
     }
 
     #[test]
-    fn gone_is_retried_for_seventy_seconds_within_the_deadline() {
+    fn a_backoff_that_would_overrun_is_shortened_so_the_last_attempt_fits() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            p.decide(
+                3,
+                &status(503, None),
+                Duration::ZERO,
+                Some(Duration::from_secs(5)),
+                0.0
+            ),
+            Decision::Retry(Duration::from_millis(4500))
+        );
+        assert_eq!(
+            p.decide(
+                3,
+                &status(503, None),
+                Duration::ZERO,
+                Some(Duration::from_millis(500)),
+                0.0
+            ),
+            Decision::GiveUp
+        );
+    }
+
+    #[test]
+    fn gone_is_retried_until_the_deadline_with_short_waits() {
         let p = RetryPolicy::default();
         let gone = status(410, None);
-        assert!(matches!(
-            p.decide(9, &gone, Duration::from_secs(10), None, 0.0),
-            Decision::Retry(_)
-        ));
+        // 410 is not bound by max_retries, and its waits stay short.
         assert_eq!(
-            p.decide(9, &gone, Duration::from_secs(69), None, 0.0),
+            p.decide(20, &gone, Duration::from_secs(10), None, 0.9),
+            Decision::Retry(Duration::from_secs(5))
+        );
+        // The last attempt is moved to land inside the 70 s window...
+        assert_eq!(
+            p.decide(9, &gone, Duration::from_secs(67), None, 0.0),
+            Decision::Retry(Duration::from_secs(3))
+        );
+        assert_eq!(
+            p.decide(9, &gone, Duration::from_secs(70), None, 0.0),
             Decision::GiveUp
+        );
+        // ...and inside the caller's deadline.
+        assert_eq!(
+            p.decide(
+                9,
+                &gone,
+                Duration::from_secs(27),
+                Some(Duration::from_secs(3)),
+                0.0
+            ),
+            Decision::Retry(Duration::from_millis(2500))
         );
         assert_eq!(
             p.decide(
@@ -271,6 +414,29 @@ mod tests {
             ),
             Decision::GiveUp
         );
+    }
+
+    #[test]
+    fn gone_for_twenty_seconds_is_outlasted_within_thirty() {
+        // The schedule a 30 s caller gets while IMDS answers 410 for 20 s.
+        let p = RetryPolicy::default();
+        let deadline = Duration::from_secs(30);
+        let mut elapsed = Duration::ZERO;
+        let mut attempt = 0;
+        while elapsed < Duration::from_secs(20) {
+            match p.decide(
+                attempt,
+                &status(410, None),
+                elapsed,
+                Some(deadline - elapsed),
+                0.99,
+            ) {
+                Decision::Retry(d) => elapsed += d,
+                Decision::GiveUp => panic!("gave up at {elapsed:?}"),
+            }
+            attempt += 1;
+        }
+        assert!(elapsed < Duration::from_secs(26), "{elapsed:?}");
     }
 
     #[test]
@@ -305,6 +471,7 @@ mod tests {
                 code: Some("invalid_request".into()),
                 description: Some("Identity not found".into()),
             },
+            Tried::default(),
             "IMDS",
             "http://169.254.169.254",
             &IdentitySelector::ClientId("abc".into()),

@@ -141,6 +141,25 @@ impl TokenSource {
         }
     }
 
+    /// The `service` label of its requests in metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Imds(_) => "imds",
+            Self::AppService(_) => "app_service",
+            Self::LegacyMsi(_) => "legacy_msi",
+        }
+    }
+
+    /// Host and port to probe while it is unreachable.
+    pub(crate) fn probe_address(&self) -> Option<(String, u16)> {
+        let url = match self {
+            Self::Imds(s) => s.token_url(),
+            Self::AppService(s) => s.endpoint(),
+            Self::LegacyMsi(s) => s.endpoint(),
+        };
+        crate::reachability::probe_address(url)
+    }
+
     /// The endpoint, for messages.
     pub fn endpoint(&self) -> String {
         match self {

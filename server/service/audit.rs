@@ -1,48 +1,239 @@
-//! One audit line per call: caller, RPC, target, identity, outcome. Targets
-//! are names and URLs without query strings; never tokens, secrets or
-//! signatures.
+//! The audit log, bounded: caller, RPC, target, identity, outcome (and a
+//! detail such as the SAS permissions granted). Targets are names
+//! and URLs without query strings, truncated to [`MAX_TARGET_CHARS`] and
+//! escaped (no control characters, quotes or newlines from a caller reach
+//! the log); never tokens, secrets or signatures.
+//!
+//! Every denial, failure and call that went upstream is a line of its own.
+//! Grants served from the token cache, and calls refused by a caller's
+//! rate or concurrency limit, are counted instead and written as one line
+//! per (caller, RPC, target, outcome) per interval with a `count`, so a
+//! caller hammering the gateway cannot turn the log into its weapon.
+//!
+//! Every operation passes here exactly once, so the call counters and the
+//! latency histogram ([`ServiceMetrics`]) are recorded here too: for every
+//! call, aggregated ones included.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
 
 use identity_gateway_core::GatewayError;
 
-use crate::{context::CallContext, validate::IdentityRef};
+use crate::{
+    admission::CallerId, context::CallContext, metrics::ServiceMetrics, validate::IdentityRef,
+};
 
-/// Logs the outcome of one operation under the `audit` target.
-pub(crate) fn record<T>(
-    ctx: &CallContext,
-    rpc: &str,
-    target: &str,
-    identity: &IdentityRef,
-    outcome: &Result<T, GatewayError>,
-) {
-    record_with(ctx, rpc, target, identity, None, outcome);
+/// Longest target written, in characters; longer ones are cut and say how
+/// many bytes were left out.
+pub(crate) const MAX_TARGET_CHARS: usize = 256;
+/// Most aggregated keys held between flushes; past it the counts are
+/// written at once.
+const MAX_PENDING: usize = 4096;
+/// How often aggregated counts are written.
+pub(crate) const AGGREGATE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Aggregated counts waiting to be written.
+#[derive(Debug, Default)]
+pub(crate) struct Audit {
+    pending: Mutex<HashMap<Key, Pending>>,
 }
 
-/// [`record`] with a `detail` field (GetServiceSas: the SAS permissions and
-/// expiry granted, or asked for when refused).
-pub(crate) fn record_with<T>(
-    ctx: &CallContext,
-    rpc: &str,
-    target: &str,
-    identity: &IdentityRef,
-    detail: Option<&str>,
-    outcome: &Result<T, GatewayError>,
-) {
-    let caller = &ctx.peer;
-    match outcome {
-        Ok(_) => {
-            tracing::info!(target: "audit", %caller, rpc, target, %identity, detail, outcome = "ok")
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    caller: CallerId,
+    rpc: &'static str,
+    target: String,
+    identity: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug)]
+struct Pending {
+    /// The caller as first seen in the interval (with its pid).
+    caller: String,
+    count: u64,
+    message: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Audit {
+    /// An audit with a task writing the aggregated counts every `interval`
+    /// (when a runtime is there to run it) for as long as the audit lives.
+    pub(crate) fn start(interval: Duration) -> Arc<Self> {
+        let audit = Arc::new(Self::default());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak: Weak<Self> = Arc::downgrade(&audit);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(audit) = weak.upgrade() else { break };
+                    audit.flush();
+                }
+            });
         }
-        Err(error) => tracing::info!(
-            target: "audit",
-            %caller,
-            rpc,
-            target,
-            %identity,
-            detail,
-            outcome = error.code_name(),
-            message = %error
-        ),
+        audit
     }
+
+    /// One line for the outcome of one operation (under the `audit` target).
+    pub(crate) fn record<T>(
+        &self,
+        metrics: &ServiceMetrics,
+        ctx: &CallContext,
+        rpc: &'static str,
+        target: &str,
+        identity: &IdentityRef,
+        outcome: &Result<T, GatewayError>,
+    ) {
+        self.record_with(metrics, ctx, rpc, target, identity, None, outcome);
+    }
+
+    /// [`record`](Self::record) with a `detail` field (GetServiceSas: the
+    /// SAS permissions and expiry granted, or asked for when refused).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_with<T>(
+        &self,
+        metrics: &ServiceMetrics,
+        ctx: &CallContext,
+        rpc: &'static str,
+        target: &str,
+        identity: &IdentityRef,
+        detail: Option<&str>,
+        outcome: &Result<T, GatewayError>,
+    ) {
+        let code = match outcome {
+            Ok(_) => "OK",
+            Err(error) => error.code_name(),
+        };
+        metrics.call(rpc, ctx.transport, code, ctx.started.elapsed());
+        if let Err(GatewayError::Throttled(message)) = outcome {
+            if message.contains("limits.per_caller") {
+                self.count(
+                    ctx,
+                    rpc,
+                    target,
+                    identity,
+                    "ResourceExhausted",
+                    Some(message),
+                );
+                return;
+            }
+        }
+        let caller = &ctx.peer;
+        let target = bounded(target);
+        let detail = detail.map(bounded);
+        let detail = detail.as_deref();
+        match outcome {
+            Ok(_) => {
+                tracing::info!(target: "audit", %caller, rpc, %target, %identity, detail, outcome = "ok")
+            }
+            Err(error) => tracing::info!(
+                target: "audit",
+                %caller,
+                rpc,
+                %target,
+                %identity,
+                detail,
+                outcome = error.code_name(),
+                message = %bounded(&error.to_string())
+            ),
+        }
+    }
+
+    /// A grant served from the cache: counted, written with the interval's
+    /// count.
+    pub(crate) fn cached_grant(
+        &self,
+        metrics: &ServiceMetrics,
+        ctx: &CallContext,
+        rpc: &'static str,
+        target: &str,
+        identity: &IdentityRef,
+    ) {
+        metrics.call(rpc, ctx.transport, "OK", ctx.started.elapsed());
+        self.count(ctx, rpc, target, identity, "ok", None);
+    }
+
+    fn count(
+        &self,
+        ctx: &CallContext,
+        rpc: &'static str,
+        target: &str,
+        identity: &IdentityRef,
+        outcome: &'static str,
+        message: Option<&str>,
+    ) {
+        let key = Key {
+            caller: CallerId::of(&ctx.peer),
+            rpc,
+            target: bounded(target),
+            identity: bounded(&identity.to_string()),
+            outcome,
+        };
+        let full = {
+            let mut pending = lock(&self.pending);
+            let entry = pending.entry(key).or_insert_with(|| Pending {
+                caller: ctx.peer.to_string(),
+                count: 0,
+                message: message.map(bounded),
+            });
+            entry.count += 1;
+            pending.len() >= MAX_PENDING
+        };
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Writes the aggregated counts.
+    pub(crate) fn flush(&self) {
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        for (key, p) in pending {
+            let Pending {
+                caller,
+                count,
+                message,
+            } = p;
+            let (rpc, target, identity, outcome) = (key.rpc, key.target, key.identity, key.outcome);
+            match message {
+                None => {
+                    tracing::info!(target: "audit", %caller, rpc, %target, %identity, outcome, cached = true, count)
+                }
+                Some(message) => {
+                    tracing::info!(target: "audit", %caller, rpc, %target, %identity, outcome, count, reason = %message)
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// `raw` fit for one log field: at most [`MAX_TARGET_CHARS`] characters,
+/// control characters, quotes and backslashes escaped.
+pub(crate) fn bounded(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len().min(MAX_TARGET_CHARS + 32));
+    for (chars, (i, c)) in raw.char_indices().enumerate() {
+        if chars >= MAX_TARGET_CHARS {
+            let _ = write!(out, "…(+{} bytes)", raw.len() - i);
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out
 }
 
 /// A caller-supplied URL as an audit target: scheme, host, port and path
@@ -63,7 +254,7 @@ pub(crate) fn url_target(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::url_target;
+    use super::*;
 
     #[test]
     fn url_targets_drop_credentials_queries_and_fragments() {
@@ -76,5 +267,17 @@ mod tests {
             "https://v.vault.azure.net"
         );
         assert_eq!(url_target("sig=abc"), "(not a URL)");
+    }
+
+    #[test]
+    fn targets_are_truncated_and_escaped() {
+        let long = "a".repeat(4 * 1024 * 1024);
+        let b = bounded(&long);
+        assert!(b.len() < MAX_TARGET_CHARS + 40, "{}", b.len());
+        assert!(
+            b.ends_with(&format!("…(+{} bytes)", long.len() - MAX_TARGET_CHARS)),
+            "{b}"
+        );
+        assert_eq!(bounded("x\ny\"z\u{1b}"), "x\\ny\\\"z\\u{1b}");
     }
 }

@@ -3,7 +3,11 @@
 //! credentials, the `grpc-timeout` header, a TCP address); operations never
 //! look at a transport themselves.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use crate::policy::Caller;
 
@@ -55,7 +59,8 @@ impl fmt::Display for Peer {
             (Some(uid), Some(gid), Some(pid)) => write!(f, "uid={uid} gid={gid} pid={pid}")?,
             (Some(uid), Some(gid), None) => write!(f, "uid={uid} gid={gid}")?,
             (Some(uid), None, _) => write!(f, "uid={uid}")?,
-            (None, _, _) => f.write_str("unattributed")?,
+            (None, _, Some(pid)) => write!(f, "unattributed pid={pid}")?,
+            (None, _, None) => f.write_str("unattributed")?,
         }
         if let Some(addr) = self.addr {
             write!(f, " tcp={addr}")?;
@@ -74,6 +79,9 @@ pub struct CallContext {
     pub transport: Transport,
     /// Time left before the caller's deadline, if it set one.
     pub budget: Option<Duration>,
+    /// When the call arrived (for the latency histogram only; deadlines
+    /// and token lifetimes use the injected clock).
+    pub started: Instant,
 }
 
 impl CallContext {

@@ -9,14 +9,19 @@
 //! - [`context`]: who calls, over what, by when.
 //! - [`validate`]: identity selectors and token audiences.
 //! - [`policy`]: which callers may use which identities and targets.
-//! - `audit`: the one audit line per call.
+//! - [`admission`]: per-caller rate, concurrency and watch limits (`[limits]`).
+//! - `audit`: the bounded audit log (one line per call, cached grants
+//!   counted) and the call metrics of every call.
+//! - [`metrics`]: call, latency and policy-denial metric handles.
 //! - [`ops`]: the operations (tokens, secrets, Data Lake, SAS, blobs, ARM, SQL).
 //!
 //! This crate knows nothing about gRPC, HTTP adapters or the assembly.
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+pub mod admission;
 mod audit;
 pub mod context;
+pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod validate;
@@ -27,10 +32,13 @@ use std::{
 };
 
 use identity_gateway_azure::{keyvault::SecretCache, sql::SqlPools, Upstream};
+use identity_gateway_core::{GatewayError, IdentitySelector};
 use identity_gateway_identity::TokenCache;
 use tokio_util::sync::CancellationToken;
 
+pub use admission::LimitsConfig;
 pub use context::{Attribution, CallContext, Peer, Transport};
+pub use metrics::ServiceMetrics;
 pub use policy::{CallerPolicy, PolicyConfig, PolicyError};
 pub use validate::IdentityRef;
 
@@ -39,6 +47,8 @@ pub use validate::IdentityRef;
 pub struct Limits {
     /// Longest SAS lifetime GetServiceSas issues (`sas.max_expiry_secs`).
     pub sas_max_lifetime: Duration,
+    /// Per-caller limits (`[limits]`).
+    pub callers: LimitsConfig,
 }
 
 /// Everything the operations use, built once by the composition root.
@@ -53,6 +63,9 @@ pub struct Gateway {
     sql: Arc<SqlPools>,
     limits: Limits,
     shutdown: CancellationToken,
+    metrics: ServiceMetrics,
+    admission: Arc<admission::Admission>,
+    audit: Arc<audit::Audit>,
 }
 
 /// The parts a [`Gateway`] is made of.
@@ -67,6 +80,8 @@ pub struct GatewayParts {
     /// Cancelled when the gateway starts shutting down: long-lived streams
     /// (WatchToken) end so the drain can finish.
     pub shutdown: CancellationToken,
+    /// Where calls, latencies and denials are counted.
+    pub metrics: ServiceMetrics,
 }
 
 impl Gateway {
@@ -79,6 +94,7 @@ impl Gateway {
             sql,
             limits,
             shutdown,
+            metrics,
         } = parts;
         Self {
             tokens,
@@ -86,8 +102,11 @@ impl Gateway {
             policy: RwLock::new(Arc::new(policy)),
             secrets,
             sql,
+            admission: Arc::new(admission::Admission::new(limits.callers.clone())),
+            audit: audit::Audit::start(audit::AGGREGATE_INTERVAL),
             limits,
             shutdown,
+            metrics,
         }
     }
 
@@ -121,8 +140,28 @@ impl Gateway {
         &self.sql
     }
 
+    /// The operations' metric handles.
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.metrics
+    }
+
+    /// The caller policy's verdict on `target`, a denial counted.
+    pub(crate) fn authorize(
+        &self,
+        caller: &policy::Caller,
+        identity: &IdentitySelector,
+        target: policy::Target<'_>,
+    ) -> Result<(), GatewayError> {
+        let verdict = self.policy().check(caller, identity, target);
+        if verdict.is_err() {
+            self.metrics.denial(&target);
+        }
+        verdict
+    }
+
     /// Starts ending long-lived streams (shutdown).
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
+        self.audit.flush();
     }
 }

@@ -171,3 +171,50 @@ mod tests {
         );
     }
 }
+
+/// Properties of request validation (bounded runs: 512 cases).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn an_accepted_resource_is_passed_on_verbatim_and_well_formed(raw in "\\PC{0,40}|[ -~]{0,40}|https://[a-z.]{1,20}/?(\\.default)?") {
+            match resource(&raw) {
+                Ok(accepted) => {
+                    prop_assert_eq!(accepted, raw.as_str());
+                    prop_assert!(!raw.is_empty() && raw.len() <= 2048);
+                    prop_assert!(!raw.chars().any(|c| c.is_control() || c.is_whitespace()));
+                    prop_assert!(!raw.ends_with("/.default"));
+                }
+                Err(GatewayError::InvalidArgument { field, .. }) => prop_assert_eq!(field, "resource"),
+                Err(other) => prop_assert!(false, "{}: {:?}", raw, other),
+            }
+        }
+
+        #[test]
+        fn long_resources_are_refused(extra in 1usize..64) {
+            let raw = "a".repeat(2048 + extra);
+            prop_assert!(resource(&raw).is_err());
+        }
+
+        #[test]
+        fn identity_selectors_accept_only_guids_and_arm_ids(raw in "[0-9a-fA-F-]{30,40}|\\PC{0,40}") {
+            for make in [IdentityRef::ClientId, IdentityRef::ObjectId] {
+                if let Ok(selector) = identity(make(raw.clone())) {
+                    let value = selector.to_string();
+                    prop_assert!(value.contains(raw.trim()), "{} -> {}", raw, value);
+                    let guid = raw.trim();
+                    prop_assert_eq!(guid.len(), 36);
+                    prop_assert!(guid.chars().enumerate().all(|(i, c)| match i {
+                        8 | 13 | 18 | 23 => c == '-',
+                        _ => c.is_ascii_hexdigit(),
+                    }), "{}", guid);
+                }
+            }
+        }
+    }
+}

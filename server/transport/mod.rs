@@ -4,6 +4,7 @@
 //! connections of a bound listener (HTTP/2, per-transport `:authority` rule,
 //! protocol errors logged).
 
+pub mod limits;
 pub mod peer;
 #[cfg(windows)]
 pub mod pipe;
@@ -53,6 +54,10 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
+    /// The pipe's security descriptor could not be built (e.g. an unknown
+    /// account in `socket_group` or `pipe_access`).
+    #[error("pipe {name}: {message}")]
+    PipeSecurity { name: String, message: String },
 }
 
 impl BindError {
@@ -76,6 +81,23 @@ pub struct Listeners {
     pub tcp: Option<TcpListener>,
 }
 
+/// The Windows pipe the configuration names (or the default).
+pub fn pipe_name(config: &Config) -> String {
+    config
+        .pipe
+        .clone()
+        .unwrap_or_else(|| crate::windows::DEFAULT_PIPE.to_string())
+}
+
+/// Where gRPC is served, for the startup log: the socket, or the pipe on Windows.
+pub fn describe(config: &Config) -> String {
+    if cfg!(windows) {
+        format!("pipe {}", pipe_name(config))
+    } else {
+        format!("unix socket {}", config.socket.display())
+    }
+}
+
 /// Binds what the configuration asks for.
 pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
     let mut listeners = Listeners::default();
@@ -90,14 +112,25 @@ pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
     }
     #[cfg(windows)]
     {
-        let name = config
-            .pipe
-            .clone()
-            .unwrap_or_else(|| r"\\.\pipe\identity-gateway".to_string());
-        listeners.pipe = Some(pipe::listen(&name).map_err(|source| BindError::Pipe {
-            name: name.clone(),
-            source,
-        })?);
+        let name = pipe_name(config);
+        let clients = crate::windows::pipe_security::client_entries(
+            config.socket_group.as_deref(),
+            &config.pipe_access,
+        );
+        let security =
+            crate::windows::pipe_security::PipeSecurity::new(&clients).map_err(|message| {
+                BindError::PipeSecurity {
+                    name: name.clone(),
+                    message,
+                }
+            })?;
+        tracing::info!(pipe = %name, sddl = security.sddl(), "pipe security");
+        listeners.pipe = Some(pipe::listen(&name, std::sync::Arc::new(security)).map_err(
+            |source| BindError::Pipe {
+                name: name.clone(),
+                source,
+            },
+        )?);
     }
     if let Some(addr) = config.tcp {
         if !addr.ip().is_loopback() {

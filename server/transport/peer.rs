@@ -499,6 +499,7 @@ mod tests {
         assert!(parse_addr("zz:0").is_none());
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn a_live_loopback_connection_is_attributed_to_its_owner() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -97,6 +97,7 @@ impl PeerLabel for () {
 pub struct ConnectionServer {
     routes: Routes,
     http2: http2::Builder<TokioExecutor>,
+    request_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for ConnectionServer {
@@ -124,7 +125,22 @@ impl ConnectionServer {
         Self {
             routes: routes.prepare(),
             http2,
+            request_timeout: None,
         }
+    }
+
+    /// Adjusts the HTTP/2 settings (limits on streams, windows, frames and
+    /// headers: see `app::serve`).
+    pub fn http2(mut self, configure: impl FnOnce(&mut http2::Builder<TokioExecutor>)) -> Self {
+        configure(&mut self.http2);
+        self
+    }
+
+    /// Bounds every call (until its reply starts) whatever the caller's
+    /// `grpc-timeout` (tonic's `Server::timeout`).
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     /// Sends an HTTP/2 PING this often on idle connections (tonic's
@@ -193,6 +209,7 @@ impl ConnectionServer {
             routes: self.routes.clone(),
             info: info.clone(),
             transport,
+            request_timeout: self.request_timeout,
             refused_authority: Arc::new(AtomicBool::new(false)),
         };
         let mut conn = pin!(self.http2.serve_connection(TokioIo::new(io), service));
@@ -271,6 +288,8 @@ struct ConnectionService<C> {
     routes: Routes,
     info: C,
     transport: Transport,
+    /// The server's own bound on a call (until its reply starts).
+    request_timeout: Option<Duration>,
     /// Set once the first request with an unparsed authority was refused, so
     /// the log says it once per connection.
     refused_authority: Arc<AtomicBool>,
@@ -306,7 +325,10 @@ where
             }
         }
         request.extensions_mut().insert(self.info.clone());
-        let timeout = grpc_timeout(request.headers());
+        let timeout = match (grpc_timeout(request.headers()), self.request_timeout) {
+            (Some(caller), Some(server)) => Some(caller.min(server)),
+            (caller, server) => caller.or(server),
+        };
         let call = self.routes.clone().oneshot(request);
         Box::pin(async move {
             let response = match timeout {

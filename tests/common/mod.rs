@@ -1,6 +1,6 @@
 //! The integration-test harness: the emulator's fakes on loopback and a real
-//! gateway serving on a Unix socket in a temp dir, reached through
-//! `identity-gateway-client`.
+//! gateway serving on a Unix socket in a temp dir (a uniquely named pipe on
+//! Windows), reached through `identity-gateway-client`.
 //!
 //! Two steps, so a test can start extra fakes with the shared authority and CA
 //! before the gateway starts:
@@ -11,6 +11,7 @@
 //! ```
 #![allow(dead_code)]
 
+#[cfg(unix)]
 pub mod as_uid;
 
 use std::{
@@ -20,7 +21,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use identity_gateway::{config::Config, App, Options, Reloader};
+use identity_gateway::{config::Config, transport, App, Options, Reloader};
 use identity_gateway_client::GatewayClient;
 use identity_gateway_core::clock::{Clock, ManualClock};
 use identity_gateway_emulator::{
@@ -78,6 +79,15 @@ impl TestEnv {
         config.upstream.ca_files = vec![self.ca_file.clone()];
         config.upstream.allow_http = true;
         config.upstream.allowed_hosts = vec!["localhost".into(), "127.0.0.1".into()];
+        // Tests run in parallel: each gateway gets its own pipe name.
+        #[cfg(windows)]
+        {
+            config.pipe = Some(format!(
+                r"\\.\pipe\identity-gateway-test-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+        }
         config
     }
 
@@ -98,6 +108,11 @@ impl TestEnv {
     /// The product's one startup ([`App::start_with`]), serving in a task.
     pub async fn start_app(config: Config, options: Options) -> TestGateway {
         let socket = config.socket.clone();
+        let target = if cfg!(windows) {
+            transport::pipe_name(&config)
+        } else {
+            socket.to_str().expect("UTF-8 path").to_string()
+        };
         let app = App::start_with(config, options)
             .await
             .expect("gateway starts");
@@ -107,11 +122,12 @@ impl TestEnv {
             url: e.url(),
             header_file: e.header_file().to_path_buf(),
         });
+        let metrics = app.metrics_endpoint().map(|e| e.addr().clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(async move {
             let _ = stopped.await;
         }));
-        let client = GatewayClient::connect(socket.to_str().expect("UTF-8 path"))
+        let client = GatewayClient::connect(&target)
             .await
             .expect("connect to gateway");
         TestGateway {
@@ -119,7 +135,9 @@ impl TestEnv {
             gateway,
             reloader,
             identity_endpoint,
+            metrics,
             socket,
+            target,
             stop: Some(stop),
             task: Some(task),
         }
@@ -155,7 +173,11 @@ pub struct TestGateway {
     pub reloader: Reloader,
     /// Set when the config asked for the identity endpoint.
     pub identity_endpoint: Option<IdentityEndpoint>,
+    /// Set when the config asked for the metrics listener.
+    pub metrics: Option<identity_gateway::metrics::endpoint::BoundAddr>,
     pub socket: PathBuf,
+    /// What clients dial: the socket path, or the pipe name on Windows.
+    pub target: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), identity_gateway::StartupError>>>,
 }

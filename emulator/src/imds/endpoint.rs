@@ -35,6 +35,8 @@ pub(super) struct FakeState {
     /// Like real IMDS, one token per (identity object id, resource).
     pub(super) tokens: HashMap<(String, String), CachedToken>,
     pub(super) caching_disabled: bool,
+    /// Consulted for token requests the script does not answer.
+    pub(super) fault: Option<super::FaultRule>,
 }
 
 #[derive(Clone)]
@@ -147,7 +149,10 @@ impl Shared {
                 format!("No route matches '{path}'"),
             ));
         }
-        let scripted = self.script.next();
+        let scripted = self.script.next().or_else(|| {
+            let fault = self.lock().fault.clone();
+            fault.and_then(|rule| rule())
+        });
         if let Some(scripted) = scripted {
             let answer_normally = (200..300).contains(&scripted.status) && scripted.body.is_none();
             if !answer_normally {

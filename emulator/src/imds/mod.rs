@@ -172,6 +172,10 @@ impl RateLimits {
     };
 }
 
+/// A rule consulted for every token request the script does not answer:
+/// `Some(answer)` is given instead of the normal behaviour.
+pub type FaultRule = std::sync::Arc<dyn Fn() -> Option<ScriptedResponse> + Send + Sync>;
+
 /// An answer the fake gives instead of its normal behaviour, once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptedResponse {
@@ -322,6 +326,12 @@ impl ImdsFake {
     /// (after the rate limiter and latency) instead of the normal behaviour.
     pub fn script(&self, responses: impl IntoIterator<Item = ScriptedResponse>) {
         self.shared.script.push(responses);
+    }
+
+    /// Answers token requests by `rule` (after any script) until cleared
+    /// with `None`: e.g. "410 until the test's clock passes 20 s".
+    pub fn set_fault(&self, rule: Option<FaultRule>) {
+        self.shared.lock().fault = rule;
     }
 
     /// Delays every admitted request by `latency` (zero to stop).

@@ -287,3 +287,37 @@ pub(crate) mod tests {
         assert!(parse(&bad_offset).is_err());
     }
 }
+
+/// The LOGIN7 parser on hostile input: valid logins with bytes changed, cut
+/// or extended, and arbitrary bytes (bounded runs: 512 cases).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn mutated_logins_parse_or_fail_cleanly(
+            with_token in any::<bool>(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            extra in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let mut login = tests::tiberius_like_login("db", with_token.then_some("token"));
+            for (at, byte) in edits {
+                let i = at.index(login.len());
+                login[i] = byte;
+            }
+            login.truncate(cut.index(login.len() + 1));
+            login.extend(extra);
+            let _ = parse(&login);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&bytes);
+        }
+    }
+}

@@ -1,11 +1,14 @@
 //! What the gRPC transport knows about a call, as a service
 //! [`CallContext`]: the caller (peer credentials on the Unix socket, the
-//! address on TCP), the transport, and the time left before the caller's
-//! deadline (`grpc-timeout`).
+//! client's SIDs and pid on the Windows pipe, the address on TCP), the
+//! transport, and the time left before the caller's deadline
+//! (`grpc-timeout`).
 
 use std::time::Duration;
 
-use identity_gateway_service::{Attribution, CallContext, Peer, Transport};
+#[cfg(unix)]
+use identity_gateway_service::Attribution;
+use identity_gateway_service::{CallContext, Peer, Transport};
 use tonic::Request;
 
 use crate::transport::peer::TcpCaller;
@@ -17,6 +20,7 @@ pub fn call_context<T>(request: &Request<T>) -> CallContext {
         peer,
         transport,
         budget: budget(request),
+        started: std::time::Instant::now(),
     }
 }
 
@@ -37,6 +41,19 @@ fn peer<T>(request: &Request<T>) -> (Peer, Transport) {
             None => Peer::default(),
         };
         return (peer, Transport::UnixSocket);
+    }
+    // The pipe client's SIDs are logged once per connection by the
+    // transport (target `audit`); each call's line carries its pid.
+    #[cfg(windows)]
+    if let Some(info) = request
+        .extensions()
+        .get::<crate::transport::pipe::PipeConnectInfo>()
+    {
+        let peer = Peer {
+            pid: info.caller.pid.and_then(|pid| i32::try_from(pid).ok()),
+            ..Peer::default()
+        };
+        return (peer, Transport::NamedPipe);
     }
     // Loopback TCP connections are attributed once, at accept.
     if let Some(caller) = request.extensions().get::<TcpCaller>() {

@@ -1,11 +1,13 @@
 //! The gRPC adapter: proto in, one [`Gateway`] operation, proto out. It
 //! reads the caller and deadline from the transport ([`context`]), converts
 //! messages ([`convert`]) and maps errors to statuses in exactly one place
-//! ([`status`]). No validation, policy or audit here: those live in the
+//! ([`status`]) and reports the identity source's reachability through
+//! per-service gRPC health ([`health`]). No validation, policy or audit here: those live in the
 //! operations. This layer knows nothing about upstream HTTP.
 
 mod context;
 mod convert;
+pub mod health;
 mod status;
 
 use std::{pin::Pin, sync::Arc};

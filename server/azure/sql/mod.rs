@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-pub use pool::SqlPools;
+pub use pool::{PoolSizes, SqlPools};
 pub use stream::{query, SqlEventStream};
 pub use value::SqlValue;
 

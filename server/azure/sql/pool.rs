@@ -67,6 +67,17 @@ struct Pool {
     permits: Arc<Semaphore>,
 }
 
+/// A snapshot of the pools' sizes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolSizes {
+    /// Pools (one per server, database and identity).
+    pub pools: usize,
+    /// Connections idle, ready for the next query.
+    pub idle: usize,
+    /// Connections lent to a running query (or being opened for one).
+    pub in_use: usize,
+}
+
 /// Every pool of the gateway, and the SQL metrics.
 pub struct SqlPools {
     upstream: Upstream,
@@ -175,6 +186,21 @@ impl SqlPools {
 
     pub(crate) fn metrics_handle(&self) -> Arc<SqlMetrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// How many pools there are and how many connections they hold, idle
+    /// and lent out (for the pool-size gauges).
+    pub fn pool_sizes(&self) -> PoolSizes {
+        let pools = lock(&self.pools);
+        let size = self.config.pool_size.max(1) as usize;
+        PoolSizes {
+            pools: pools.len(),
+            idle: pools.values().map(|p| lock(&p.idle).len()).sum(),
+            in_use: pools
+                .values()
+                .map(|p| size.saturating_sub(p.permits.available_permits()))
+                .sum(),
+        }
     }
 
     /// Connections currently idle in all pools.

@@ -142,12 +142,15 @@ async fn run(
     deadline: Option<Instant>,
 ) {
     let metrics = sql.metrics_handle();
-    let batch_rows = sql.config().batch_rows.max(1);
+    let batching = Batching {
+        rows: sql.config().batch_rows.max(1),
+        bytes: sql.config().batch_bytes.max(1024),
+    };
     let mut retried = false;
     loop {
         let outcome = match lease.conn() {
             Some(conn) => {
-                stream_once(conn, &query, &params, &tx, deadline, batch_rows, &metrics).await
+                stream_once(conn, &query, &params, &tx, deadline, batching, &metrics).await
             }
             None => Err(Abort::Broken {
                 error: GatewayError::Unavailable("no SQL connection".into()),
@@ -302,9 +305,11 @@ async fn stream_once(
     params: &[(ColumnData<'static>, String)],
     tx: &mpsc::Sender<Item>,
     deadline: Option<Instant>,
-    batch_rows: usize,
+    batching: Batching,
     metrics: &Arc<SqlMetrics>,
 ) -> Result<Finish, Abort> {
+    let batch_rows = batching.rows;
+    let mut batch_bytes = 0usize;
     let mut command = Command::new("sp_executesql");
     command.bind_param("@stmt", query.text.clone());
     let declarations: Vec<String> = params
@@ -344,6 +349,7 @@ async fn stream_once(
         };
         match item {
             CommandItem::Metadata(meta) => {
+                batch_bytes = 0;
                 flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
                 result_set = meta.result_index() as u32;
                 let columns = meta
@@ -393,12 +399,17 @@ async fn stream_once(
                     .map_err(Abort::Stop)?;
                     return Ok(Finish::Truncated);
                 }
-                batch.push(row.into_iter().map(from_column).collect());
+                let row: Vec<super::SqlValue> = row.into_iter().map(from_column).collect();
+                batch_bytes += row.iter().map(super::SqlValue::encoded_len).sum::<usize>();
+                batch.push(row);
                 total += 1;
                 if let Some(count) = rows_per_result_set.last_mut() {
                     *count += 1;
                 }
-                if batch.len() >= batch_rows {
+                // Whichever bound comes first: a batch of wide rows stays
+                // well under the clients' 4 MiB message limit.
+                if batch.len() >= batch_rows || batch_bytes >= batching.bytes {
+                    batch_bytes = 0;
                     flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
                 }
             }
@@ -430,6 +441,13 @@ async fn stream_once(
     .await
     .map_err(Abort::Stop)?;
     Ok(Finish::Complete)
+}
+
+/// When a batch of rows is sent: at `rows` rows or `bytes` bytes of values.
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    rows: usize,
+    bytes: usize,
 }
 
 /// Sends the rows collected so far as one batch.

@@ -37,6 +37,21 @@ pub enum SqlValue {
     Time(String),
 }
 
+impl SqlValue {
+    /// About the bytes this value takes on the wire (for batch bounds).
+    pub fn encoded_len(&self) -> usize {
+        2 + match self {
+            Self::Null | Self::Bool(_) => 1,
+            Self::Int(_) | Self::Float(_) => 8,
+            Self::Timestamp { .. } => 12,
+            Self::Decimal(s) | Self::String(s) | Self::Guid(s) | Self::Date(s) | Self::Time(s) => {
+                s.len()
+            }
+            Self::Bytes(b) => b.len(),
+        }
+    }
+}
+
 /// Julian day number of 0001-01-01 (DATE's epoch) and of 1970-01-01.
 const JD_0001: i64 = 1_721_426;
 const JD_1900: i64 = 2_415_021;

@@ -4,7 +4,6 @@ use identity_gateway_azure::arm::{self, ArmCall, ResourceGroup};
 use identity_gateway_core::{Cloud, GatewayError};
 
 use crate::{
-    audit,
     context::CallContext,
     policy::Target,
     validate::{self, IdentityRef},
@@ -32,10 +31,11 @@ impl Gateway {
             request.subscription_id, request.name
         );
         let outcome = async {
+            let _admitted = self.admission.admit(ctx)?;
             let selector = validate::identity(request.identity.clone())?;
             let subscription = arm::subscription_id("subscription_id", &request.subscription_id)?;
             arm::resource_group_name("name", &request.name)?;
-            self.policy().check(
+            self.authorize(
                 &ctx.policy_caller(),
                 &selector,
                 Target::ResourceGroup { subscription },
@@ -49,7 +49,8 @@ impl Gateway {
             arm::get_resource_group(call, &request.subscription_id, &request.name).await
         }
         .await;
-        audit::record(
+        self.audit.record(
+            &self.metrics,
             ctx,
             "GetResourceGroup",
             &target,

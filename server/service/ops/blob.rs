@@ -5,7 +5,6 @@ use identity_gateway_azure::blob::{self, BlobDownload};
 use identity_gateway_core::GatewayError;
 
 use crate::{
-    audit,
     context::CallContext,
     policy::Target,
     validate::{self, IdentityRef},
@@ -36,11 +35,12 @@ impl Gateway {
             .unwrap_or_default()
             .to_string();
         let outcome = async {
+            let _admitted = self.admission.admit(ctx)?;
             let url = blob::blob_url(&self.upstream, &request.blob_url)?;
             let selector = validate::identity(request.identity.clone())?;
             // `url` is the guard's normalised URL: the account judged here
             // is the one the request goes to.
-            self.policy().check(
+            self.authorize(
                 &ctx.policy_caller(),
                 &selector,
                 Target::Blob {
@@ -58,7 +58,14 @@ impl Gateway {
             .await
         }
         .await;
-        audit::record(ctx, "ReadBlob", &target, &request.identity, &outcome);
+        self.audit.record(
+            &self.metrics,
+            ctx,
+            "ReadBlob",
+            &target,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 }

@@ -59,6 +59,7 @@ impl Gateway {
     ) -> Result<DataLakePages, GatewayError> {
         let mut target = audit::url_target(&request.account_url);
         let outcome = async {
+            let _admitted = self.admission.admit(ctx)?;
             let listing = Listing::new(
                 &self.upstream.hosts,
                 &ListRequest {
@@ -79,7 +80,7 @@ impl Gateway {
             };
             let selector = validate::identity(request.identity.clone())?;
             target = listing.describe();
-            self.policy().check(
+            self.authorize(
                 &ctx.policy_caller(),
                 &selector,
                 Target::DataLake {
@@ -117,7 +118,14 @@ impl Gateway {
             Ok(pages)
         }
         .await;
-        audit::record(ctx, "ListDataLake", &target, &request.identity, &outcome);
+        self.audit.record(
+            &self.metrics,
+            ctx,
+            "ListDataLake",
+            &target,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 }

@@ -5,7 +5,6 @@ use identity_gateway_azure::sas::{self, IssuedSas, SasInput, SasMethod};
 use identity_gateway_core::{Cloud, GatewayError};
 
 use crate::{
-    audit,
     context::CallContext,
     policy::Target,
     validate::{self, IdentityRef},
@@ -37,6 +36,7 @@ impl Gateway {
             input.blob
         );
         let outcome = async {
+            let _admitted = self.admission.admit(ctx)?;
             let selector = validate::identity(request.identity.clone())?;
             let plan = sas::plan(
                 &self.upstream,
@@ -45,7 +45,7 @@ impl Gateway {
                 request.cloud,
                 self.limits.sas_max_lifetime,
             )?;
-            self.policy().check(
+            self.authorize(
                 &ctx.policy_caller(),
                 &selector,
                 Target::Sas {
@@ -72,7 +72,8 @@ impl Gateway {
                 input.expires_in.unwrap_or(sas::DEFAULT_LIFETIME).as_secs()
             ),
         };
-        audit::record_with(
+        self.audit.record_with(
+            &self.metrics,
             ctx,
             "GetServiceSas",
             &target,

@@ -45,6 +45,7 @@ impl Gateway {
     ) -> Result<Arc<Secret>, GatewayError> {
         let mut target = describe(&request);
         let outcome = async {
+            let _admitted = self.admission.admit(ctx)?;
             let vault = match &request.vault {
                 Some(VaultRef::Url(url)) => {
                     Vault::from_url(&self.upstream.hosts, url, request.cloud)?
@@ -64,7 +65,7 @@ impl Gateway {
             let version = request.version.to_ascii_lowercase();
             let selector = validate::identity(request.identity.clone())?;
             target = format!("{}/secrets/{}/{}", vault.base_url(), request.name, version);
-            self.policy().check(
+            self.authorize(
                 &ctx.policy_caller(),
                 &selector,
                 Target::Secret {
@@ -97,7 +98,14 @@ impl Gateway {
             Ok(secret)
         }
         .await;
-        audit::record(ctx, "GetSecret", &target, &request.identity, &outcome);
+        self.audit.record(
+            &self.metrics,
+            ctx,
+            "GetSecret",
+            &target,
+            &request.identity,
+            &outcome,
+        );
         outcome
     }
 }

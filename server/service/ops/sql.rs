@@ -8,7 +8,6 @@ use identity_gateway_azure::sql::{self, SqlEventStream, SqlQuery, SqlTarget, Sql
 use identity_gateway_core::{GatewayError, Service};
 
 use crate::{
-    audit,
     context::CallContext,
     policy::Target,
     validate::{self, IdentityRef},
@@ -52,7 +51,7 @@ impl Gateway {
                 "{}:{}/{}",
                 query.target.host, query.target.port, query.target.database
             );
-            self.policy().check(
+            self.authorize(
                 &ctx.policy_caller(),
                 &query.identity,
                 Target::Sql {
@@ -63,7 +62,8 @@ impl Gateway {
             sql::query(std::sync::Arc::clone(&self.sql), query, deadline).await
         }
         .await;
-        audit::record(ctx, "QuerySql", &target, &identity, &outcome);
+        self.audit
+            .record(&self.metrics, ctx, "QuerySql", &target, &identity, &outcome);
         outcome
     }
 

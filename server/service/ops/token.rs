@@ -3,11 +3,11 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
-use identity_gateway_core::{AccessToken, GatewayError, IdentitySelector, TokenProvider};
+use identity_gateway_core::{AccessToken, GatewayError, IdentitySelector};
 use tokio_stream::wrappers::WatchStream;
 
 use crate::{
-    audit,
+    admission::CallerId,
     context::CallContext,
     policy::Target,
     validate::{self, IdentityRef},
@@ -33,21 +33,44 @@ impl Gateway {
         request: TokenRequest,
     ) -> Result<Arc<AccessToken>, GatewayError> {
         let outcome = async {
+            let admitted = self.admission.admit(ctx)?;
             let (resource, selector) = self.allowed_token(ctx, &request)?;
             if let Some(token) = self.tokens.cached(&selector, resource) {
-                return Ok(token);
+                return Ok((token, true));
             }
-            self.tokens.token(&selector, resource, ctx.budget).await
+            let caller = CallerId::of(&ctx.peer).fairness_key();
+            let token = self
+                .tokens
+                .get_as(caller, &selector, resource, ctx.budget)
+                .await;
+            drop(admitted);
+            token.map(|t| (t, false))
         }
         .await;
-        audit::record(
-            ctx,
-            "GetToken",
-            &request.resource,
-            &request.identity,
-            &outcome,
-        );
-        outcome
+        match outcome {
+            Ok((token, true)) => {
+                self.audit.cached_grant(
+                    &self.metrics,
+                    ctx,
+                    "GetToken",
+                    &request.resource,
+                    &request.identity,
+                );
+                Ok(token)
+            }
+            outcome => {
+                let outcome = outcome.map(|(token, _)| token);
+                self.audit.record(
+                    &self.metrics,
+                    ctx,
+                    "GetToken",
+                    &request.resource,
+                    &request.identity,
+                    &outcome,
+                );
+                outcome
+            }
+        }
     }
 
     /// WatchToken: the token now and each refreshed one while the caller listens.
@@ -57,8 +80,14 @@ impl Gateway {
         request: TokenRequest,
     ) -> Result<TokenWatch, GatewayError> {
         let outcome = async {
+            drop(self.admission.admit(ctx)?);
+            let watching = self.admission.admit_watch(ctx)?;
             let (resource, selector) = self.allowed_token(ctx, &request)?;
-            let (first, updates) = self.tokens.watch(&selector, resource, ctx.budget).await?;
+            let caller = CallerId::of(&ctx.peer).fairness_key();
+            let (first, updates) = self
+                .tokens
+                .watch_as(caller, &selector, resource, ctx.budget)
+                .await?;
             let first = futures::stream::once(async move { Ok(first) });
             let next =
                 WatchStream::from_changes(updates).filter_map(|token| async move { token.map(Ok) });
@@ -67,6 +96,8 @@ impl Gateway {
             let shutdown = self.shutdown.clone();
             let ended = shutdown.clone();
             let goodbye = futures::stream::once(async move {
+                // The caller's watch place is given back when the stream ends.
+                drop(watching);
                 Err(GatewayError::Unavailable(if ended.is_cancelled() {
                     "identity-gateway is shutting down; reconnect to keep watching".into()
                 } else {
@@ -83,7 +114,8 @@ impl Gateway {
             Ok(stream)
         }
         .await;
-        audit::record(
+        self.audit.record(
+            &self.metrics,
             ctx,
             "WatchToken",
             &request.resource,
@@ -101,8 +133,7 @@ impl Gateway {
     ) -> Result<(&'a str, IdentitySelector), GatewayError> {
         let resource = validate::resource(&request.resource)?;
         let selector = validate::identity(request.identity.clone())?;
-        self.policy()
-            .check(&ctx.policy_caller(), &selector, Target::Token { resource })?;
+        self.authorize(&ctx.policy_caller(), &selector, Target::Token { resource })?;
         Ok((resource, selector))
     }
 }
