@@ -8,7 +8,6 @@
 //! This module owns the counting only; the limits come from `[limits]`.
 
 use std::{
-    collections::HashMap,
     fmt,
     sync::{Arc, Mutex},
     time::Instant,
@@ -69,7 +68,8 @@ impl Default for LimitsConfig {
 /// The per-caller counters.
 pub(crate) struct Admission {
     config: LimitsConfig,
-    callers: Mutex<HashMap<CallerId, CallerState>>,
+    /// Keyed with foldhash (hashbrown's default): looked up on every call.
+    callers: Mutex<hashbrown::HashMap<CallerId, CallerState>>,
 }
 
 impl fmt::Debug for Admission {
@@ -156,7 +156,7 @@ impl Admission {
     pub(crate) fn new(config: LimitsConfig) -> Self {
         Self {
             config,
-            callers: Mutex::new(HashMap::new()),
+            callers: Mutex::new(hashbrown::HashMap::new()),
         }
     }
 

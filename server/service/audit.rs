@@ -15,11 +15,14 @@
 //! call, aggregated ones included.
 
 use std::{
-    collections::HashMap,
+    borrow::Cow,
     fmt::Write as _,
+    hash::{Hash, Hasher},
     sync::{Arc, Mutex, Weak},
     time::Duration,
 };
+
+use hashbrown::{Equivalent, HashMap};
 
 use identity_gateway_core::GatewayError;
 
@@ -42,13 +45,55 @@ pub(crate) struct Audit {
     pending: Mutex<HashMap<Key, Pending>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// An aggregated line: target and identity as they will be written
+/// (bounded and escaped).
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
     caller: CallerId,
     rpc: &'static str,
-    target: String,
-    identity: String,
+    target: Box<str>,
+    identity: Box<str>,
     outcome: &'static str,
+}
+
+/// [`Key`] borrowed, to count a call without allocating when its line is
+/// already pending (the hot path of a cached GetToken). Hashes as the
+/// [`Key`] it matches.
+#[derive(Debug, Hash)]
+struct KeyRef<'a> {
+    caller: CallerId,
+    rpc: &'static str,
+    target: &'a str,
+    identity: &'a str,
+    outcome: &'static str,
+}
+
+impl Key {
+    fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            caller: self.caller,
+            rpc: self.rpc,
+            target: &self.target,
+            identity: &self.identity,
+            outcome: self.outcome,
+        }
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.caller == key.caller
+            && self.rpc == key.rpc
+            && self.outcome == key.outcome
+            && self.target == &*key.target
+            && self.identity == &*key.identity
+    }
 }
 
 #[derive(Debug)]
@@ -172,21 +217,41 @@ impl Audit {
         outcome: &'static str,
         message: Option<&str>,
     ) {
-        let key = Key {
+        if !tracing::enabled!(target: "audit", tracing::Level::INFO) {
+            return;
+        }
+        let target = bounded_cow(target);
+        let identity = match identity {
+            IdentityRef::Default => Cow::Borrowed("system"),
+            named => Cow::Owned(bounded(&named.to_string())),
+        };
+        let key = KeyRef {
             caller: CallerId::of(&ctx.peer),
             rpc,
-            target: bounded(target),
-            identity: bounded(&identity.to_string()),
+            target: &target,
+            identity: &identity,
             outcome,
         };
         let full = {
             let mut pending = lock(&self.pending);
-            let entry = pending.entry(key).or_insert_with(|| Pending {
-                caller: ctx.peer.to_string(),
-                count: 0,
-                message: message.map(bounded),
-            });
-            entry.count += 1;
+            match pending.get_mut(&key) {
+                Some(entry) => entry.count += 1,
+                None => {
+                    let key = Key {
+                        caller: key.caller,
+                        rpc,
+                        target: key.target.into(),
+                        identity: key.identity.into(),
+                        outcome,
+                    };
+                    let entry = Pending {
+                        caller: ctx.peer.to_string(),
+                        count: 1,
+                        message: message.map(bounded),
+                    };
+                    pending.insert(key, entry);
+                }
+            }
             pending.len() >= MAX_PENDING
         };
         if full {
@@ -236,6 +301,20 @@ pub(crate) fn bounded(raw: &str) -> String {
     out
 }
 
+/// [`bounded`] without the copy when `raw` is already fit to write: short
+/// enough, and printable ASCII that `escape_debug` leaves as it is.
+fn bounded_cow(raw: &str) -> Cow<'_, str> {
+    let plain = raw.len() <= MAX_TARGET_CHARS
+        && raw
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b'\'' | b'\\'));
+    if plain {
+        Cow::Borrowed(raw)
+    } else {
+        Cow::Owned(bounded(raw))
+    }
+}
+
 /// A caller-supplied URL as an audit target: scheme, host, port and path
 /// only (no credentials, query or fragment, where SAS signatures and the
 /// like would sit), or a placeholder when it does not parse.
@@ -279,5 +358,38 @@ mod tests {
             "{b}"
         );
         assert_eq!(bounded("x\ny\"z\u{1b}"), "x\\ny\\\"z\\u{1b}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_targets_are_written_as_bounded_would_write_them(raw in "(?s).{0,300}|[ -~]{0,300}") {
+            let (cow, copy) = (bounded_cow(&raw), bounded(&raw));
+            proptest::prop_assert_eq!(cow.as_ref(), copy.as_str());
+        }
+    }
+
+    #[test]
+    fn a_pending_line_is_found_from_its_borrowed_key() {
+        use std::hash::BuildHasher;
+        let key = Key {
+            caller: CallerId::Uid(1000),
+            rpc: "GetToken",
+            target: "https://vault.azure.net".into(),
+            identity: "system".into(),
+            outcome: "ok",
+        };
+        let hasher = hashbrown::DefaultHashBuilder::default();
+        let borrowed = key.as_ref();
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(&borrowed));
+        assert!(borrowed.equivalent(&key));
+        let other = KeyRef {
+            outcome: "ResourceExhausted",
+            ..key.as_ref()
+        };
+        assert!(!other.equivalent(&key));
+        let mut pending = HashMap::new();
+        pending.insert(key.clone(), 1u64);
+        assert_eq!(pending.get(&borrowed), Some(&1));
+        assert_eq!(pending.get(&other), None);
     }
 }

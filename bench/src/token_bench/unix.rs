@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::canned;
 use identity_gateway::{config::Config, App};
 use identity_gateway_client::{proto::GetTokenRequest, GatewayClient};
 use identity_gateway_emulator::{
@@ -14,7 +15,6 @@ use identity_gateway_emulator::{
     sample, TokenAuthority,
 };
 use identity_gateway_identity::SourceKind;
-use crate::canned;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 const RESOURCE: &str = "https://vault.azure.net";
@@ -60,7 +60,9 @@ pub(crate) async fn main() {
     }
     if argv.get(1).map(String::as_str) == Some("--drive") {
         let (socket, kind, count) = (&argv[2], &argv[3], argv[4].parse::<usize>().expect("count"));
-        let concurrency = argv.get(5).map_or(1, |c| c.parse::<usize>().expect("concurrency"));
+        let concurrency = argv
+            .get(5)
+            .map_or(1, |c| c.parse::<usize>().expect("concurrency"));
         drive(Path::new(socket), kind == "health", count, concurrency).await;
         return;
     }

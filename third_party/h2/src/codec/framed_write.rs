@@ -69,7 +69,12 @@ const DEFAULT_BUFFER_CAPACITY: usize = 16 * 1_024;
 /// Chain payloads bigger than this when vectored I/O is enabled. The remote
 /// will never advertise a max frame size less than this (well, the spec says
 /// the max frame size can't be less than 16kb, so not even close).
-const CHAIN_THRESHOLD: usize = 256;
+///
+/// PATCH(identity-gateway): was 256; see PATCH.md. A chained payload must be
+/// written before the next frame is buffered, so every reply above the
+/// threshold cost its own write; replies up to 4 KiB are now copied into the
+/// write buffer and leave together.
+const CHAIN_THRESHOLD: usize = 4096;
 
 /// Chain payloads bigger than this when vectored I/O is **not** enabled.
 /// A larger value in this scenario will reduce the number of small and
