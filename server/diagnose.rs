@@ -563,7 +563,7 @@ fn group_matches(group: &str, gid: u32) -> bool {
 
 /// Check 6: the caller policy compiles; what it says.
 fn policy_check(config: &Config) -> Check {
-    match identity_gateway_service::CallerPolicy::compile(&config.policy) {
+    match identity_gateway_service::CallerPolicy::compile(&config.policy, crate::windows::account::policy_accounts()) {
         Err(e) => Check::new("policy", Outcome::Fail, error_chain(&e))
             .fix("fix the [policy] section the message names; the gateway refuses to start with it"),
         Ok(policy) if policy.rule_count() == 0 => Check::new("policy", Outcome::Warn, policy.summary())
