@@ -567,7 +567,7 @@ fn policy_check(config: &Config) -> Check {
         Err(e) => Check::new("policy", Outcome::Fail, error_chain(&e))
             .fix("fix the [policy] section the message names; the gateway refuses to start with it"),
         Ok(policy) if policy.rule_count() == 0 => Check::new("policy", Outcome::Warn, policy.summary())
-            .fix("add [[policy.rules]] naming the uids/gids and what each may ask for, if that matters here"),
+            .fix("add [[policy.rules]] naming the uids/gids (Windows: accounts) and what each may ask for, if that matters here"),
         Ok(policy) => Check::new("policy", Outcome::Ok, policy.summary()),
     }
 }

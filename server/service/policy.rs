@@ -19,7 +19,8 @@
 //! when the policy is loaded (at startup and on reload), through an
 //! [`AccountResolver`]: `LookupAccountNameW` on Windows. A name that does not
 //! resolve makes the policy invalid. Elsewhere names are refused and SID
-//! strings are kept but match nobody (see [`SidStringsOnly`]). A rule
+//! strings are kept but match nobody (see
+//! [`SidStringsOnly`](crate::account::SidStringsOnly)). A rule
 //! applies to a pipe caller whose user SID or any enabled group SID is one
 //! of its `accounts`; `["*"]` applies to every attributed pipe caller.
 //!
@@ -53,8 +54,10 @@ use identity_gateway_azure::sas::SasMethod;
 use identity_gateway_core::{normalize_host, GatewayError, IdentitySelector};
 use serde::Deserialize;
 
-pub use crate::account::{AccountResolver, SidStringsOnly, WindowsAccount};
-use crate::context::Transport;
+use crate::{
+    account::{AccountResolver, WindowsAccount},
+    context::Transport,
+};
 
 /// The `[policy]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -786,6 +789,7 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::SidStringsOnly;
 
     fn policy(toml_text: &str) -> CallerPolicy {
         let config: PolicyConfig = toml::from_str(toml_text).unwrap();

@@ -8,8 +8,8 @@
 //! (`socket_group`, `pipe_access`) and the caller policy's `accounts`, whose
 //! [`AccountResolver`] this module provides ([`policy_accounts`]). Names are
 //! looked up when a configuration is loaded, never per call. Elsewhere than
-//! Windows the policy gets [`SidStringsOnly`]: SID strings are kept, names
-//! refused.
+//! Windows the policy gets `identity_gateway_service::SidStringsOnly`: SID
+//! strings are kept, names refused.
 
 use identity_gateway_service::AccountResolver;
 #[cfg(not(windows))]
