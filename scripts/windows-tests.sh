@@ -7,7 +7,8 @@
 #   GetToken and GetSecret over the pipe, 50 parallel connections, the pipe's
 #   security descriptor as a client reads it back, pipe clients' SIDs in the
 #   audit log, client-rs's pipe-owner (impostor) check, the second-instance
-#   refusal, and the Windows service: install, start through the Service
+#   refusal, caller policy rules naming Windows accounts (by name, looked up
+#   at load, and by SID), and the Windows service: install, start through the Service
 #   Control Manager, stop through it (the drain ends an open WatchToken
 #   stream), logs in %ProgramData%\identity-gateway\logs, uninstall.
 #
@@ -196,12 +197,15 @@ else
   fail "client-rs refuses a pipe owned by an unexpected account" "$out"
 fi
 
-if grep -q 'audit: pipe client connected caller=sid=S-1-5-21-[0-9-]* pid=[0-9]' "$work/gw.err" &&
-  grep -q 'audit: caller=unattributed pid=[0-9]* rpc="GetToken"' "$work/gw.err"; then
-  pass "the audit log names each pipe client's SID and pid, and each call's pid"
+if grep -q 'audit: pipe client connected caller=sid=S-1-5-21-[0-9-]* groups=S-1-[0-9,S-]* pid=[0-9]' "$work/gw.err" &&
+  grep -q 'audit: caller=sid=S-1-5-21-[0-9-]* pid=[0-9]* rpc="GetToken"' "$work/gw.err"; then
+  pass "the audit log names each pipe client's SID, groups and pid, and each call's SID and pid"
 else
-  fail "the audit log names each pipe client's SID and pid, and each call's pid" "$(grep -m3 audit "$work/gw.err")"
+  fail "the audit log names each pipe client's SID, groups and pid, and each call's SID and pid" "$(grep -m3 audit "$work/gw.err")"
 fi
+# The account wine runs its processes as, as the gateway saw it.
+wine_sid="$(grep -m1 -o 'pipe client connected caller=sid=S-1-5-21-[0-9-]*' "$work/gw.err" | sed 's/.*sid=//')"
+wine_groups="$(grep -m1 -o 'pipe client connected caller=sid=[^ ]* groups=[^ ]*' "$work/gw.err" | sed 's/.*groups=//')"
 
 : >"$work/second.err"
 timeout 60 "$wine" "$gateway" --config "$(win_path "$work/console.toml")" >"$work/second.out" 2>"$work/second.err" &
@@ -225,6 +229,143 @@ else
 fi
 kill "$gw_pid" 2>/dev/null
 wait "$gw_pid" 2>/dev/null
+
+# --- caller policy by Windows account ----------------------------------------
+policy_pipe='\\.\pipe\identity-gateway-wine-policy'
+# Starts the gateway with config $1 plus the [policy] on stdin; the log is
+# $work/$1.err. Returns once it serves (0) or has exited (1).
+policy_gateway() {
+  write_config "$1" "$policy_pipe"
+  cat >>"$work/$1"
+  "$wine" "$gateway" --config "$(win_path "$work/$1")" >"$work/$1.out" 2>"$work/$1.err" &
+  policy_pid=$!
+  local _
+  for _ in $(seq 1 240); do
+    grep -q "identity-gateway serving" "$work/$1.err" 2>/dev/null && return 0
+    kill -0 "$policy_pid" 2>/dev/null || return 1
+    sleep 0.5
+  done
+  return 1
+}
+stop_policy_gateway() {
+  kill "$policy_pid" 2>/dev/null
+  wait "$policy_pid" 2>/dev/null
+}
+wine_user="$(win cmd /c 'echo %USERNAME%' | tail -n1)"
+echo "    (wine runs as '$wine_user', $wine_sid; groups $wine_groups)"
+
+if [[ -z $wine_sid || -z $wine_user ]]; then
+  fail "the wine account is known (user name and SID)" "user '$wine_user', sid '$wine_sid'"
+else
+  # By name: '.\user' (this machine's account), looked up at load.
+  if policy_gateway policy-name.toml <<TOML
+[policy]
+[[policy.rules]]
+name = "wine-user"
+accounts = ['.\\$wine_user']
+identities = ["system"]
+resources = ["https://vault.azure.net"]
+TOML
+  then
+    summary="$(grep -m1 "caller policy" "$work/policy-name.toml.err" | tr -d '\r')"
+    out="$(probe token "$policy_pipe" https://vault.azure.net)"
+    if [[ $out == "token ok: resource https://vault.azure.net,"* ]]; then
+      pass "a rule naming the caller's account by name ('.\\$wine_user') grants its audience"
+    else
+      fail "a rule naming the caller's account by name ('.\\$wine_user') grants its audience" "$out / $summary"
+    fi
+    out="$(probe token "$policy_pipe" https://storage.azure.com/)"
+    if [[ $out == *"permission denied: gateway policy: rule 'wine-user' (the first that applies to account $wine_sid) does not grant tokens for resource 'https://storage.azure.com/'"* ]]; then
+      pass "the same rule denies another audience: PERMISSION_DENIED naming the rule and the account"
+    else
+      fail "the same rule denies another audience: PERMISSION_DENIED naming the rule and the account" "$out"
+    fi
+    if grep -q "audit: caller=sid=$wine_sid pid=[0-9]* rpc=\"GetToken\".*outcome=\"PermissionDenied" "$work/policy-name.toml.err"; then
+      pass "the denial's audit line names the caller's SID and pid"
+    else
+      fail "the denial's audit line names the caller's SID and pid" "$(grep -m4 audit "$work/policy-name.toml.err")"
+    fi
+  else
+    fail "the gateway starts with a rule naming '.\\$wine_user'" "$(tail -n 5 "$work/policy-name.toml.err")"
+  fi
+  stop_policy_gateway
+
+  # By SID, and by a group (BUILTIN\Users, when wine's token carries it).
+  if policy_gateway policy-sid.toml <<TOML
+[policy]
+[[policy.rules]]
+name = "someone-else"
+accounts = ["S-1-5-21-1-2-3-4242"]
+identities = ["*"]
+resources = ["*"]
+[[policy.rules]]
+name = "users"
+accounts = ['BUILTIN\\Users']
+identities = ["system"]
+resources = ["https://management.azure.com/"]
+TOML
+  then
+    out="$(probe token "$policy_pipe" https://vault.azure.net)"
+    if [[ $wine_groups == *S-1-5-32-545* ]]; then
+      if [[ $out == *"permission denied: gateway policy: rule 'users' (the first that applies to account $wine_sid)"* ]]; then
+        pass "a rule naming another SID does not apply; a group rule (BUILTIN\\Users) does, and grants only what it names"
+      else
+        fail "a rule naming another SID does not apply; a group rule (BUILTIN\\Users) does, and grants only what it names" "$out"
+      fi
+      out="$(probe token "$policy_pipe" https://management.azure.com/)"
+      if [[ $out == "token ok: resource https://management.azure.com/,"* ]]; then
+        pass "a rule naming a group of the caller (BUILTIN\\Users) grants its audience"
+      else
+        fail "a rule naming a group of the caller (BUILTIN\\Users) grants its audience" "$out"
+      fi
+    else
+      echo "    (wine's token has no BUILTIN\\Users group: $wine_groups)"
+    fi
+  else
+    fail "the gateway starts with rules naming a SID and BUILTIN\\Users" "$(tail -n 5 "$work/policy-sid.toml.err")"
+  fi
+  stop_policy_gateway
+
+  if policy_gateway policy-other.toml <<TOML
+[policy]
+[[policy.rules]]
+name = "someone-else"
+accounts = ["S-1-5-21-1-2-3-4242"]
+identities = ["*"]
+resources = ["*"]
+TOML
+  then
+    out="$(probe token "$policy_pipe" https://vault.azure.net)"
+    if [[ $out == *"permission denied: gateway policy: no rule applies to account $wine_sid"* ]]; then
+      pass "a policy naming only another account's SID denies the caller, naming its SID"
+    else
+      fail "a policy naming only another account's SID denies the caller, naming its SID" "$out"
+    fi
+  else
+    fail "the gateway starts with a rule naming another SID" "$(tail -n 5 "$work/policy-other.toml.err")"
+  fi
+  stop_policy_gateway
+
+  if policy_gateway policy-unknown.toml <<TOML
+[policy]
+[[policy.rules]]
+name = "ghost"
+accounts = ['NO-SUCH-DOMAIN\\no-such-user']
+identities = ["*"]
+resources = ["*"]
+TOML
+  then
+    fail "an account name that does not resolve stops startup" "it started: $(tail -n 3 "$work/policy-unknown.toml.err")"
+    stop_policy_gateway
+  else
+    wait "$policy_pid" 2>/dev/null
+    if grep -q "rule 'ghost': accounts: unknown account 'NO-SUCH-DOMAIN.no-such-user'" "$work/policy-unknown.toml.err"; then
+      pass "an account name that does not resolve stops startup, naming the rule and the account"
+    else
+      fail "an account name that does not resolve stops startup, naming the rule and the account" "$(tail -n 5 "$work/policy-unknown.toml.err")"
+    fi
+  fi
+fi
 
 # --- the Windows service ----------------------------------------------------
 svc_config="$(win_path "$work/service.toml")"

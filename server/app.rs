@@ -258,7 +258,7 @@ pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<(Gateway, Metrics
     let gateway = Gateway::new(GatewayParts {
         tokens: tokens.clone(),
         upstream,
-        policy: CallerPolicy::compile(&config.policy)?,
+        policy: CallerPolicy::compile(&config.policy, crate::windows::account::policy_accounts())?,
         secrets: SecretCache::new(Duration::from_secs(config.keyvault.secret_cache_ttl_secs)),
         sql: Arc::clone(&sql),
         limits: Limits {
@@ -478,10 +478,11 @@ impl Reloader {
     pub fn reload_from(&self, file: &Path) -> Result<(), ReloadError> {
         let config = Config::from_file(file)?;
         let policy =
-            CallerPolicy::compile(&config.policy).map_err(|source| ReloadError::Policy {
-                file: file.to_owned(),
-                source,
-            })?;
+            CallerPolicy::compile(&config.policy, crate::windows::account::policy_accounts())
+                .map_err(|source| ReloadError::Policy {
+                    file: file.to_owned(),
+                    source,
+                })?;
         self.gateway.replace_policy(policy);
         Ok(())
     }

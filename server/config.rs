@@ -421,8 +421,11 @@ impl Config {
                 self.sql.max_query_bytes, self.limits.max_request_bytes
             )));
         }
-        identity_gateway_service::CallerPolicy::compile(&self.policy)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        identity_gateway_service::CallerPolicy::compile(
+            &self.policy,
+            crate::windows::account::policy_accounts(),
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.sql.batch_rows == 0 {
             return Err(ConfigError::Invalid(
                 "sql.batch_rows must be at least 1".into(),

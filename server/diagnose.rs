@@ -563,11 +563,11 @@ fn group_matches(group: &str, gid: u32) -> bool {
 
 /// Check 6: the caller policy compiles; what it says.
 fn policy_check(config: &Config) -> Check {
-    match identity_gateway_service::CallerPolicy::compile(&config.policy) {
+    match identity_gateway_service::CallerPolicy::compile(&config.policy, crate::windows::account::policy_accounts()) {
         Err(e) => Check::new("policy", Outcome::Fail, error_chain(&e))
             .fix("fix the [policy] section the message names; the gateway refuses to start with it"),
         Ok(policy) if policy.rule_count() == 0 => Check::new("policy", Outcome::Warn, policy.summary())
-            .fix("add [[policy.rules]] naming the uids/gids and what each may ask for, if that matters here"),
+            .fix("add [[policy.rules]] naming the uids/gids (Windows: accounts) and what each may ask for, if that matters here"),
         Ok(policy) => Check::new("policy", Outcome::Ok, policy.summary()),
     }
 }

@@ -183,11 +183,14 @@ async fn serve_endpoint(
             accepted = listener.accept() => accepted,
             _ = &mut stop => break,
         };
+        let connection_peer = peer.clone();
         let service =
             app.clone()
                 .map_request(move |request: axum::http::Request<hyper::body::Incoming>| {
                     let mut request = request.map(axum::body::Body::new);
-                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                        .extensions_mut()
+                        .insert(ConnectInfo(connection_peer.clone()));
                     request
                 });
         let mut closing = closing_rx.clone();
@@ -377,7 +380,7 @@ async fn token(
     if !uri.path().eq_ignore_ascii_case(TOKEN_PATH) {
         return error(StatusCode::NOT_FOUND, "no such path; use /msi/token");
     }
-    let (response, refused) = answer(&state, caller.peer, &method, &uri, &headers).await;
+    let (response, refused) = answer(&state, caller.peer.clone(), &method, &uri, &headers).await;
     // Requests that reach the operation are audited there; these were
     // refused by the protocol before it.
     if let Some(outcome) = refused {

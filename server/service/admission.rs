@@ -2,8 +2,8 @@
 //! caller's rate (token bucket) and concurrency budget, and each WatchToken
 //! stream a place among its caller's open watches. A caller past a limit
 //! gets RESOURCE_EXHAUSTED naming the `[limits]` key; other callers are not
-//! affected. Callers are told apart by uid on the Unix socket, by IP on
-//! loopback TCP and the identity endpoint.
+//! affected. Callers are told apart by uid on the Unix socket, by user SID
+//! on the Windows pipe, by IP on loopback TCP and the identity endpoint.
 //!
 //! This module owns the counting only; the limits come from `[limits]`.
 
@@ -84,16 +84,29 @@ impl fmt::Debug for Admission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum CallerId {
     Uid(u32),
+    /// A pipe caller's user SID, hashed (no allocation per call; a
+    /// collision would only make two accounts share a budget).
+    Account(u64),
     Ip(std::net::IpAddr),
     Unknown,
 }
 
 impl CallerId {
     pub(crate) fn of(peer: &Peer) -> Self {
-        match (peer.uid, peer.addr) {
-            (Some(uid), _) => Self::Uid(uid),
-            (None, Some(addr)) => Self::Ip(addr.ip()),
-            (None, None) => Self::Unknown,
+        use std::hash::Hasher;
+        match (peer.uid, &peer.account, peer.addr) {
+            (Some(uid), _, _) => Self::Uid(uid),
+            (None, Some(account), _) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                // Windows writes SIDs in upper case; any other case is
+                // another spelling of the same account.
+                for b in account.user_sid.bytes() {
+                    h.write_u8(b.to_ascii_uppercase());
+                }
+                Self::Account(h.finish())
+            }
+            (None, None, Some(addr)) => Self::Ip(addr.ip()),
+            (None, None, None) => Self::Unknown,
         }
     }
 
@@ -271,6 +284,35 @@ mod tests {
             "{err}"
         );
         admission.admit(&ctx(2)).unwrap();
+    }
+
+    #[test]
+    fn pipe_callers_are_told_apart_by_user_sid() {
+        let pipe = |sid: &str| CallContext {
+            peer: Peer {
+                account: Some(Arc::new(crate::account::WindowsAccount {
+                    user_sid: sid.into(),
+                    group_sids: Vec::new(),
+                })),
+                ..Peer::default()
+            },
+            transport: Transport::NamedPipe,
+            budget: None,
+            started: std::time::Instant::now(),
+        };
+        let admission = Arc::new(Admission::new(LimitsConfig {
+            per_caller_rate: 1,
+            per_caller_burst: 1,
+            ..LimitsConfig::default()
+        }));
+        drop(admission.admit(&pipe("S-1-5-21-1-2-3-1001")).unwrap());
+        assert!(admission.admit(&pipe("s-1-5-21-1-2-3-1001")).is_err());
+        admission.admit(&pipe("S-1-5-21-1-2-3-1002")).unwrap();
+        let unread = CallContext {
+            peer: Peer::default(),
+            ..pipe("S-1-5-18")
+        };
+        admission.admit(&unread).unwrap();
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! Who is calling, over what, and by when: the [`CallContext`] every
 //! operation takes. Adapters build it from what their transport knows (peer
-//! credentials, the `grpc-timeout` header, a TCP address); operations never
-//! look at a transport themselves.
+//! credentials, a pipe client's account, the `grpc-timeout` header, a TCP
+//! address); operations never look at a transport themselves.
 
 use std::{
     fmt,
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::policy::Caller;
+use crate::{account::WindowsAccount, policy::Caller};
 
 /// The transport a call arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,15 +38,22 @@ pub enum Attribution {
     /// The owner of the connecting loopback socket in the kernel's TCP table
     /// (`/proc/net/tcp`, `/proc/net/tcp6`); the gid is the user's primary group.
     TcpTable,
+    /// The named-pipe client's token (user and enabled group SIDs), read
+    /// once per connection.
+    PipeClientToken,
 }
 
-/// The caller as its transport saw it. Cheap to copy; formatted only when
-/// an audit line is actually written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The caller as its transport saw it. Cheap to clone (the Windows account
+/// is shared by every call of a connection); formatted only when an audit
+/// line is actually written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peer {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub pid: Option<i32>,
+    /// A named-pipe caller's account; `None` for every other transport, and
+    /// for pipe callers whose token could not be read (anonymous).
+    pub account: Option<Arc<WindowsAccount>>,
     pub addr: Option<SocketAddr>,
     pub attribution: Attribution,
     /// Loopback callers only, when a socket group is configured: whether the
@@ -55,6 +63,13 @@ pub struct Peer {
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(account) = &self.account {
+            write!(f, "sid={}", account.user_sid)?;
+            if let Some(pid) = self.pid {
+                write!(f, " pid={pid}")?;
+            }
+            return Ok(());
+        }
         match (self.uid, self.gid, self.pid) {
             (Some(uid), Some(gid), Some(pid)) => write!(f, "uid={uid} gid={gid} pid={pid}")?,
             (Some(uid), Some(gid), None) => write!(f, "uid={uid} gid={gid}")?,
@@ -73,7 +88,7 @@ impl fmt::Display for Peer {
 }
 
 /// One call: the caller, its transport and the time it allows.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CallContext {
     pub peer: Peer,
     pub transport: Transport,
@@ -86,10 +101,11 @@ pub struct CallContext {
 
 impl CallContext {
     /// The identity the caller policy judges.
-    pub fn policy_caller(&self) -> Caller {
+    pub fn policy_caller(&self) -> Caller<'_> {
         Caller {
             uid: self.peer.uid,
             gid: self.peer.gid,
+            account: self.peer.account.as_deref(),
             transport: self.transport,
             addr: self.peer.addr,
             outside_socket_group: self.peer.socket_group_member == Some(false),
@@ -129,5 +145,27 @@ mod tests {
             ..Peer::default()
         };
         assert_eq!(anonymous.to_string(), "unattributed tcp=127.0.0.1:5000");
+        let pipe = Peer {
+            pid: Some(7),
+            account: Some(Arc::new(WindowsAccount {
+                user_sid: "S-1-5-21-1-2-3-1001".into(),
+                group_sids: vec!["S-1-5-11".into()],
+            })),
+            attribution: Attribution::PipeClientToken,
+            ..Peer::default()
+        };
+        assert_eq!(pipe.to_string(), "sid=S-1-5-21-1-2-3-1001 pid=7");
+        let ctx = CallContext {
+            peer: pipe,
+            transport: Transport::NamedPipe,
+            budget: None,
+            started: Instant::now(),
+        };
+        let caller = ctx.policy_caller();
+        assert_eq!(
+            caller.account.map(|a| a.user_sid.as_str()),
+            Some("S-1-5-21-1-2-3-1001")
+        );
+        assert_eq!(caller.uid, None);
     }
 }

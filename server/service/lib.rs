@@ -7,6 +7,8 @@
 //! # Layout
 //!
 //! - [`context`]: who calls, over what, by when.
+//! - [`account`]: Windows accounts (a pipe caller's SIDs, SID syntax, the
+//!   resolver of account names policy rules write).
 //! - [`validate`]: identity selectors and token audiences.
 //! - [`policy`]: which callers may use which identities and targets.
 //! - [`admission`]: per-caller rate, concurrency and watch limits (`[limits]`).
@@ -18,6 +20,7 @@
 //! This crate knows nothing about gRPC, HTTP adapters or the assembly.
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+pub mod account;
 pub mod admission;
 mod audit;
 pub mod context;
@@ -36,6 +39,7 @@ use identity_gateway_core::{GatewayError, IdentitySelector};
 use identity_gateway_identity::TokenCache;
 use tokio_util::sync::CancellationToken;
 
+pub use account::{AccountResolver, SidStringsOnly, WindowsAccount};
 pub use admission::LimitsConfig;
 pub use context::{Attribution, CallContext, Peer, Transport};
 pub use metrics::ServiceMetrics;
@@ -148,7 +152,7 @@ impl Gateway {
     /// The caller policy's verdict on `target`, a denial counted.
     pub(crate) fn authorize(
         &self,
-        caller: &policy::Caller,
+        caller: &policy::Caller<'_>,
         identity: &IdentitySelector,
         target: policy::Target<'_>,
     ) -> Result<(), GatewayError> {

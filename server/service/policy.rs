@@ -3,11 +3,26 @@
 //! # Who is calling
 //! Callers are named by their Unix uid (and primary gid): the Unix socket's
 //! peer credentials, or for loopback TCP and the identity endpoint the owner
-//! of the connecting socket as the kernel's TCP table lists it. A caller the
-//! gateway could not attribute is *anonymous*; anonymous loopback callers
-//! are refused unless `allow_anonymous_loopback` says otherwise. When a
-//! socket group is configured, attributed loopback callers outside it are
-//! refused too: loopback TCP admits the same users as the socket.
+//! of the connecting socket as the kernel's TCP table lists it. On Windows,
+//! named-pipe callers are named by their account: the user SID and enabled
+//! group SIDs of the client's token ([`WindowsAccount`]), which rules match
+//! with `accounts`. A caller the gateway could not attribute (a pipe client
+//! whose token could not be read included) is *anonymous*; anonymous
+//! loopback callers are refused unless `allow_anonymous_loopback` says
+//! otherwise. When a socket group is configured, attributed loopback
+//! callers outside it are refused too: loopback TCP admits the same users as
+//! the socket.
+//!
+//! `uids` and `gids` match Unix callers only, `accounts` pipe callers only.
+//! `accounts` entries are SID strings (`S-1-5-32-545`) or account names
+//! (`BUILTIN\Users`, `CONTOSO\app`, `.\svc-app`), resolved to SIDs once,
+//! when the policy is loaded (at startup and on reload), through an
+//! [`AccountResolver`]: `LookupAccountNameW` on Windows. A name that does not
+//! resolve makes the policy invalid. Elsewhere names are refused and SID
+//! strings are kept but match nobody (see
+//! [`SidStringsOnly`](crate::account::SidStringsOnly)). A rule
+//! applies to a pipe caller whose user SID or any enabled group SID is one
+//! of its `accounts`; `["*"]` applies to every attributed pipe caller.
 //!
 //! # What they may do
 //! With no rules the gateway behaves like IMDS: every caller that reaches
@@ -39,7 +54,10 @@ use identity_gateway_azure::sas::SasMethod;
 use identity_gateway_core::{normalize_host, GatewayError, IdentitySelector};
 use serde::Deserialize;
 
-use crate::context::Transport;
+use crate::{
+    account::{AccountResolver, WindowsAccount},
+    context::Transport,
+};
 
 /// The `[policy]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -72,6 +90,10 @@ pub struct RuleConfig {
     pub uids: Vec<IdEntry>,
     /// Caller primary gids the rule applies to (`"*"`: any attributed caller).
     pub gids: Vec<IdEntry>,
+    /// Windows accounts (users or groups) the rule applies to on the named
+    /// pipe: SID strings or account names, resolved at load (`"*"`: any
+    /// attributed pipe caller).
+    pub accounts: Vec<String>,
     /// Applies to callers the gateway could not attribute to a user.
     pub anonymous: bool,
     /// `"system"`, a user-assigned identity's client id, object id or resource id.
@@ -109,9 +131,11 @@ pub struct PolicyError(String);
 
 /// The caller as the transport saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
+pub struct Caller<'a> {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// A named-pipe caller's account (borrowed from the call's peer).
+    pub account: Option<&'a WindowsAccount>,
     pub transport: Transport,
     /// The loopback address it came from (TCP, identity endpoint).
     pub addr: Option<SocketAddr>,
@@ -120,23 +144,33 @@ pub struct Caller {
     pub outside_socket_group: bool,
 }
 
-impl Caller {
+impl<'a> Caller<'a> {
     /// A Unix-socket caller with these credentials (tests, tools).
     pub fn unix(uid: u32, gid: u32) -> Self {
         Self {
             uid: Some(uid),
             gid: Some(gid),
+            account: None,
             transport: Transport::UnixSocket,
             addr: None,
             outside_socket_group: false,
         }
     }
 
-    /// A loopback caller the gateway could not attribute.
+    /// A named-pipe caller with this account (tests, tools).
+    pub fn pipe(account: &'a WindowsAccount) -> Self {
+        Self {
+            account: Some(account),
+            ..Self::anonymous(Transport::NamedPipe)
+        }
+    }
+
+    /// A caller the gateway could not attribute.
     pub fn anonymous(transport: Transport) -> Self {
         Self {
             uid: None,
             gid: None,
+            account: None,
             transport,
             addr: None,
             outside_socket_group: false,
@@ -148,8 +182,11 @@ impl Caller {
     }
 }
 
-impl fmt::Display for Caller {
+impl fmt::Display for Caller<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(account) = self.account {
+            return write!(f, "account {}", account.user_sid);
+        }
         match (self.uid, self.gid) {
             (Some(uid), Some(gid)) => write!(f, "uid {uid} (gid {gid})"),
             (Some(uid), None) => write!(f, "uid {uid}"),
@@ -229,6 +266,8 @@ struct Rule {
     label: String,
     uids: Grant<u32>,
     gids: Grant<u32>,
+    /// Upper-case SID strings.
+    accounts: Grant<String>,
     anonymous: bool,
     identities: Grant<String>,
     resources: Grant<String>,
@@ -278,15 +317,19 @@ pub struct CallerPolicy {
 }
 
 impl CallerPolicy {
-    /// Checks and compiles `config`; any mistake is an error naming the rule.
-    pub fn compile(config: &PolicyConfig) -> Result<Self, PolicyError> {
+    /// Checks and compiles `config`, turning the account names of rules
+    /// into SIDs with `accounts`; any mistake is an error naming the rule.
+    pub fn compile(
+        config: &PolicyConfig,
+        accounts: &dyn AccountResolver,
+    ) -> Result<Self, PolicyError> {
         let mut names = HashSet::new();
         let rules = config
             .rules
             .iter()
             .enumerate()
             .map(|(i, rule)| {
-                let compiled = Rule::compile(i + 1, rule)?;
+                let compiled = Rule::compile(i + 1, rule, accounts)?;
                 if let Some(name) = &rule.name {
                     if !names.insert(name.clone()) {
                         return Err(PolicyError(format!(
@@ -332,7 +375,7 @@ impl CallerPolicy {
     /// Allows or refuses `caller` using `identity` on `target`.
     pub fn check(
         &self,
-        caller: &Caller,
+        caller: &Caller<'_>,
         identity: &IdentitySelector,
         target: Target<'_>,
     ) -> Result<(), GatewayError> {
@@ -365,7 +408,11 @@ fn denied(message: String) -> GatewayError {
 }
 
 impl Rule {
-    fn compile(position: usize, raw: &RuleConfig) -> Result<Self, PolicyError> {
+    fn compile(
+        position: usize,
+        raw: &RuleConfig,
+        resolver: &dyn AccountResolver,
+    ) -> Result<Self, PolicyError> {
         let label = match &raw.name {
             Some(name) if name.trim().is_empty() => {
                 return Err(PolicyError(format!("rule #{position} has an empty name")))
@@ -391,9 +438,13 @@ impl Rule {
         };
         let uids = ids("uids", &raw.uids)?;
         let gids = ids("gids", &raw.gids)?;
-        if uids == Grant::Only(vec![]) && gids == Grant::Only(vec![]) && !raw.anonymous {
+        if uids == Grant::Only(vec![])
+            && gids == Grant::Only(vec![])
+            && raw.accounts.is_empty()
+            && !raw.anonymous
+        {
             return Err(err(
-                "names no callers; set uids, gids (either may be [\"*\"]) or anonymous = true"
+                "names no callers; set uids, gids, accounts (any may be [\"*\"]) or anonymous = true"
                     .into(),
             ));
         }
@@ -430,6 +481,7 @@ impl Rule {
             }
         };
         let verbatim = |s: &str| Ok(s.to_string());
+        let account = |s: &str| resolver.resolve(s.trim());
         let identity = |s: &str| {
             let t = s.trim();
             let guid = t.len() == 36
@@ -492,6 +544,7 @@ impl Rule {
         Ok(Self {
             uids,
             gids,
+            accounts: strings("accounts", &raw.accounts, &account)?,
             anonymous: raw.anonymous,
             identities: strings("identities", &raw.identities, &identity)?,
             resources: strings("resources", &raw.resources, &verbatim)?,
@@ -509,7 +562,10 @@ impl Rule {
         })
     }
 
-    fn applies_to(&self, caller: &Caller) -> bool {
+    fn applies_to(&self, caller: &Caller<'_>) -> bool {
+        if let Some(account) = caller.account {
+            return self.accounts.allows(|sid| account.has_sid(sid));
+        }
         match (caller.uid, caller.gid) {
             (None, _) => self.anonymous,
             (Some(uid), gid) => {
@@ -521,7 +577,7 @@ impl Rule {
 
     fn check(
         &self,
-        caller: &Caller,
+        caller: &Caller<'_>,
         identity: &IdentitySelector,
         target: Target<'_>,
     ) -> Result<(), GatewayError> {
@@ -733,25 +789,29 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::SidStringsOnly;
 
     fn policy(toml_text: &str) -> CallerPolicy {
         let config: PolicyConfig = toml::from_str(toml_text).unwrap();
-        CallerPolicy::compile(&config).unwrap()
+        CallerPolicy::compile(&config, &SidStringsOnly).unwrap()
     }
 
     fn compile_error(toml_text: &str) -> String {
         let config: PolicyConfig = toml::from_str(toml_text).unwrap();
-        CallerPolicy::compile(&config).unwrap_err().to_string()
+        CallerPolicy::compile(&config, &SidStringsOnly)
+            .unwrap_err()
+            .to_string()
     }
 
-    const ALICE: Caller = Caller {
+    const ALICE: Caller<'static> = Caller {
         uid: Some(1000),
         gid: Some(1000),
+        account: None,
         transport: Transport::UnixSocket,
         addr: None,
         outside_socket_group: false,
     };
-    const BOB: Caller = Caller {
+    const BOB: Caller<'static> = Caller {
         uid: Some(1001),
         gid: Some(1001),
         ..ALICE
@@ -1130,6 +1190,209 @@ mod tests {
         )
         .contains("two rules are named 'a'"));
         assert!(toml::from_str::<PolicyConfig>("[[rules]]\nuid = [1]\n").is_err());
+    }
+
+    /// Resolves the names a test policy writes, as `LookupAccountNameW` would.
+    #[derive(Debug)]
+    struct FakeAccounts;
+
+    impl AccountResolver for FakeAccounts {
+        fn resolve(&self, entry: &str) -> Result<String, String> {
+            match entry.to_ascii_lowercase().as_str() {
+                "contoso\\app" => Ok("S-1-5-21-7-8-9-1105".into()),
+                "builtin\\users" => Ok("S-1-5-32-545".into()),
+                _ => SidStringsOnly.resolve(entry).map_err(|_| {
+                    format!("unknown account '{entry}': No mapping between account names and security IDs was done")
+                }),
+            }
+        }
+    }
+
+    fn windows_policy(toml_text: &str) -> Result<CallerPolicy, String> {
+        let config: PolicyConfig = toml::from_str(toml_text).unwrap();
+        CallerPolicy::compile(&config, &FakeAccounts).map_err(|e| e.to_string())
+    }
+
+    fn account(user: &str, groups: &[&str]) -> WindowsAccount {
+        WindowsAccount {
+            user_sid: user.into(),
+            group_sids: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    const APP: &str = "S-1-5-21-7-8-9-1105";
+    const OTHER: &str = "S-1-5-21-7-8-9-1200";
+    const USERS: &str = "S-1-5-32-545";
+
+    #[test]
+    fn accounts_match_pipe_callers_by_user_or_group_sid() {
+        let p = windows_policy(
+            r#"
+            [[rules]]
+            name = "app"
+            accounts = ["CONTOSO\\app"]
+            identities = ["system"]
+            resources = ["https://vault.azure.net"]
+            [[rules]]
+            name = "admins"
+            accounts = ["s-1-5-32-544"]
+            identities = ["*"]
+            resources = ["*"]
+            [[rules]]
+            name = "users"
+            accounts = ["BUILTIN\\Users"]
+            identities = ["system"]
+            resources = ["https://storage.azure.com/"]
+            "#,
+        )
+        .unwrap();
+        let vault = Target::Token {
+            resource: "https://vault.azure.net",
+        };
+        let storage = Target::Token {
+            resource: "https://storage.azure.com/",
+        };
+        // By user SID (the name resolved at load).
+        let app = account(APP, &[USERS]);
+        assert!(p.check(&Caller::pipe(&app), &SYS, vault).is_ok());
+        // The first applying rule decides, though a later one would grant.
+        let message = denial(p.check(&Caller::pipe(&app), &SYS, storage));
+        assert!(
+            message.contains("rule 'app' (the first that applies to account S-1-5-21-7-8-9-1105)")
+                && message.contains("its resources: https://vault.azure.net"),
+            "{message}"
+        );
+        // By an enabled group, and SIDs compare ignoring case.
+        let admin = account("S-1-5-21-7-8-9-500", &["S-1-5-32-544"]);
+        assert!(p.check(&Caller::pipe(&admin), &SYS, storage).is_ok());
+        let lower = account("s-1-5-21-7-8-9-1105", &[]);
+        assert!(p.check(&Caller::pipe(&lower), &SYS, vault).is_ok());
+        // No match in the first rules: the next rule that applies.
+        let user = account(OTHER, &[USERS]);
+        assert!(p.check(&Caller::pipe(&user), &SYS, storage).is_ok());
+        let message = denial(p.check(&Caller::pipe(&user), &SYS, vault));
+        assert!(message.contains("rule 'users'"), "{message}");
+        // No rule at all: refused, naming the account.
+        let stranger = account(OTHER, &["S-1-5-11"]);
+        let message = denial(p.check(&Caller::pipe(&stranger), &SYS, storage));
+        assert!(
+            message.contains("no rule applies to account S-1-5-21-7-8-9-1200"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn accounts_and_unix_ids_never_match_the_other_transport() {
+        let p = windows_policy(
+            r#"
+            [[rules]]
+            name = "unix"
+            uids = ["*"]
+            gids = ["*"]
+            identities = ["*"]
+            resources = ["*"]
+            [[rules]]
+            name = "windows"
+            accounts = ["*"]
+            identities = ["system"]
+            resources = ["https://vault.azure.net"]
+            "#,
+        )
+        .unwrap();
+        let token = Target::Token { resource: "r" };
+        assert!(p.check(&ALICE, &SYS, token).is_ok());
+        // "*" applies to every attributed pipe caller, and only to them.
+        let anyone = account(OTHER, &[]);
+        let message = denial(p.check(&Caller::pipe(&anyone), &SYS, token));
+        assert!(message.contains("rule 'windows'"), "{message}");
+        assert!(p
+            .check(
+                &Caller::pipe(&anyone),
+                &SYS,
+                Target::Token {
+                    resource: "https://vault.azure.net"
+                }
+            )
+            .is_ok());
+        let only_windows = windows_policy(
+            "[[rules]]\naccounts = [\"*\"]\nidentities = [\"*\"]\nresources = [\"*\"]\n",
+        )
+        .unwrap();
+        let message = denial(only_windows.check(&ALICE, &SYS, token));
+        assert!(message.contains("no rule applies to uid 1000"), "{message}");
+    }
+
+    #[test]
+    fn a_pipe_caller_whose_token_was_not_read_is_anonymous() {
+        let p = windows_policy(
+            r#"
+            [[rules]]
+            accounts = ["*"]
+            identities = ["*"]
+            resources = ["*"]
+            [[rules]]
+            name = "anon"
+            anonymous = true
+            identities = ["system"]
+            resources = ["https://vault.azure.net"]
+            "#,
+        )
+        .unwrap();
+        let unread = Caller::anonymous(Transport::NamedPipe);
+        let message = denial(p.check(&unread, &SYS, Target::Token { resource: "r" }));
+        assert!(
+            message.contains("rule 'anon' (the first that applies to an unattributed caller)"),
+            "{message}"
+        );
+        let strict = windows_policy(
+            "[[rules]]\naccounts = [\"*\"]\nidentities = [\"*\"]\nresources = [\"*\"]\n",
+        )
+        .unwrap();
+        let message = denial(strict.check(&unread, &SYS, Target::Token { resource: "r" }));
+        assert!(message.contains("no rule applies"), "{message}");
+        // With no rules at all, like every other caller: IMDS-equivalent.
+        assert!(CallerPolicy::default()
+            .check(&unread, &SYS, Target::Token { resource: "r" })
+            .is_ok());
+    }
+
+    #[test]
+    fn account_entries_are_checked_at_load() {
+        let e = windows_policy("[[rules]]\nname = \"web\"\naccounts = [\"CONTOSO\\\\nobody\"]\n")
+            .unwrap_err();
+        assert!(
+            e.contains("rule 'web': accounts: unknown account 'CONTOSO\\nobody'"),
+            "{e}"
+        );
+        let e = windows_policy("[[rules]]\naccounts = [\"S-1-5-x\"]\n").unwrap_err();
+        assert!(e.contains("rule #1: accounts:"), "{e}");
+        let e = windows_policy("[[rules]]\naccounts = [\"*\", \"S-1-5-18\"]\n").unwrap_err();
+        assert!(e.contains("\"*\" already grants everything"), "{e}");
+        let e = windows_policy("[[rules]]\naccounts = [\" \"]\n").unwrap_err();
+        assert!(e.contains("accounts has an empty entry"), "{e}");
+        // A rule naming only accounts names callers.
+        assert!(windows_policy("[[rules]]\naccounts = [\"S-1-5-18\"]\n").is_ok());
+        // Off Windows: names are refused, SID strings kept.
+        let e = compile_error("[[rules]]\nname = \"svc\"\naccounts = [\".\\\\svc-app\"]\n");
+        assert!(
+            e.contains("rule 'svc': accounts: '.\\svc-app' is a Windows account name")
+                && e.contains("only on Windows"),
+            "{e}"
+        );
+        let p = policy(
+            "[[rules]]\naccounts = [\"S-1-5-18\"]\nidentities = [\"*\"]\nresources = [\"*\"]\n",
+        );
+        let system = account("s-1-5-18", &[]);
+        assert!(p
+            .check(
+                &Caller::pipe(&system),
+                &SYS,
+                Target::Token { resource: "r" }
+            )
+            .is_ok());
+        assert!(p
+            .check(&ALICE, &SYS, Target::Token { resource: "r" })
+            .is_err());
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl Attributor {
             addr: Some(remote),
             attribution: Attribution::TcpTable,
             socket_group_member,
+            account: None,
         }
     }
 
@@ -113,7 +114,7 @@ impl Attributor {
 }
 
 /// A loopback TCP connection's caller, found at accept time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpCaller {
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -136,7 +137,7 @@ pub struct AttributedTcp {
 impl tonic::transport::server::Connected for AttributedTcp {
     type ConnectInfo = TcpCaller;
     fn connect_info(&self) -> TcpCaller {
-        self.caller
+        self.caller.clone()
     }
 }
 
@@ -271,7 +272,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Attr
     for TcpCaller
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, AttributedListener>) -> Self {
-        *stream.remote_addr()
+        stream.remote_addr().clone()
     }
 }
 

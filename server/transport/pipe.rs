@@ -42,11 +42,12 @@ const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 /// name is taken.
 const ERROR_ACCESS_DENIED: i32 = 5;
 
-/// What a pipe connection tells the API about its caller.
+/// What a pipe connection tells the API about its caller (cloned into
+/// every request: a pid and an `Arc`).
 #[derive(Debug, Clone, Default)]
 pub struct PipeConnectInfo {
     /// The client's identity, read at connect time.
-    pub caller: Arc<PipeCaller>,
+    pub caller: PipeCaller,
 }
 
 impl super::serve::PeerLabel for PipeConnectInfo {
@@ -207,9 +208,7 @@ async fn identify_and_hand_over(
     tracing::info!(target: "audit", %caller, "pipe client connected");
     let connection = PipeConnection {
         pipe,
-        info: PipeConnectInfo {
-            caller: Arc::new(caller),
-        },
+        info: PipeConnectInfo { caller },
     };
     let _ = tx.send(Ok(connection)).await;
 }

@@ -1,6 +1,10 @@
 //! Who is on the other end of a pipe connection: the client's process id
 //! (`GetNamedPipeClientProcessId`) and, by impersonating the client for the
-//! few calls it takes to read its token, its user SID and enabled group SIDs.
+//! few calls it takes to read its token, its account: user SID and enabled
+//! group SIDs, as the service crate's [`WindowsAccount`] the caller policy
+//! matches. A token that cannot be read wholly (user and groups) leaves the
+//! caller anonymous: a partial group list could let a later, wider rule
+//! apply.
 //!
 //! The impersonation never spans an `.await`: impersonate, open the thread
 //! token, revert, all on one thread; if reverting fails the process aborts
@@ -8,25 +12,7 @@
 
 use std::{ffi::c_void, os::windows::io::AsRawHandle, ptr, sync::Arc};
 
-/// A pipe client's account, read from its token once per connection.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WindowsAccount {
-    /// The token's user SID; `None` when it could not be read.
-    pub user_sid: Option<String>,
-    /// The token's enabled group SIDs (deny-only groups left out).
-    pub group_sids: Vec<String>,
-}
-
-impl WindowsAccount {
-    /// Is `sid` this account's user or one of its enabled groups?
-    pub fn has_sid(&self, sid: &str) -> bool {
-        self.user_sid
-            .as_deref()
-            .is_some_and(|u| u.eq_ignore_ascii_case(sid))
-            || self.group_sids.iter().any(|g| g.eq_ignore_ascii_case(sid))
-    }
-}
-
+use identity_gateway_service::WindowsAccount;
 use windows_sys::Win32::{
     Foundation::{CloseHandle, GetLastError, ERROR_INSUFFICIENT_BUFFER, HANDLE},
     Security::{
@@ -40,7 +26,7 @@ use windows_sys::Win32::{
     },
 };
 
-use super::pipe_security::sid_to_string;
+use super::account::sid_to_string;
 
 /// SID of NT AUTHORITY\NETWORK, present in network logons' tokens.
 pub const NETWORK_SID: &str = "S-1-5-2";
@@ -51,24 +37,26 @@ pub struct PipeCaller {
     /// The client's process id, when Windows reported one.
     pub pid: Option<u32>,
     /// The client token's user and enabled group SIDs, shared by every call
-    /// on the connection.
-    pub account: Arc<WindowsAccount>,
+    /// on the connection; `None` when the token could not be read.
+    pub account: Option<Arc<WindowsAccount>>,
 }
 
 impl PipeCaller {
     /// True when the token carries NT AUTHORITY\NETWORK (a remote logon).
     pub fn is_network_logon(&self) -> bool {
-        self.account.has_sid(NETWORK_SID)
+        self.account
+            .as_ref()
+            .is_some_and(|a| a.has_sid(NETWORK_SID))
     }
 }
 
+/// The per-connection audit line's caller: `sid=... groups=... pid=...`.
 impl std::fmt::Display for PipeCaller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "sid={}",
-            self.account.user_sid.as_deref().unwrap_or("unknown")
-        )?;
+        match &self.account {
+            Some(account) => write!(f, "sid={} groups={}", account.user_sid, account.groups())?,
+            None => f.write_str("sid=unknown")?,
+        }
         if let Some(pid) = self.pid {
             write!(f, " pid={pid}")?;
         }
@@ -86,20 +74,23 @@ pub fn identify(pipe: &impl AsRawHandle) -> PipeCaller {
     let token = match client_token(handle) {
         Ok(token) => token,
         Err(e) => {
-            tracing::warn!(error = %e, ?pid, "cannot read the pipe client's token; it matches no account rule");
-            return PipeCaller {
-                pid,
-                ..PipeCaller::default()
-            };
+            tracing::warn!(error = %e, ?pid, "cannot read the pipe client's token; to the policy it is anonymous");
+            return PipeCaller { pid, account: None };
         }
     };
-    let account = WindowsAccount {
-        user_sid: token_user(token.0),
-        group_sids: token_groups(token.0),
+    let (Some(user_sid), Some(group_sids)) = (token_user(token.0), token_groups(token.0)) else {
+        tracing::warn!(
+            ?pid,
+            "cannot read the pipe client's user or groups; to the policy it is anonymous"
+        );
+        return PipeCaller { pid, account: None };
     };
     PipeCaller {
         pid,
-        account: Arc::new(account),
+        account: Some(Arc::new(WindowsAccount {
+            user_sid,
+            group_sids,
+        })),
     }
 }
 
@@ -182,10 +173,10 @@ fn token_user(token: HANDLE) -> Option<String> {
     }
 }
 
-fn token_groups(token: HANDLE) -> Vec<String> {
-    let Some(buffer) = token_information(token, TokenGroups) else {
-        return Vec::new();
-    };
+/// The enabled groups; `None` when the token's groups (or any of their
+/// SIDs) could not be read.
+fn token_groups(token: HANDLE) -> Option<Vec<String>> {
+    let buffer = token_information(token, TokenGroups)?;
     // SAFETY: GetTokenInformation(TokenGroups) filled a TOKEN_GROUPS whose
     // array holds GroupCount entries.
     let groups = unsafe {
@@ -199,6 +190,6 @@ fn token_groups(token: HANDLE) -> Vec<String> {
                 && g.Attributes & SE_GROUP_USE_FOR_DENY_ONLY as u32 == 0
         })
         // SAFETY: each group's SID lives in `buffer`.
-        .filter_map(|g| unsafe { sid_to_string(g.Sid) })
+        .map(|g| unsafe { sid_to_string(g.Sid) })
         .collect()
 }

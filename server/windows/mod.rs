@@ -1,12 +1,15 @@
 //! Windows specifics, kept out of the portable modules: the pipe's security
 //! descriptor ([`pipe_security`], portable SDDL plus the Windows conversion),
-//! who is calling on the pipe ([`caller`]), the Service Control Manager
+//! account names and SIDs ([`account`]: lookups for the pipe's clients and
+//! the caller policy's `accounts`), who is calling on the pipe ([`caller`]),
+//! the Service Control Manager
 //! integration ([`service`]), the Event Log ([`eventlog`]) and the
 //! `%ProgramData%\identity-gateway` directory with its restrictive ACL.
 //!
 //! Nothing here decides policy or serves RPCs; the transport and the API read
 //! what these modules find out.
 
+pub mod account;
 pub mod pipe_security;
 
 #[cfg(windows)]

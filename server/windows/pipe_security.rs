@@ -72,42 +72,27 @@ pub fn client_entries(socket_group: Option<&str>, pipe_access: &[String]) -> Vec
     entries
 }
 
-/// `S-1-<authority>-<sub>...`: revision 1, a numeric authority and 1 to 15
-/// numeric sub-authorities, nothing else (no SDDL syntax can hide in it).
-pub fn is_sid_string(text: &str) -> bool {
-    let Some(rest) = text
-        .strip_prefix("S-1-")
-        .or_else(|| text.strip_prefix("s-1-"))
-    else {
-        return false;
-    };
-    let parts: Vec<&str> = rest.split('-').collect();
-    (2..=16).contains(&parts.len())
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
-}
+pub use identity_gateway_service::account::is_sid_string;
 
 #[cfg(windows)]
-pub use imp::{resolve_account, sid_to_string, PipeSecurity};
+pub use imp::PipeSecurity;
 
 #[cfg(windows)]
 mod imp {
-    use std::{ffi::c_void, ptr};
+    use std::ptr;
 
     use windows_sys::Win32::{
-        Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER},
+        Foundation::LocalFree,
         Security::{
             Authorization::{
-                ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW,
-                SDDL_REVISION_1,
+                ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
             },
-            LookupAccountNameW, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, SID_NAME_USE,
+            PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES,
         },
     };
 
-    use super::{is_sid_string, pipe_sddl};
-    use crate::windows::wide;
+    use super::pipe_sddl;
+    use crate::windows::{account::resolve_account, wide};
 
     /// A self-relative security descriptor (from SDDL) that outlives every
     /// pipe instance created with it.
@@ -177,73 +162,6 @@ mod imp {
         }
     }
 
-    /// A SID string for `entry`: a SID as given, or an account (user or
-    /// group) name looked up on this machine or its domain.
-    pub fn resolve_account(entry: &str) -> Result<String, String> {
-        if is_sid_string(entry) {
-            return Ok(entry.to_ascii_uppercase());
-        }
-        let name = wide(entry);
-        let mut sid = vec![0u8; 68];
-        let mut sid_len = sid.len() as u32;
-        let mut domain = vec![0u16; 256];
-        let mut domain_len = domain.len() as u32;
-        let mut kind: SID_NAME_USE = 0;
-        loop {
-            // SAFETY: buffers and their lengths match; the call fills them.
-            let ok = unsafe {
-                LookupAccountNameW(
-                    ptr::null(),
-                    name.as_ptr(),
-                    sid.as_mut_ptr() as *mut c_void,
-                    &mut sid_len,
-                    domain.as_mut_ptr(),
-                    &mut domain_len,
-                    &mut kind,
-                )
-            };
-            if ok != 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(ERROR_INSUFFICIENT_BUFFER as i32)
-                && (sid_len as usize > sid.len() || domain_len as usize > domain.len())
-            {
-                sid.resize(sid_len as usize, 0);
-                domain.resize(domain_len as usize, 0);
-                continue;
-            }
-            return Err(format!("unknown account '{entry}': {err}"));
-        }
-        // SAFETY: LookupAccountNameW wrote a SID into `sid`.
-        unsafe { sid_to_string(sid.as_ptr() as *mut c_void) }
-            .ok_or_else(|| format!("account '{entry}': cannot format its SID"))
-    }
-
-    /// `S-1-...` for a binary SID.
-    ///
-    /// # Safety
-    ///
-    /// `sid` must be null or point at a valid SID.
-    pub unsafe fn sid_to_string(sid: *mut c_void) -> Option<String> {
-        if sid.is_null() {
-            return None;
-        }
-        let mut text: *mut u16 = ptr::null_mut();
-        // SAFETY: `sid` points at a valid SID; the system allocates `text`.
-        if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 || text.is_null() {
-            return None;
-        }
-        // SAFETY: `text` is a NUL-terminated UTF-16 string from the system.
-        let out = unsafe {
-            let len = (0..).take_while(|&i| *text.add(i) != 0).count();
-            String::from_utf16_lossy(std::slice::from_raw_parts(text, len))
-        };
-        // SAFETY: allocated by ConvertSidToStringSidW.
-        unsafe { LocalFree(text as *mut c_void) };
-        Some(out)
-    }
-
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -257,7 +175,7 @@ mod imp {
                 "{}",
                 security.sddl()
             );
-            assert!(resolve_account("no-such-account-x1").is_err());
+            assert!(PipeSecurity::new(&["no-such-account-x1".into()]).is_err());
         }
     }
 }

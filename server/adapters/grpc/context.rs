@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-#[cfg(unix)]
-use identity_gateway_service::Attribution;
-use identity_gateway_service::{CallContext, Peer, Transport};
+use identity_gateway_service::{Attribution, CallContext, Peer, Transport};
 use tonic::Request;
 
 use crate::transport::peer::TcpCaller;
@@ -42,22 +40,30 @@ fn peer<T>(request: &Request<T>) -> (Peer, Transport) {
         };
         return (peer, Transport::UnixSocket);
     }
-    // The pipe client's SIDs are logged once per connection by the
-    // transport (target `audit`); each call's line carries its pid.
+    // The pipe client's account, read once per connection (its groups are
+    // in the transport's `pipe client connected` audit line); each call
+    // shares it (an Arc clone) and the policy matches it.
     #[cfg(windows)]
     if let Some(info) = request
         .extensions()
         .get::<crate::transport::pipe::PipeConnectInfo>()
     {
+        let account = info.caller.account.clone();
         let peer = Peer {
             pid: info.caller.pid.and_then(|pid| i32::try_from(pid).ok()),
+            attribution: if account.is_some() {
+                Attribution::PipeClientToken
+            } else {
+                Attribution::None
+            },
+            account,
             ..Peer::default()
         };
         return (peer, Transport::NamedPipe);
     }
     // Loopback TCP connections are attributed once, at accept.
     if let Some(caller) = request.extensions().get::<TcpCaller>() {
-        return (caller.peer, Transport::Tcp);
+        return (caller.peer.clone(), Transport::Tcp);
     }
     match request.remote_addr() {
         // A TCP listener that did not attribute (not served by the App):
