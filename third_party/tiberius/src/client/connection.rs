@@ -1233,7 +1233,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> futures_util::io::AsyncRead for C
                 match item {
                     Ok(packet) => {
                         let (_, payload) = packet.into_parts();
-                        this.buf.extend(payload);
+                        // PATCH(identity-gateway): see PATCH.md. Was
+                        // `this.buf.extend(payload)`, which goes through
+                        // `Extend<u8>`: one `put_slice` per byte.
+                        this.buf.extend_from_slice(&payload);
 
                         if this.buf.len() >= size {
                             break;
