@@ -12,7 +12,9 @@ from typing import Any, Optional
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 
 from . import _convert as convert
+from ._token_cache import Clock, TokenCache
 from .client import DEFAULT_TIMEOUT, Client, connect
+from .errors import GatewayError
 from .models import IdentityLike, Token
 
 __all__ = ["GatewayCredential"]
@@ -31,6 +33,21 @@ class GatewayCredential:
     A scope ``X/.default`` asks for a token for resource ``X``. Claims
     challenges and tenant switches are not possible with managed identities
     and raise ``ValueError``, as the Azure SDK's own credential does.
+
+    Like azure-identity's ``ManagedIdentityCredential``, the credential keeps
+    the tokens it received, one per resource, and answers ``get_token`` and
+    ``get_token_info`` from memory (no gRPC call) while the token has more
+    than 5 minutes left (the refresh margin of azure-core's bearer policy).
+    Within those 5 minutes of expiry it asks the gateway again, which still
+    does all fetching and refreshing and owns the machine-wide cache and the
+    IMDS limits. If that call fails while the cached token has not expired
+    yet, the cached token is returned; once it has expired, the error is
+    raised. The credential is thread-safe; the cache's lock is never held
+    across a call, so different resources do not wait on each other, and concurrent
+    misses for one resource each ask the gateway (which coalesces them).
+    Tokens are never logged nor shown in a ``repr``.
+
+    ``_clock`` (epoch seconds, default ``time.time``) is for tests.
     """
 
     def __init__(
@@ -42,6 +59,7 @@ class GatewayCredential:
         target: Optional[str] = None,
         client: Optional[Client] = None,
         timeout: Optional[float] = DEFAULT_TIMEOUT,
+        _clock: Optional[Clock] = None,
     ) -> None:
         if client_id and identity:
             raise ValueError("give client_id or identity, not both")
@@ -49,12 +67,25 @@ class GatewayCredential:
         convert.identity(self._identity)  # fail now, not on the first token
         self._owns_client = client is None
         self._client = client or connect(socket_path, target=target, timeout=timeout)
+        self._cache = TokenCache(_clock)
 
     def _fetch(self, scopes: tuple, claims: Optional[str], enable_cae: bool) -> Token:
         if claims:
             raise ValueError("managed identities cannot answer a claims challenge")
         del enable_cae  # CAE tokens are a no-op for managed identities, as in azure-identity.
-        return self._client.get_token(convert.scope_to_resource(scopes), self._identity)
+        resource = convert.scope_to_resource(scopes)
+        cached = self._cache.fresh(resource)
+        if cached is not None:
+            return cached
+        try:
+            token = self._client.get_token(resource, self._identity)
+        except GatewayError:
+            stale = self._cache.unexpired(resource)
+            if stale is None:
+                raise
+            return stale
+        self._cache.store(resource, token)
+        return token
 
     def get_token(
         self,

@@ -7,7 +7,9 @@ from typing import Any, Optional
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 
 from .. import _convert as convert
+from .._token_cache import Clock, TokenCache
 from ..client import DEFAULT_TIMEOUT
+from ..errors import GatewayError
 from ..models import IdentityLike, Token
 from . import AsyncClient, connect
 
@@ -15,7 +17,9 @@ from . import AsyncClient, connect
 class GatewayCredential:
     """Like :class:`identity_gateway.credential.GatewayCredential`, for the
     ``azure.*.aio`` clients. The channel opens on first use, inside the
-    caller's event loop."""
+    caller's event loop. Tokens are cached in memory exactly as there (same
+    5-minute refresh margin, same fallback to an unexpired token when the
+    gateway cannot be asked); ``_clock`` is for tests."""
 
     def __init__(
         self,
@@ -26,6 +30,7 @@ class GatewayCredential:
         target: Optional[str] = None,
         client: Optional[AsyncClient] = None,
         timeout: Optional[float] = DEFAULT_TIMEOUT,
+        _clock: Optional[Clock] = None,
     ) -> None:
         if client_id and identity:
             raise ValueError("give client_id or identity, not both")
@@ -35,15 +40,27 @@ class GatewayCredential:
         self._connect_args = (socket_path, target, timeout)
         self._owns_client = client is None
         self._client = client
+        self._cache = TokenCache(_clock)
 
     async def _fetch(self, scopes: tuple, claims: Optional[str]) -> Token:
         if claims:
             raise ValueError("managed identities cannot answer a claims challenge")
         resource = convert.scope_to_resource(scopes)
+        cached = self._cache.fresh(resource)
+        if cached is not None:
+            return cached
         if self._client is None:
             socket_path, target, timeout = self._connect_args
             self._client = connect(socket_path, target=target, timeout=timeout)
-        return await self._client.get_token(resource, self._identity)
+        try:
+            token = await self._client.get_token(resource, self._identity)
+        except GatewayError:
+            stale = self._cache.unexpired(resource)
+            if stale is None:
+                raise
+            return stale
+        self._cache.store(resource, token)
+        return token
 
     async def get_token(
         self,
