@@ -9,8 +9,10 @@ and one gateway (production shape, --identity-endpoint) whose cache is warm:
                after another
   cached call  N more get_token calls in one process, one after another
 
-for identity_gateway.GatewayCredential (every call is an RPC to the gateway,
-which answers from its cache), azure-identity's ManagedIdentityCredential
+for identity_gateway.GatewayCredential (its first call for a resource is an
+RPC to the gateway, later ones come from its in-process cache), the package's
+plain client (identity_gateway.connect(...).get_token: every call an RPC,
+answered from the gateway's cache), azure-identity's ManagedIdentityCredential
 through the gateway's identity endpoint (HTTP; azure-identity then caches in
 process) and straight to the fake IMDS (its first call pays IMDS's latency,
 later ones come from MSAL's in-process cache).
@@ -29,18 +31,37 @@ import time
 
 from fanout import FakeImds, Gateway, Target, credential, pct, scope
 
-MODES = ("gateway", "endpoint", "imds")
+MODES = ("gateway", "rpc", "endpoint", "imds")
+
+
+class _Rpc:
+    """identity_gateway's client, no cache of its own: what one call to the
+    gateway costs."""
+
+    def __init__(self, socket: str) -> None:
+        import identity_gateway
+
+        self._client = identity_gateway.connect(socket)
+
+    def get_token(self, scope_: str):
+        return self._client.get_token(scope_.removesuffix("/.default"))
+
+
+def _credential(target: Target):
+    if target.mode == "rpc":
+        return _Rpc(target.socket)
+    return credential(target)
 
 
 def _first_call(target: Target, out) -> None:
     t0 = time.perf_counter()
-    cred = credential(target)
+    cred = _credential(target)
     cred.get_token(scope(0))
     out.put(time.perf_counter() - t0)
 
 
 def _cached_calls(target: Target, calls: int, out) -> None:
-    cred = credential(target)
+    cred = _credential(target)
     cred.get_token(scope(0))
     times = []
     for _ in range(calls):
@@ -65,6 +86,7 @@ def main() -> None:
     try:
         targets = {
             "gateway": Target("gateway", fake.url, socket=gateway.socket),
+            "rpc": Target("rpc", fake.url, socket=gateway.socket),
             "endpoint": Target("endpoint", fake.url, endpoint=gateway.endpoint, header=gateway.header),
             "imds": Target("imds", fake.url),
         }
@@ -81,7 +103,8 @@ def main() -> None:
         print("\n| credential | first call median ms (p90) | cached call p50 µs | cached call p99 µs |")
         print("|---|---:|---:|---:|")
         names = {
-            "gateway": "`GatewayCredential` (socket; every call an RPC)",
+            "gateway": "`GatewayCredential` (socket; first call an RPC, then its in-process cache)",
+            "rpc": "`identity_gateway.connect(...).get_token` (socket; every call an RPC)",
             "endpoint": "azure-identity `ManagedIdentityCredential` via the gateway's identity endpoint",
             "imds": "azure-identity `ManagedIdentityCredential` straight to IMDS (fake, 15 ms)",
         }
