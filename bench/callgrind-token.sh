@@ -6,21 +6,14 @@
 # With KEEP_DIR, the callgrind.out.* files are copied there for
 # callgrind_annotate (e.g. `callgrind_annotate --inclusive=yes FILE`).
 set -euo pipefail
+source "$(dirname "$(realpath "${BASH_SOURCE[0]}")")/callgrind-common.sh"
 keep="${3:-}"; [ -n "$keep" ] && mkdir -p "$keep" && keep="$(realpath "$keep")"
 gateway="$(realpath "$1")"; driver="$(realpath "$2")"
-work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
-cd "$work"; mkdir sockdir
+callgrind_workdir
 IDENTITY_GATEWAY_LOG=error valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out.%p" "$gateway" --emulator --socket $work/sockdir/gw.sock > $work/gw.log 2>&1 &
 VG=$!
-for i in $(seq 1 300); do [ -S $work/sockdir/gw.sock ] && break; sleep 0.5; done
-sleep 2
-"$driver" --drive $work/sockdir/gw.sock token 200 >/dev/null
-"$driver" --drive $work/sockdir/gw.sock health 200 >/dev/null
-for kind in health token; do
-  callgrind_control -z $VG >/dev/null
-  "$driver" --drive $work/sockdir/gw.sock $kind 1000 >/dev/null
-  callgrind_control -d $kind $VG >/dev/null
-done
+wait_socket $work/sockdir/gw.sock 0.5
+callgrind_drive "$driver" $work/sockdir/gw.sock $VG
 kill $VG; wait $VG 2>/dev/null || true
 [ -n "$keep" ] && cp callgrind.out.* "$keep"/
-for f in callgrind.out.*; do echo "$f: $(grep -E '^(summary|totals):' $f | head -1)"; done
+callgrind_totals

@@ -28,59 +28,51 @@ fn no<T>() -> Result<T, Status> {
     ))
 }
 
-#[tonic::async_trait]
-impl IdentityGateway for Canned {
-    async fn get_token(
-        &self,
-        _request: Request<GetTokenRequest>,
-    ) -> Result<Response<GetTokenResponse>, Status> {
-        Ok(Response::new(self.reply.clone()))
+/// The `IdentityGateway` impl: GetToken answers the canned reply; each listed
+/// unary RPC (`rpc(Request) -> Response`) and server-streaming RPC
+/// (`rpc(Request) -> StreamType = Response`) answers UNIMPLEMENTED.
+macro_rules! canned_impl {
+    (
+        unary { $($unary:ident($ureq:ty) -> $uresp:ty;)* }
+        streams { $($stream:ident($sreq:ty) -> $stype:ident = $sresp:ty;)* }
+    ) => {
+        #[tonic::async_trait]
+        impl IdentityGateway for Canned {
+            async fn get_token(
+                &self,
+                _request: Request<GetTokenRequest>,
+            ) -> Result<Response<GetTokenResponse>, Status> {
+                Ok(Response::new(self.reply.clone()))
+            }
+            $(
+                async fn $unary(&self, _r: Request<$ureq>) -> Result<Response<$uresp>, Status> {
+                    no()
+                }
+            )*
+            $(
+                type $stype = Replies<$sresp>;
+                async fn $stream(
+                    &self,
+                    _r: Request<$sreq>,
+                ) -> Result<Response<Self::$stype>, Status> {
+                    no()
+                }
+            )*
+        }
+    };
+}
+
+canned_impl! {
+    unary {
+        get_secret(GetSecretRequest) -> GetSecretResponse;
+        get_service_sas(GetServiceSasRequest) -> GetServiceSasResponse;
+        get_resource_group(GetResourceGroupRequest) -> GetResourceGroupResponse;
     }
-    type WatchTokenStream = Replies<GetTokenResponse>;
-    async fn watch_token(
-        &self,
-        _r: Request<WatchTokenRequest>,
-    ) -> Result<Response<Self::WatchTokenStream>, Status> {
-        no()
-    }
-    async fn get_secret(
-        &self,
-        _r: Request<GetSecretRequest>,
-    ) -> Result<Response<GetSecretResponse>, Status> {
-        no()
-    }
-    type ListDataLakeStream = Replies<ListDataLakeResponse>;
-    async fn list_data_lake(
-        &self,
-        _r: Request<ListDataLakeRequest>,
-    ) -> Result<Response<Self::ListDataLakeStream>, Status> {
-        no()
-    }
-    async fn get_service_sas(
-        &self,
-        _r: Request<GetServiceSasRequest>,
-    ) -> Result<Response<GetServiceSasResponse>, Status> {
-        no()
-    }
-    async fn get_resource_group(
-        &self,
-        _r: Request<GetResourceGroupRequest>,
-    ) -> Result<Response<GetResourceGroupResponse>, Status> {
-        no()
-    }
-    type ReadBlobStream = Replies<ReadBlobResponse>;
-    async fn read_blob(
-        &self,
-        _r: Request<ReadBlobRequest>,
-    ) -> Result<Response<Self::ReadBlobStream>, Status> {
-        no()
-    }
-    type QuerySqlStream = Replies<QuerySqlResponse>;
-    async fn query_sql(
-        &self,
-        _r: Request<QuerySqlRequest>,
-    ) -> Result<Response<Self::QuerySqlStream>, Status> {
-        no()
+    streams {
+        watch_token(WatchTokenRequest) -> WatchTokenStream = GetTokenResponse;
+        list_data_lake(ListDataLakeRequest) -> ListDataLakeStream = ListDataLakeResponse;
+        read_blob(ReadBlobRequest) -> ReadBlobStream = ReadBlobResponse;
+        query_sql(QuerySqlRequest) -> QuerySqlStream = QuerySqlResponse;
     }
 }
 

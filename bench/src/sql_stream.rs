@@ -17,7 +17,7 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command as Process, Stdio},
+    process::{Command as Process, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -26,6 +26,9 @@ use std::{
 };
 
 use futures::TryStreamExt;
+use identity_gateway_bench::support::{
+    parse_flags, rss_kib, socket_dir, wait_ready, Spawned, DEFAULT_GATEWAY,
+};
 use identity_gateway_client::{
     proto::{query_sql_response::Event, QuerySqlRequest},
     GatewayClient,
@@ -50,52 +53,27 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        gateway: PathBuf::from("target/release/identity-gateway"),
+        gateway: PathBuf::from(DEFAULT_GATEWAY),
         rows: 1_000_000,
         rounds: 3,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--gateway" => args.gateway = PathBuf::from(value),
-            "--rows" => args.rows = value.parse().expect("rows"),
-            "--rounds" => args.rounds = value.parse().expect("rounds"),
-            other => panic!("unknown flag {other}"),
-        }
-    }
+    parse_flags(|flag, value| match flag {
+        "--gateway" => args.gateway = PathBuf::from(value),
+        "--rows" => args.rows = value.parse().expect("rows"),
+        "--rounds" => args.rounds = value.parse().expect("rounds"),
+        other => panic!("unknown flag {other}"),
+    });
     args
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn query_text(rows: u64) -> String {
     format!("SELECT n, printf('%050d', n) AS pad FROM numbers LIMIT {rows}")
 }
 
-/// The gateway child process; killed on drop.
-struct Gateway {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_gateway(args: &Args, imds: &ImdsFake, ca: &TestCa) -> (Gateway, GatewayClient) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let socket = dir.path().join("gw.sock");
+/// The gateway binary as a child process, configured for the fakes, once it
+/// hands out SQL tokens.
+async fn start_gateway(args: &Args, imds: &ImdsFake, ca: &TestCa) -> (Spawned, GatewayClient) {
+    let (dir, socket) = socket_dir("gw.sock");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.ca_pem()).expect("write CA");
     let config_file = dir.path().join("gateway.toml");
@@ -115,20 +93,13 @@ async fn start_gateway(args: &Args, imds: &ImdsFake, ca: &TestCa) -> (Gateway, G
         .stdout(Stdio::null())
         .spawn()
         .expect("start the gateway binary (cargo build --release first)");
-    let gateway = Gateway { child, _dir: dir };
-    let started = Instant::now();
-    let client = loop {
-        if let Ok(client) = GatewayClient::connect(socket.to_str().expect("UTF-8")).await {
-            if client.get_token(SQL_AUDIENCE).await.is_ok() {
-                break client;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let gateway = Spawned::new(child, socket, dir);
+    let path = gateway.socket.to_str().expect("UTF-8");
+    let client = wait_ready("gateway", Duration::from_millis(5), || async move {
+        let client = GatewayClient::connect(path).await.ok()?;
+        client.get_token(SQL_AUDIENCE).await.ok().map(|_| client)
+    })
+    .await;
     (gateway, client)
 }
 
@@ -245,7 +216,7 @@ async fn main() {
         .await
         .expect("fake SQL");
     let (gateway, client) = start_gateway(&args, &imds, &ca).await;
-    let pid = gateway.child.id();
+    let pid = gateway.pid();
 
     println!("# QuerySql streaming benchmark");
     println!(

@@ -6,49 +6,35 @@ use std::{
     io::Read,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use futures::StreamExt;
+use identity_gateway_bench::support::{
+    connect_unix, peak_rss_kib, rss_kib, socket_dir, wait_ready, Spawned, DEFAULT_GATEWAY,
+};
 use identity_gateway_client::{proto, GatewayClient};
 use identity_gateway_emulator::{imds::ImdsConfig, imds::ImdsFake, sample, TokenAuthority};
 use tower::ServiceExt;
 
 const VAULT: &str = "https://vault.azure.net";
 
-struct Gateway {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
+/// A gateway under NOFILE 1024 (with `audit`, also on that loopback TCP port,
+/// its audit log counted), and a well-behaved client on its socket whose
+/// first call has been made.
 async fn start(
     gateway: &Path,
     imds: &str,
     audit: Option<u16>,
-) -> (Gateway, Option<std::thread::JoinHandle<usize>>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let socket = dir.path().join("gw.sock");
+) -> (
+    Spawned,
+    GatewayClient,
+    Option<std::thread::JoinHandle<usize>>,
+) {
+    let (dir, socket) = socket_dir("gw.sock");
     let mut command = Command::new(gateway);
     command
         .args(["--imds-endpoint", imds, "--socket"])
@@ -86,25 +72,15 @@ async fn start(
             buf.len()
         })
     });
-    let started = Instant::now();
-    while GatewayClient::connect(socket.to_str().unwrap())
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    (
-        Gateway {
-            child,
-            socket,
-            _dir: dir,
-        },
-        log,
-    )
+    let gw = Spawned::new(child, socket, dir);
+    let path = gw.socket.to_str().unwrap();
+    wait_ready("gateway", Duration::from_millis(5), || async move {
+        GatewayClient::connect(path).await.ok().map(drop)
+    })
+    .await;
+    let good = GatewayClient::connect(path).await.unwrap();
+    well_behaved(good.clone(), 1).await;
+    (gw, good, log)
 }
 
 fn request(resource: &str) -> tonic::Request<proto::GetTokenRequest> {
@@ -133,18 +109,12 @@ async fn well_behaved(client: GatewayClient, calls: usize) -> (Vec<Duration>, us
 }
 
 async fn channel(socket: &Path) -> tonic::transport::Channel {
-    let path = socket.to_owned();
-    tonic::transport::Endpoint::from_static("http://gateway.local")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("connect")
+    connect_unix(
+        tonic::transport::Endpoint::from_static("http://gateway.local"),
+        socket,
+    )
+    .await
+    .expect("connect")
 }
 
 async fn oversized(channel: tonic::transport::Channel, len: u32) {
@@ -168,22 +138,22 @@ async fn oversized(channel: tonic::transport::Channel, len: u32) {
     let _ = tokio::time::timeout(Duration::from_secs(60), channel.oneshot(request)).await;
 }
 
-fn report(name: &str, gw: &Gateway, latencies: &[Duration], errors: usize, extra: &str) {
+fn report(name: &str, gw: &Spawned, latencies: &[Duration], errors: usize, extra: &str) {
     let p = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
-    let pid = gw.child.id();
+    let pid = gw.pid();
     println!(
         "| {name} | {:.2} ms | {:.2} ms | {errors} | {:.1} MB | {:.1} MB | {extra} |",
         p(50).as_secs_f64() * 1e3,
         p(99).as_secs_f64() * 1e3,
-        status_kib(pid, "VmHWM:") as f64 / 1024.0,
-        status_kib(pid, "VmRSS:") as f64 / 1024.0,
+        peak_rss_kib(pid) as f64 / 1024.0,
+        rss_kib(pid) as f64 / 1024.0,
     );
 }
 
 #[tokio::main]
 pub(crate) async fn main() {
     let mut args = std::env::args().skip(1);
-    let mut gateway = PathBuf::from("target/release/identity-gateway");
+    let mut gateway = PathBuf::from(DEFAULT_GATEWAY);
     while let Some(arg) = args.next() {
         if arg == "--gateway" {
             gateway = args.next().expect("--gateway PATH").into();
@@ -209,20 +179,12 @@ pub(crate) async fn main() {
     println!("|---|---:|---:|---:|---:|---:|---|");
 
     {
-        let (gw, _) = start(&gateway, &imds_url, None).await;
-        let good = GatewayClient::connect(gw.socket.to_str().unwrap())
-            .await
-            .unwrap();
-        well_behaved(good.clone(), 1).await;
+        let (gw, good, _) = start(&gateway, &imds_url, None).await;
         let (lat, errors) = well_behaved(good, 400).await;
         report("none (baseline)", &gw, &lat, errors, "");
     }
     {
-        let (gw, _) = start(&gateway, &imds_url, None).await;
-        let good = GatewayClient::connect(gw.socket.to_str().unwrap())
-            .await
-            .unwrap();
-        well_behaved(good.clone(), 1).await;
+        let (gw, good, _) = start(&gateway, &imds_url, None).await;
         let mut channels = Vec::new();
         for _ in 0..8 {
             channels.push(channel(&gw.socket).await);
@@ -249,11 +211,7 @@ pub(crate) async fn main() {
         );
     }
     {
-        let (gw, _) = start(&gateway, &imds_url, None).await;
-        let good = GatewayClient::connect(gw.socket.to_str().unwrap())
-            .await
-            .unwrap();
-        well_behaved(good.clone(), 1).await;
+        let (gw, good, _) = start(&gateway, &imds_url, None).await;
         let mut idle = Vec::new();
         for _ in 0..2000 {
             if let Ok(s) = std::os::unix::net::UnixStream::connect(&gw.socket) {
@@ -277,11 +235,7 @@ pub(crate) async fn main() {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let (gw, log) = start(&gateway, &imds_url, Some(port)).await;
-        let good = GatewayClient::connect(gw.socket.to_str().unwrap())
-            .await
-            .unwrap();
-        well_behaved(good.clone(), 1).await;
+        let (gw, good, log) = start(&gateway, &imds_url, Some(port)).await;
         let flooder = GatewayClient::connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("connect over TCP");
@@ -298,11 +252,11 @@ pub(crate) async fn main() {
         let started = Instant::now();
         let (_, (lat, errors)) = tokio::join!(flood, well_behaved(good, 400));
         let took = started.elapsed();
-        let pid = gw.child.id();
+        let pid = gw.pid();
         let line = format!(
             "| 50,000 cached GetTokens at 64 concurrency | | | | {:.1} MB | {:.1} MB |",
-            status_kib(pid, "VmHWM:") as f64 / 1024.0,
-            status_kib(pid, "VmRSS:") as f64 / 1024.0,
+            peak_rss_kib(pid) as f64 / 1024.0,
+            rss_kib(pid) as f64 / 1024.0,
         );
         drop(gw);
         let bytes = log.map(|l| l.join().unwrap_or(0)).unwrap_or(0);

@@ -2,13 +2,16 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use crate::canned;
 use identity_gateway::{config::Config, App};
+use identity_gateway_bench::support::{
+    connect_unix, parse_flags, rss_kib, socket_dir, wait_ready, Spawned, DEFAULT_GATEWAY,
+};
 use identity_gateway_client::{proto::GetTokenRequest, GatewayClient};
 use identity_gateway_emulator::{
     imds::{ImdsConfig, ImdsFake, RateLimits},
@@ -27,20 +30,16 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        gateway: PathBuf::from("target/release/identity-gateway"),
+        gateway: PathBuf::from(DEFAULT_GATEWAY),
         seconds_per_round: 1.0,
         rounds: 5,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--gateway" => args.gateway = PathBuf::from(value),
-            "--seconds-per-round" => args.seconds_per_round = value.parse().expect("seconds"),
-            "--rounds" => args.rounds = value.parse().expect("rounds"),
-            other => panic!("unknown flag {other}"),
-        }
-    }
+    parse_flags(|flag, value| match flag {
+        "--gateway" => args.gateway = PathBuf::from(value),
+        "--seconds-per-round" => args.seconds_per_round = value.parse().expect("seconds"),
+        "--rounds" => args.rounds = value.parse().expect("rounds"),
+        other => panic!("unknown flag {other}"),
+    });
     args
 }
 
@@ -110,54 +109,27 @@ async fn drive(socket: &Path, health: bool, count: usize, concurrency: usize) {
     }
 }
 
-struct Gateway {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 async fn health_channel(socket: &Path) -> Option<tonic::transport::Channel> {
     // The same HTTP/2 windows identity-gateway-client uses.
-    tonic::transport::Endpoint::from_static("http://gateway.local")
+    let endpoint = tonic::transport::Endpoint::from_static("http://gateway.local")
         .initial_connection_window_size(8 * 1024 * 1024)
-        .initial_stream_window_size(1024 * 1024)
-        .connect_with_connector(tower_service(socket.to_owned()))
-        .await
-        .ok()
+        .initial_stream_window_size(1024 * 1024);
+    connect_unix(endpoint, socket).await.ok()
 }
 
-fn tower_service(
-    path: PathBuf,
-) -> impl tower::Service<
-    tonic::transport::Uri,
-    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
-    Error = std::io::Error,
-    Future = impl Send,
-> + Clone {
-    tower::service_fn(move |_| {
-        let path = path.clone();
-        async move {
-            Ok(hyper_util::rt::TokioIo::new(
-                tokio::net::UnixStream::connect(path).await?,
-            ))
-        }
+/// A channel to `socket` once a health check answers there, polling every
+/// `every`.
+async fn answering(what: &str, socket: &Path, every: Duration) -> tonic::transport::Channel {
+    wait_ready(what, every, || async move {
+        let ch = health_channel(socket).await?;
+        let mut health = HealthClient::new(ch.clone());
+        health
+            .check(HealthCheckRequest::default())
+            .await
+            .ok()
+            .map(|_| ch)
     })
+    .await
 }
 
 /// Spawns `gateway` with `extra` args on a fresh socket; returns it once a
@@ -165,9 +137,8 @@ fn tower_service(
 async fn spawn_ready(
     gateway: &Path,
     extra: &[&str],
-) -> (Gateway, PathBuf, tonic::transport::Channel, Duration) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let socket = dir.path().join("gw.sock");
+) -> (Spawned, tonic::transport::Channel, Duration) {
+    let (dir, socket) = socket_dir("gw.sock");
     let started = Instant::now();
     let child = Command::new(gateway)
         .args(extra)
@@ -177,20 +148,9 @@ async fn spawn_ready(
         .stdout(Stdio::null())
         .spawn()
         .expect("start the gateway binary (build it with cargo build --release)");
-    let gateway = Gateway { child, _dir: dir };
-    loop {
-        if let Some(ch) = health_channel(&socket).await {
-            let mut health = HealthClient::new(ch.clone());
-            if health.check(HealthCheckRequest::default()).await.is_ok() {
-                return (gateway, socket, ch, started.elapsed());
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let gateway = Spawned::new(child, socket, dir);
+    let ch = answering("gateway", &gateway.socket, Duration::from_millis(1)).await;
+    (gateway, ch, started.elapsed())
 }
 
 /// The production shape: no emulator, IMDS configured but not yet asked.
@@ -200,10 +160,10 @@ async fn production_startup(args: &Args) {
     println!("|---:|---:|---:|");
     let mut startups = Vec::new();
     for run in 1..=5 {
-        let (gateway, _socket, _channel, startup) =
+        let (gateway, _channel, startup) =
             spawn_ready(&args.gateway, &["--imds-endpoint", "http://127.0.0.1:9"]).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let rss = rss_kib(gateway.child.id()) as f64 / 1024.0;
+        let rss = rss_kib(gateway.pid()) as f64 / 1024.0;
         println!(
             "| {run} | {:.1} ms | {rss:.1} MB |",
             startup.as_secs_f64() * 1e3
@@ -216,9 +176,8 @@ async fn production_startup(args: &Args) {
 
 /// The bench-only canned-reply server (`canned.rs`), this binary in its own
 /// process, replaying a reply captured from the gateway on `gateway_socket`.
-async fn spawn_canned(gateway_socket: &Path) -> (Gateway, tonic::transport::Channel) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let socket = dir.path().join("canned.sock");
+async fn spawn_canned(gateway_socket: &Path) -> (Spawned, tonic::transport::Channel) {
+    let (dir, socket) = socket_dir("canned.sock");
     let child = Command::new(std::env::current_exe().expect("own path"))
         .arg("--serve-canned")
         .arg(&socket)
@@ -226,21 +185,14 @@ async fn spawn_canned(gateway_socket: &Path) -> (Gateway, tonic::transport::Chan
         .arg(RESOURCE)
         .spawn()
         .expect("start the canned-reply server");
-    let server = Gateway { child, _dir: dir };
-    let started = Instant::now();
-    loop {
-        if let Some(ch) = health_channel(&socket).await {
-            let mut health = HealthClient::new(ch.clone());
-            if health.check(HealthCheckRequest::default()).await.is_ok() {
-                return (server, ch);
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "canned-reply server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let server = Spawned::new(child, socket, dir);
+    let ch = answering(
+        "canned-reply server",
+        &server.socket,
+        Duration::from_millis(5),
+    )
+    .await;
+    (server, ch)
 }
 
 async fn external_gateway(args: &Args) {
@@ -260,7 +212,7 @@ async fn external_gateway(args: &Args) {
     )
     .expect("write the config file");
     let config = limits.path().to_str().expect("utf-8 temp path");
-    let (gateway, socket, channel, _) = spawn_ready(
+    let (gateway, channel, _) = spawn_ready(
         &args.gateway,
         &[
             "--source",
@@ -272,13 +224,13 @@ async fn external_gateway(args: &Args) {
         ],
     )
     .await;
-    let pid = gateway.child.id();
+    let pid = gateway.pid();
     let client = GatewayClient::from_channel(channel.clone());
     client.get_token(RESOURCE).await.expect("warm the cache");
-    let (canned, canned_channel) = spawn_canned(&socket).await;
+    let (canned, canned_channel) = spawn_canned(&gateway.socket).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss_kib(pid) as f64 / 1024.0;
-    let canned_idle = rss_kib(canned.child.id()) as f64 / 1024.0;
+    let canned_idle = rss_kib(canned.pid()) as f64 / 1024.0;
 
     println!(
         "\n## cached GetToken vs empty unary RPC (health Check) vs canned token-size reply, UDS"
@@ -331,7 +283,7 @@ async fn external_gateway(args: &Args) {
         );
     }
     let after = rss_kib(pid) as f64 / 1024.0;
-    let canned_after = rss_kib(canned.child.id()) as f64 / 1024.0;
+    let canned_after = rss_kib(canned.pid()) as f64 / 1024.0;
     tokio::time::sleep(Duration::from_secs(3)).await;
     println!(
         "gateway RSS: idle {idle:.1} MB, right after the load {after:.1} MB, 3 s later {:.1} MB",
@@ -339,7 +291,7 @@ async fn external_gateway(args: &Args) {
     );
     println!(
         "canned-reply server RSS (no trimming): idle {canned_idle:.1} MB, after the load {canned_after:.1} MB, 3 s later {:.1} MB",
-        rss_kib(canned.child.id()) as f64 / 1024.0
+        rss_kib(canned.pid()) as f64 / 1024.0
     );
     drop(canned);
     drop(gateway);
