@@ -17,7 +17,7 @@ use identity_gateway_core::GatewayError;
 use identity_gateway_identity::governor::CallerKey;
 use serde::Deserialize;
 
-use crate::context::{CallContext, Peer};
+use crate::context::{CallContext, Peer, PeerId};
 
 /// `[limits]`: what one caller may ask of the gateway, and the transport's
 /// bounds (applied by the server around the operations).
@@ -94,19 +94,19 @@ pub(crate) enum CallerId {
 impl CallerId {
     pub(crate) fn of(peer: &Peer) -> Self {
         use std::hash::Hasher;
-        match (peer.uid, &peer.account, peer.addr) {
-            (Some(uid), _, _) => Self::Uid(uid),
-            (None, Some(account), _) => {
+        match peer.peer_id() {
+            PeerId::Uid(uid) => Self::Uid(uid),
+            PeerId::Sid(sid) => {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 // Windows writes SIDs in upper case; any other case is
                 // another spelling of the same account.
-                for b in account.user_sid.bytes() {
+                for b in sid.bytes() {
                     h.write_u8(b.to_ascii_uppercase());
                 }
                 Self::Account(h.finish())
             }
-            (None, None, Some(addr)) => Self::Ip(addr.ip()),
-            (None, None, None) => Self::Unknown,
+            PeerId::Ip(ip) => Self::Ip(ip),
+            PeerId::Unknown => Self::Unknown,
         }
     }
 
