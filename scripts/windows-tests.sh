@@ -367,6 +367,37 @@ TOML
   fi
 fi
 
+# --- connection caps on the pipe ---------------------------------------------
+# With 3 connections per caller, the 4th and 5th of one account (held open
+# together) are closed at accept; once they are gone, a new one is served.
+if policy_gateway limits.toml <<TOML
+[limits]
+max_connections_per_caller = 3
+TOML
+then
+  out="$(probe hold "$policy_pipe" 5 https://vault.azure.net)"
+  if [[ $out == "hold: 5 connections, 3 served, first refusal: "* ]]; then
+    pass "limits.max_connections_per_caller applies on the pipe: 3 of 5 held connections served"
+  else
+    fail "limits.max_connections_per_caller applies on the pipe: 3 of 5 held connections served" "$out"
+  fi
+  if grep -q 'connection refused: too many open connections.*limits.max_connections_per_caller' "$work/limits.toml.err" &&
+    [[ $(grep -c 'connection refused: too many open connections' "$work/limits.toml.err") == 1 ]]; then
+    pass "the refusals on the pipe are logged once (rate-limited), naming the limit"
+  else
+    fail "the refusals on the pipe are logged once (rate-limited), naming the limit" "$(grep -m3 'refused' "$work/limits.toml.err")"
+  fi
+  out="$(probe token "$policy_pipe" https://vault.azure.net)"
+  if [[ $out == "token ok: resource https://vault.azure.net,"* ]]; then
+    pass "closed connections give their places back: a new connection is served"
+  else
+    fail "closed connections give their places back: a new connection is served" "$out"
+  fi
+else
+  fail "the gateway starts with [limits] max_connections_per_caller = 3" "$(tail -n 5 "$work/limits.toml.err")"
+fi
+stop_policy_gateway
+
 # --- the Windows service ----------------------------------------------------
 svc_config="$(win_path "$work/service.toml")"
 out="$(win "$gateway" service install --config "$svc_config")"

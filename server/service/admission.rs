@@ -40,9 +40,10 @@ pub struct LimitsConfig {
     /// Server-side timeout of a call (until its reply starts), whatever the
     /// caller's deadline.
     pub request_timeout_secs: u64,
-    /// Open connections in total (Unix socket and TCP).
+    /// Open connections in total (Unix socket or Windows pipe, and TCP).
     pub max_connections: usize,
-    /// Open connections per uid (Unix socket) or IP (TCP).
+    /// Open connections per uid (Unix socket), user SID (Windows pipe) or
+    /// IP (TCP).
     pub max_connections_per_caller: usize,
 }
 
