@@ -4,7 +4,9 @@
 # over a real named pipe, against the emulator's fakes (served by the Linux
 # build's `identity-gateway --emulator`, so the Windows binary runs as
 # shipped, from a config file):
-#   GetToken and GetSecret over the pipe, 50 parallel connections, the pipe's
+#   GetToken and GetSecret over the pipe, 50 parallel connections, the
+#   per-caller connection cap on the pipe, `identity-gateway.exe healthcheck`
+#   over the pipe, the pipe's
 #   security descriptor as a client reads it back, pipe clients' SIDs in the
 #   audit log, client-rs's pipe-owner (impostor) check, the second-instance
 #   refusal, caller policy rules naming Windows accounts (by name, looked up
@@ -176,6 +178,28 @@ if [[ $out == "burst ok: 50 connections, 0 failed" ]]; then
   pass "50 parallel connections, none refused as busy"
 else
   fail "50 parallel connections, none refused as busy" "$out"
+fi
+
+out="$(win "$gateway" healthcheck --pipe "$pipe")"
+code=$?
+if ((code == 0)) && [[ $out == *SERVING* ]]; then
+  pass "healthcheck --pipe answers SERVING over the pipe (exit 0)"
+else
+  fail "healthcheck --pipe answers SERVING over the pipe (exit 0)" "exit $code: $out"
+fi
+out="$(win "$gateway" --config "$(win_path "$work/console.toml")" healthcheck --service identity_gateway.v1.IdentityGateway)"
+code=$?
+if ((code == 0)) && [[ $out == *SERVING* ]]; then
+  pass "healthcheck takes the pipe from the gateway's config file"
+else
+  fail "healthcheck takes the pipe from the gateway's config file" "exit $code: $out"
+fi
+out="$(win "$gateway" healthcheck --socket '\\.\pipe\identity-gateway-wine-nobody' --timeout 5)"
+code=$?
+if ((code != 0)) && [[ $out == *unreachable* ]]; then
+  pass "healthcheck on a pipe nobody serves fails (exit $code)"
+else
+  fail "healthcheck on a pipe nobody serves fails" "exit $code: $out"
 fi
 
 out="$(probe sddl "$pipe")"
