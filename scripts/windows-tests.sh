@@ -4,7 +4,9 @@
 # over a real named pipe, against the emulator's fakes (served by the Linux
 # build's `identity-gateway --emulator`, so the Windows binary runs as
 # shipped, from a config file):
-#   GetToken and GetSecret over the pipe, 50 parallel connections, the pipe's
+#   GetToken and GetSecret over the pipe, 50 parallel connections, the
+#   per-caller connection cap on the pipe, `identity-gateway.exe healthcheck`
+#   over the pipe, the pipe's
 #   security descriptor as a client reads it back, pipe clients' SIDs in the
 #   audit log, client-rs's pipe-owner (impostor) check, the second-instance
 #   refusal, caller policy rules naming Windows accounts (by name, looked up
@@ -176,6 +178,28 @@ if [[ $out == "burst ok: 50 connections, 0 failed" ]]; then
   pass "50 parallel connections, none refused as busy"
 else
   fail "50 parallel connections, none refused as busy" "$out"
+fi
+
+out="$(win "$gateway" healthcheck --pipe "$pipe")"
+code=$?
+if ((code == 0)) && [[ $out == *SERVING* ]]; then
+  pass "healthcheck --pipe answers SERVING over the pipe (exit 0)"
+else
+  fail "healthcheck --pipe answers SERVING over the pipe (exit 0)" "exit $code: $out"
+fi
+out="$(win "$gateway" --config "$(win_path "$work/console.toml")" healthcheck --service identity_gateway.v1.IdentityGateway)"
+code=$?
+if ((code == 0)) && [[ $out == *SERVING* ]]; then
+  pass "healthcheck takes the pipe from the gateway's config file"
+else
+  fail "healthcheck takes the pipe from the gateway's config file" "exit $code: $out"
+fi
+out="$(win "$gateway" healthcheck --socket '\\.\pipe\identity-gateway-wine-nobody' --timeout 5)"
+code=$?
+if ((code != 0)) && [[ $out == *unreachable* ]]; then
+  pass "healthcheck on a pipe nobody serves fails (exit $code)"
+else
+  fail "healthcheck on a pipe nobody serves fails" "exit $code: $out"
 fi
 
 out="$(probe sddl "$pipe")"
@@ -366,6 +390,37 @@ TOML
     fi
   fi
 fi
+
+# --- connection caps on the pipe ---------------------------------------------
+# With 3 connections per caller, the 4th and 5th of one account (held open
+# together) are closed at accept; once they are gone, a new one is served.
+if policy_gateway limits.toml <<TOML
+[limits]
+max_connections_per_caller = 3
+TOML
+then
+  out="$(probe hold "$policy_pipe" 5 https://vault.azure.net)"
+  if [[ $out == "hold: 5 connections, 3 served, first refusal: "* ]]; then
+    pass "limits.max_connections_per_caller applies on the pipe: 3 of 5 held connections served"
+  else
+    fail "limits.max_connections_per_caller applies on the pipe: 3 of 5 held connections served" "$out"
+  fi
+  if grep -q 'connection refused: too many open connections.*limits.max_connections_per_caller' "$work/limits.toml.err" &&
+    [[ $(grep -c 'connection refused: too many open connections' "$work/limits.toml.err") == 1 ]]; then
+    pass "the refusals on the pipe are logged once (rate-limited), naming the limit"
+  else
+    fail "the refusals on the pipe are logged once (rate-limited), naming the limit" "$(grep -m3 'refused' "$work/limits.toml.err")"
+  fi
+  out="$(probe token "$policy_pipe" https://vault.azure.net)"
+  if [[ $out == "token ok: resource https://vault.azure.net,"* ]]; then
+    pass "closed connections give their places back: a new connection is served"
+  else
+    fail "closed connections give their places back: a new connection is served" "$out"
+  fi
+else
+  fail "the gateway starts with [limits] max_connections_per_caller = 3" "$(tail -n 5 "$work/limits.toml.err")"
+fi
+stop_policy_gateway
 
 # --- the Windows service ----------------------------------------------------
 svc_config="$(win_path "$work/service.toml")"

@@ -367,7 +367,9 @@ async fn serve(
         }));
     }
     #[cfg(windows)]
-    if let Some(incoming) = listeners.pipe {
+    if let Some(pipe) = listeners.pipe {
+        // Counted per user SID, in the same totals as the other listeners.
+        let incoming = connections.limit(pipe);
         let s = Arc::clone(&server);
         let stop = stopped();
         servers.push(tokio::spawn(async move {

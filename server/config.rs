@@ -56,7 +56,12 @@ pub struct Cli {
 
     /// Windows only: named pipe to serve on, instead of the Unix socket.
     /// [default: \\.\pipe\identity-gateway]
-    #[arg(long, env = "IDENTITY_GATEWAY_PIPE", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "IDENTITY_GATEWAY_PIPE",
+        value_name = "NAME"
+    )]
     pub pipe: Option<String>,
 
     /// Base URL of IMDS, for tests and unusual hosts.
@@ -129,10 +134,12 @@ pub struct Cli {
 /// configuration the daemon would use (same flags, variables and file).
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Asks the running gateway's grpc.health.v1 service over its socket;
+    /// Asks the running gateway's grpc.health.v1 service over its socket (its
+    /// pipe on Windows);
     /// exits 0 when it answers SERVING, 1 otherwise (for container probes
     /// and scripts). Takes the socket from --socket, IDENTITY_GATEWAY_SOCKET
-    /// or the config file.
+    /// or the config file; on Windows the pipe from --pipe (or --socket
+    /// \\.\pipe\NAME), IDENTITY_GATEWAY_PIPE or the config file.
     Healthcheck(crate::healthcheck::HealthcheckArgs),
     /// Checks, in order, what the gateway needs (identity source, a token,
     /// the identity's ids, configured upstreams, the socket, the policy) and

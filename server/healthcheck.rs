@@ -1,18 +1,16 @@
 //! `identity-gateway healthcheck`: asks a running gateway's
-//! `grpc.health.v1.Health/Check` over its Unix socket and turns the answer
-//! into an exit code, for container probes (Kubernetes' native `grpc` probe
-//! dials TCP only, and this daemon serves tokens on a socket by design) and
-//! for scripts.
+//! `grpc.health.v1.Health/Check` over its Unix socket (its named pipe on
+//! Windows) and turns the answer into an exit code, for container probes
+//! (Kubernetes' native `grpc` probe dials TCP only, and this daemon serves
+//! tokens on a socket by design), Windows monitoring, and scripts.
 //!
 //! This module is a client of the gateway; it shares nothing with the
-//! serving code but the socket path.
+//! serving code but the socket path or pipe name. It sends no secret, so it
+//! does not check who owns the pipe (client-rs does, before sending calls).
 
-use std::{path::Path, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-#[cfg(unix)]
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
+use crate::config::Config;
 
 /// The gRPC service name whose health says "the gateway's own API is up".
 pub const GATEWAY_SERVICE: &str = "identity_gateway.v1.IdentityGateway";
@@ -38,7 +36,7 @@ pub enum Health {
     Serving,
     /// Answered, but not SERVING (the status's name, e.g. "NOT_SERVING").
     NotServing(String),
-    /// No answer: the socket is missing, refused, timed out, or the service
+    /// No answer: the socket or pipe is missing, refused, timed out, or the service
     /// is unknown to the server.
     Unreachable(String),
 }
@@ -63,39 +61,99 @@ impl std::fmt::Display for Health {
     }
 }
 
-/// Asks the gateway on `socket` about `service` within `timeout`.
-pub async fn check(socket: &Path, service: &str, timeout: Duration) -> Health {
-    match tokio::time::timeout(timeout, ask(socket, service)).await {
-        Ok(health) => health,
-        Err(_) => Health::Unreachable(format!(
-            "no answer on {} within {timeout:?}",
-            socket.display()
-        )),
+/// Where the gateway to ask listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A Unix domain socket (Linux).
+    Socket(PathBuf),
+    /// A named pipe, `\\.\pipe\NAME` (Windows).
+    Pipe(String),
+}
+
+impl Target {
+    /// The gateway `config` describes: on Windows its pipe (`--pipe`, or
+    /// `--socket` when that names a pipe, else the default pipe), elsewhere
+    /// its socket.
+    pub fn of(config: &Config) -> Self {
+        if cfg!(windows) {
+            let socket = config.socket.to_string_lossy();
+            if is_pipe_name(&socket) && config.pipe.is_none() {
+                return Self::Pipe(socket.into_owned());
+            }
+            return Self::Pipe(crate::transport::pipe_name(config));
+        }
+        Self::Socket(config.socket.clone())
     }
 }
 
-#[cfg(unix)]
-async fn ask(socket: &Path, service: &str) -> Health {
+/// `\\.\pipe\...`, in either case (Windows compares pipe names
+/// case-insensitively).
+fn is_pipe_name(text: &str) -> bool {
+    text.get(..9)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(r"\\.\pipe\"))
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Socket(path) => write!(f, "{}", path.display()),
+            Self::Pipe(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Asks the gateway at `target` about `service` within `timeout`.
+pub async fn check(target: &Target, service: &str, timeout: Duration) -> Health {
+    match tokio::time::timeout(timeout, ask(target, service)).await {
+        Ok(health) => health,
+        Err(_) => Health::Unreachable(format!("no answer on {target} within {timeout:?}")),
+    }
+}
+
+async fn ask(target: &Target, service: &str) -> Health {
     use tonic::transport::{Endpoint, Uri};
-    let path = socket.to_path_buf();
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
     // The URI is a placeholder; the connector decides where bytes go.
-    let channel = Endpoint::from_static("http://identity-gateway.local")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
+    let endpoint = Endpoint::from_static("http://identity-gateway.local");
+    let channel = match target {
+        #[cfg(unix)]
+        Target::Socket(path) => {
             let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await;
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+        }
+        #[cfg(windows)]
+        Target::Pipe(name) => {
+            let name = name.clone();
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let name = name.clone();
+                    async move {
+                        let pipe = open_pipe(&name).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(pipe))
+                    }
+                }))
+                .await
+        }
+        other => {
+            return Health::Unreachable(format!(
+                "{other}: not a transport of this platform (a Unix socket on Linux, a named pipe on Windows)"
+            ))
+        }
+    };
     let channel = match channel {
         Ok(channel) => channel,
         Err(e) => {
-            return Health::Unreachable(format!(
-                "cannot connect to {}: {}",
-                socket.display(),
-                source_chain(&e)
-            ))
+            return Health::Unreachable(format!("cannot connect to {target}: {}", source_chain(&e)))
         }
     };
     let request = HealthCheckRequest {
@@ -114,15 +172,24 @@ async fn ask(socket: &Path, service: &str) -> Health {
     }
 }
 
-#[cfg(not(unix))]
-async fn ask(socket: &Path, _service: &str) -> Health {
-    Health::Unreachable(format!(
-        "{}: healthcheck supports Unix sockets only on this platform",
-        socket.display()
-    ))
+/// Opens the client end of pipe `name`, waiting while every instance is
+/// busy (the caller's timeout bounds the wait).
+#[cfg(windows)]
+async fn open_pipe(
+    name: &str,
+) -> std::io::Result<tokio::net::windows::named_pipe::NamedPipeClient> {
+    /// All instances are connected to other clients; one frees up soon.
+    const ERROR_PIPE_BUSY: i32 = 231;
+    loop {
+        match tokio::net::windows::named_pipe::ClientOptions::new().open(name) {
+            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
-#[cfg(unix)]
 fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
@@ -132,4 +199,30 @@ fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_names_are_told_from_socket_paths() {
+        assert!(is_pipe_name(r"\\.\pipe\identity-gateway"));
+        assert!(is_pipe_name(r"\\.\PIPE\x"));
+        assert!(!is_pipe_name("/run/identity-gateway/socket"));
+        assert!(!is_pipe_name(r"\\.\pip"));
+        assert!(!is_pipe_name("\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}"));
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_unreachable() {
+        let target = if cfg!(windows) {
+            Target::Pipe(r"\\.\pipe\identity-gateway-nobody-here".into())
+        } else {
+            Target::Socket("/nonexistent/identity-gateway.sock".into())
+        };
+        let health = check(&target, "", Duration::from_secs(5)).await;
+        assert!(matches!(health, Health::Unreachable(_)), "{health}");
+        assert_eq!(health.exit_code(), 1);
+    }
 }

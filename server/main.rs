@@ -138,7 +138,8 @@ fn healthcheck(config: &Config, args: &HealthcheckArgs) -> ExitCode {
         }
     };
     let timeout = std::time::Duration::from_secs(args.timeout);
-    let health = runtime.block_on(healthcheck::check(&config.socket, &args.service, timeout));
+    let target = healthcheck::Target::of(config);
+    let health = runtime.block_on(healthcheck::check(&target, &args.service, timeout));
     match health {
         healthcheck::Health::Serving => print_stdout(&health.to_string()),
         _ => eprintln!("identity-gateway healthcheck: {health}"),

@@ -6,6 +6,8 @@
 //! gateway-probe token  TARGET RESOURCE
 //! gateway-probe secret TARGET VAULT_URL NAME
 //! gateway-probe burst  TARGET N RESOURCE      N clients, each on its own connection
+//! gateway-probe hold   TARGET N RESOURCE      N connections opened one after another, each
+//!                                             kept open after its call; prints how many were served
 //! gateway-probe watch  TARGET RESOURCE        first token, then waits for the stream's end
 //! gateway-probe owner  TARGET SID             connect requiring the pipe owner SID
 //! gateway-probe sddl   PIPE                   the pipe's owner and DACL (Windows)
@@ -93,6 +95,37 @@ async fn run(args: &[&str]) -> Result<String, String> {
                     failures.len(),
                     failures[0]
                 ))
+            }
+        }
+        ["hold", target, n, resource] => {
+            let n: usize = n
+                .parse()
+                .map_err(|_| format!("N must be a number, got {n}"))?;
+            // Every client stays alive (its connection open) until the end,
+            // so each later one meets the connections of the earlier ones.
+            let mut held = Vec::new();
+            let mut served = 0;
+            let mut first_refusal = None;
+            for _ in 0..n {
+                let outcome = match GatewayClient::connect(target).await {
+                    Ok(client) => {
+                        let call = client.get_token(resource).await.map(drop);
+                        held.push(client);
+                        call.map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    Ok(()) => served += 1,
+                    Err(e) => {
+                        first_refusal.get_or_insert(e);
+                    }
+                }
+            }
+            let line = format!("hold: {n} connections, {served} served");
+            match first_refusal {
+                None => Ok(line),
+                Some(e) => Ok(format!("{line}, first refusal: {e}")),
             }
         }
         ["watch", target, resource] => {

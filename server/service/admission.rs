@@ -17,7 +17,7 @@ use identity_gateway_core::GatewayError;
 use identity_gateway_identity::governor::CallerKey;
 use serde::Deserialize;
 
-use crate::context::{CallContext, Peer};
+use crate::context::{CallContext, Peer, PeerId};
 
 /// `[limits]`: what one caller may ask of the gateway, and the transport's
 /// bounds (applied by the server around the operations).
@@ -40,9 +40,10 @@ pub struct LimitsConfig {
     /// Server-side timeout of a call (until its reply starts), whatever the
     /// caller's deadline.
     pub request_timeout_secs: u64,
-    /// Open connections in total (Unix socket and TCP).
+    /// Open connections in total (Unix socket or Windows pipe, and TCP).
     pub max_connections: usize,
-    /// Open connections per uid (Unix socket) or IP (TCP).
+    /// Open connections per uid (Unix socket), user SID (Windows pipe) or
+    /// IP (TCP).
     pub max_connections_per_caller: usize,
 }
 
@@ -94,19 +95,19 @@ pub(crate) enum CallerId {
 impl CallerId {
     pub(crate) fn of(peer: &Peer) -> Self {
         use std::hash::Hasher;
-        match (peer.uid, &peer.account, peer.addr) {
-            (Some(uid), _, _) => Self::Uid(uid),
-            (None, Some(account), _) => {
+        match peer.peer_id() {
+            PeerId::Uid(uid) => Self::Uid(uid),
+            PeerId::Sid(sid) => {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 // Windows writes SIDs in upper case; any other case is
                 // another spelling of the same account.
-                for b in account.user_sid.bytes() {
+                for b in sid.bytes() {
                     h.write_u8(b.to_ascii_uppercase());
                 }
                 Self::Account(h.finish())
             }
-            (None, None, Some(addr)) => Self::Ip(addr.ip()),
-            (None, None, None) => Self::Unknown,
+            PeerId::Ip(ip) => Self::Ip(ip),
+            PeerId::Unknown => Self::Unknown,
         }
     }
 

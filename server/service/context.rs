@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use identity_gateway_azure::sql::SessionOwner;
+
 use crate::{account::WindowsAccount, policy::Caller};
 
 /// The transport a call arrived on.
@@ -59,6 +61,40 @@ pub struct Peer {
     /// Loopback callers only, when a socket group is configured: whether the
     /// attributed user is a member (loopback admits whom the socket admits).
     pub socket_group_member: Option<bool>,
+}
+
+/// Which of a peer's attributes tells callers apart for per-caller state
+/// (admission budgets, SQL sessions): the uid when the kernel gave one, else
+/// a pipe caller's user SID, else the TCP address. One precedence for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerId<'a> {
+    Uid(u32),
+    /// A named-pipe caller's user SID, as its token spelled it.
+    Sid(&'a str),
+    Ip(std::net::IpAddr),
+    Unknown,
+}
+
+impl Peer {
+    /// What tells this caller apart from others (see [`PeerId`]).
+    pub fn peer_id(&self) -> PeerId<'_> {
+        match (self.uid, &self.account, self.addr) {
+            (Some(uid), _, _) => PeerId::Uid(uid),
+            (None, Some(account), _) => PeerId::Sid(&account.user_sid),
+            (None, None, Some(addr)) => PeerId::Ip(addr.ip()),
+            (None, None, None) => PeerId::Unknown,
+        }
+    }
+
+    /// Whose pooled SQL sessions this caller may reuse: its uid or its user
+    /// SID; `None` (never pooled) for anyone else: an address is no owner.
+    pub fn session_owner(&self) -> Option<SessionOwner> {
+        match self.peer_id() {
+            PeerId::Uid(uid) => Some(SessionOwner::uid(uid)),
+            PeerId::Sid(sid) => Some(SessionOwner::sid(sid)),
+            PeerId::Ip(_) | PeerId::Unknown => None,
+        }
+    }
 }
 
 impl fmt::Display for Peer {
@@ -167,5 +203,36 @@ mod tests {
             Some("S-1-5-21-1-2-3-1001")
         );
         assert_eq!(caller.uid, None);
+        assert_eq!(
+            ctx.peer.session_owner(),
+            Some(SessionOwner::sid("S-1-5-21-1-2-3-1001"))
+        );
+    }
+
+    #[test]
+    fn session_owners_are_uids_or_sids_never_addresses() {
+        let account = Some(Arc::new(WindowsAccount {
+            user_sid: "S-1-5-21-1-2-3-1001".into(),
+            group_sids: Vec::new(),
+        }));
+        let unix = Peer {
+            uid: Some(1000),
+            ..Peer::default()
+        };
+        assert_eq!(unix.session_owner(), Some(SessionOwner::uid(1000)));
+        let pipe = Peer {
+            account: account.clone(),
+            ..Peer::default()
+        };
+        assert_eq!(
+            pipe.session_owner(),
+            Some(SessionOwner::sid("s-1-5-21-1-2-3-1001"))
+        );
+        let tcp = Peer {
+            addr: Some(SocketAddr::from(([127, 0, 0, 1], 5000))),
+            ..Peer::default()
+        };
+        assert_eq!(tcp.session_owner(), None);
+        assert_eq!(Peer::default().session_owner(), None);
     }
 }

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use account::{AccountResolver, SidStringsOnly, WindowsAccount};
 pub use admission::LimitsConfig;
-pub use context::{Attribution, CallContext, Peer, Transport};
+pub use context::{Attribution, CallContext, Peer, PeerId, Transport};
 pub use metrics::ServiceMetrics;
 pub use policy::{CallerPolicy, PolicyConfig, PolicyError};
 pub use validate::IdentityRef;

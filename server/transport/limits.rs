@@ -1,13 +1,14 @@
-//! Connection limits at accept, before any byte is read: connections open
-//! in total and per peer (uid from the socket's peer credentials, IP on
-//! TCP), connections that send nothing closed after a while, and accept
-//! errors (EMFILE, ENFILE, ...) logged once per run and backed off instead
-//! of retried in a hot loop.
+//! Connection limits at accept, before any request is read: connections
+//! open in total and per peer (uid from the socket's peer credentials, IP
+//! on TCP, the client token's user SID on the Windows pipe, one shared
+//! bucket for pipe clients whose token could not be read), connections that
+//! send nothing closed after a while, and accept errors (EMFILE, ENFILE,
+//! ...) logged once per run and backed off instead of retried in a hot loop.
 //!
 //! [`ConnectionLimits::limit`] wraps any stream of accepted connections and
 //! yields [`Limited`] connections (which keep the peer's connect info): the
-//! connection-serving loop ([`super::serve`]) takes the socket's and the
-//! attributed TCP listener's connections through it, and
+//! connection-serving loop ([`super::serve`]) takes the socket's, the pipe's
+//! and the attributed TCP listener's connections through it, and
 //! [`LimitedTcpListener`] does the same for the identity endpoint. It knows
 //! nothing of HTTP/2 or the services; the numbers come from `[limits]`.
 
@@ -34,11 +35,21 @@ use tokio::{
 use tonic::transport::server::Connected;
 
 /// Whose connection it is, for the per-peer count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PeerKey {
     Uid(u32),
     Ip(IpAddr),
+    /// A pipe client's user SID, upper-cased ([`PeerKey::sid`]).
+    Sid(Arc<str>),
     Unknown,
+}
+
+impl PeerKey {
+    /// A Windows account by user SID; Windows writes SIDs in upper case, any
+    /// other case is another spelling of the same account.
+    pub fn sid(user_sid: &str) -> Self {
+        Self::Sid(user_sid.to_ascii_uppercase().into())
+    }
 }
 
 /// A connection that can say who is at the other end.
@@ -84,6 +95,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// How long a connection may stay silent after it was accepted.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one "connection refused" line per this interval.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest pause between accept attempts after accept errors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -193,7 +206,7 @@ impl ConnectionLimits {
             let refused = c.refused.fetch_add(1, Ordering::Relaxed) + 1;
             let mut last = lock(&c.last_refusal_logged);
             let now = Instant::now();
-            if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10)) {
+            if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL) {
                 *last = Some(now);
                 tracing::warn!(
                     ?peer,
@@ -206,7 +219,7 @@ impl ConnectionLimits {
             }
             return None;
         }
-        *per_peer.entry(peer).or_insert(0) += 1;
+        *per_peer.entry(peer.clone()).or_insert(0) += 1;
         c.open.fetch_add(1, Ordering::SeqCst);
         Some(Slot {
             counts: Arc::clone(c),
@@ -469,6 +482,60 @@ mod tests {
         assert!(waited.is_err(), "no connection ever comes");
         let n = polls.load(Ordering::SeqCst);
         assert!((5..=20).contains(&n), "{n} accept attempts in 10 s");
+    }
+
+    /// An accepted connection that is only a key (the accounting does not
+    /// read or write).
+    #[derive(Debug)]
+    struct Keyed(PeerKey);
+
+    impl PeerOf for Keyed {
+        fn peer_key(&self) -> PeerKey {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn pipe_clients_are_counted_per_user_sid_and_unreadable_tokens_share_a_bucket() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<io::Result<Keyed>>();
+        let limits = ConnectionLimits::with(6, 2, FIRST_BYTE_TIMEOUT);
+        let mut accepted =
+            Box::pin(limits.limit(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)));
+        let alice = "S-1-5-21-1-2-3-1001";
+        let arrivals = [
+            PeerKey::sid(alice),
+            PeerKey::sid(&alice.to_ascii_lowercase()),
+            PeerKey::sid(alice), // alice's third: refused
+            PeerKey::sid("S-1-5-21-1-2-3-1002"),
+            PeerKey::Unknown,
+            PeerKey::Unknown,
+            PeerKey::Unknown, // a third unreadable token: refused
+        ];
+        for key in arrivals {
+            tx.send(Ok(Keyed(key))).unwrap();
+        }
+        drop(tx);
+        let mut held = Vec::new();
+        while let Some(conn) = accepted.next().await {
+            held.push(conn.unwrap());
+        }
+        let keys: Vec<PeerKey> = held.iter().map(|c| c.io.0.clone()).collect();
+        assert_eq!(
+            keys,
+            [
+                PeerKey::sid(alice),
+                PeerKey::sid(alice),
+                PeerKey::sid("S-1-5-21-1-2-3-1002"),
+                PeerKey::Unknown,
+                PeerKey::Unknown,
+            ]
+        );
+        assert_eq!((limits.open(), limits.refused()), (5, 2));
+        // The total cap applies across accounts; a closed connection gives
+        // its place back.
+        held.truncate(1);
+        assert_eq!(limits.open(), 1);
+        assert!(limits.admit(PeerKey::sid(alice)).is_some());
     }
 
     #[cfg(unix)]

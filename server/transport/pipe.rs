@@ -11,7 +11,9 @@
 //!   logged and retried, never the silent end of the accept stream.
 //! - Each connection is identified ([`crate::windows::caller`]) once the
 //!   client's first bytes arrived, in its own task, so a silent client
-//!   delays nobody.
+//!   delays nobody. The connection caps of `[limits]` ([`super::limits`])
+//!   then count it under the client's user SID (clients whose token could
+//!   not be read share one bucket).
 
 use std::{
     io,
@@ -67,6 +69,15 @@ impl Connected for PipeConnection {
     type ConnectInfo = PipeConnectInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
         self.info.clone()
+    }
+}
+
+impl super::limits::PeerOf for PipeConnection {
+    fn peer_key(&self) -> super::limits::PeerKey {
+        match &self.info.caller.account {
+            Some(account) => super::limits::PeerKey::sid(&account.user_sid),
+            None => super::limits::PeerKey::Unknown,
+        }
     }
 }
 

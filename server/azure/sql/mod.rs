@@ -2,8 +2,9 @@
 //!
 //! - [`client`]: one connection: TCP, TLS, LOGIN7 with the token, and what a
 //!   failed login means.
-//! - [`pool`]: a pool per (server, port, database, identity, caller); fresh tokens for
-//!   new logins, one retry when the server calls the token expired.
+//! - [`pool`]: a pool per (server, port, database, identity, caller) — the
+//!   caller being a [`SessionOwner`], uid or Windows user SID; fresh tokens
+//!   for new logins, one retry when the server calls the token expired.
 //! - [`stream`]: running a query as `sp_executesql` with bound `@Pn`
 //!   parameters and streaming its result sets in batches through a bounded
 //!   channel, stopping the server (ATTENTION) when the caller goes away.
@@ -28,6 +29,32 @@ pub use value::SqlValue;
 
 use crate::{error::GatewayError, token::AccessToken, token::IdentitySelector, Cloud};
 
+/// The caller a pooled SQL session belongs to: a Unix caller's uid, or a
+/// named-pipe caller's user SID. Unlike the admission counters (which hash
+/// the SID and tolerate a collision as a shared budget), this keeps the
+/// whole SID: a collision here would hand one account another's session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionOwner(Owner);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Owner {
+    Uid(u32),
+    Sid(Box<str>),
+}
+
+impl SessionOwner {
+    /// A Unix caller, by uid.
+    pub fn uid(uid: u32) -> Self {
+        Self(Owner::Uid(uid))
+    }
+
+    /// A Windows account, by user SID. Windows writes SIDs in upper case;
+    /// any other case is another spelling of the same account.
+    pub fn sid(user_sid: &str) -> Self {
+        Self(Owner::Sid(user_sid.to_ascii_uppercase().into_boxed_str()))
+    }
+}
+
 /// Where a query goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlTarget {
@@ -46,13 +73,14 @@ pub struct SqlTarget {
 pub struct SqlQuery {
     pub target: SqlTarget,
     pub identity: IdentitySelector,
-    /// The caller's uid. Pooled connections carry session state (`#temp`
-    /// tables, `SET` options, open implicit transactions, session context),
-    /// and tiberius offers no way to send TDS RESETCONNECTION on reuse, so
-    /// the pools are per caller: a connection is only ever reused by the
-    /// uid that used it before. `None` (an unattributed caller): the
-    /// connection is never pooled.
-    pub caller: Option<u32>,
+    /// Whose sessions this query may reuse. Pooled connections carry
+    /// session state (`#temp` tables, `SET` options, open implicit
+    /// transactions, session context), and tiberius offers no way to send
+    /// TDS RESETCONNECTION on reuse, so the pools are per caller: a
+    /// connection is only ever reused by the uid, or Windows account, that
+    /// used it before. `None` (an unattributed caller): the connection is
+    /// never pooled.
+    pub caller: Option<SessionOwner>,
     /// T-SQL; parameters are `@P1..@Pn`.
     pub text: String,
     pub params: Vec<SqlValue>,
@@ -207,6 +235,19 @@ pub(crate) fn server_error(number: u32, message: &str, context: &str) -> Gateway
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_owners_are_uids_or_whole_sids_ignoring_case() {
+        assert_eq!(
+            SessionOwner::sid("s-1-5-21-1-2-3-1001"),
+            SessionOwner::sid("S-1-5-21-1-2-3-1001")
+        );
+        assert_ne!(
+            SessionOwner::sid("S-1-5-21-1-2-3-1001"),
+            SessionOwner::sid("S-1-5-21-1-2-3-1002")
+        );
+        assert_ne!(SessionOwner::uid(1000), SessionOwner::sid("1000"));
+    }
 
     #[test]
     fn server_errors_map_to_status_kinds() {

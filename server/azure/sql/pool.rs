@@ -7,9 +7,11 @@
 //!   RESETCONNECTION status bit on the next request, but tiberius 0.13 sets
 //!   packet status itself and exposes no way to ask for it (and under TLS
 //!   the gateway cannot rewrite the header). So the pool is keyed by the
-//!   caller's uid as well: a session is only reused by the uid that left
-//!   the state there, exactly as in a pool inside that caller's own
-//!   process. Connections of unattributed callers are never pooled.
+//!   caller as well ([`SessionOwner`]: the uid on the Unix socket, the
+//!   user SID on the Windows pipe): a session is only reused by the caller
+//!   that left the state there, exactly as in a pool inside that caller's
+//!   own process. Connections of unattributed callers (no uid, no readable
+//!   token) are never pooled.
 //!
 //! - A pool holds at most `sql.pool_size` connections; callers beyond that
 //!   wait (within their deadline) for one to come back.
@@ -33,7 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{
     client::{self, ConnectError, ConnectSettings, Connection, Refusal},
-    identity_name, SqlMetrics, SqlTarget,
+    identity_name, SessionOwner, SqlMetrics, SqlTarget,
 };
 use crate::{
     config::SqlConfig,
@@ -52,8 +54,9 @@ struct PoolKey {
     port: u16,
     database: String,
     identity: IdentitySelector,
-    /// The caller's uid: sessions are never shared between callers.
-    caller: u32,
+    /// Sessions are never shared between callers; `None` (unattributed
+    /// callers) shares slots, never a session.
+    caller: Option<SessionOwner>,
 }
 
 struct Idle {
@@ -217,7 +220,7 @@ impl SqlPools {
         &self,
         target: &SqlTarget,
         identity: &IdentitySelector,
-        caller: Option<u32>,
+        caller: Option<&SessionOwner>,
         deadline: Option<Instant>,
     ) -> Result<Lease, GatewayError> {
         self.lease_with(target, identity, caller, deadline, false)
@@ -230,7 +233,7 @@ impl SqlPools {
         &self,
         target: &SqlTarget,
         identity: &IdentitySelector,
-        caller: Option<u32>,
+        caller: Option<&SessionOwner>,
         deadline: Option<Instant>,
     ) -> Result<Lease, GatewayError> {
         self.lease_with(target, identity, caller, deadline, true)
@@ -241,20 +244,20 @@ impl SqlPools {
         &self,
         target: &SqlTarget,
         identity: &IdentitySelector,
-        caller: Option<u32>,
+        caller: Option<&SessionOwner>,
         deadline: Option<Instant>,
         fresh: bool,
     ) -> Result<Lease, GatewayError> {
         let config = &self.config;
-        // Unattributed callers share the slots of one key (u32::MAX, no
-        // uid) but never an idle connection: theirs are not pooled.
+        // Unattributed callers share the slots of one key (no owner) but
+        // never an idle connection: theirs are not pooled.
         let poolable = caller.is_some();
         let key = PoolKey {
             host: target.host.to_ascii_lowercase(),
             port: target.port,
             database: target.database.clone(),
             identity: identity.clone(),
-            caller: caller.unwrap_or(u32::MAX),
+            caller: caller.cloned(),
         };
         let pool = Arc::clone(lock(&self.pools).entry(key).or_insert_with(|| {
             Arc::new(Pool {
@@ -461,5 +464,74 @@ fn login_error(
         ConnectError::Protocol(why) => {
             GatewayError::Upstream(format!("Azure SQL {server} answered something unexpected: {why}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use identity_gateway_core::{clock::ManualClock, http::UpstreamConfig, Cloud};
+    use identity_gateway_emulator::{
+        tds::Encryption, tls::TestCa, SqlFake, SqlFakeConfig, TokenAuthority,
+    };
+
+    use super::*;
+    use crate::testing;
+
+    #[tokio::test]
+    async fn sessions_are_reused_by_their_owner_only() {
+        let authority = Arc::new(TokenAuthority::generate(
+            "dc822496-97fa-4380-991a-c8b4ba5d4f73",
+        ));
+        let ca = TestCa::generate(&["localhost", "127.0.0.1"]);
+        let fake = SqlFake::start(
+            Arc::clone(&authority),
+            &ca,
+            SqlFakeConfig {
+                encryption: Encryption::Plaintext,
+                ..SqlFakeConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let clock = ManualClock::new();
+        let tokens = testing::MintingTokens::new(authority);
+        let up = testing::upstream(UpstreamConfig::default(), &clock, tokens);
+        let pools = SqlPools::new(up, SqlConfig::default());
+        let target = SqlTarget {
+            host: "127.0.0.1".into(),
+            port: fake.port(),
+            database: fake.database().into(),
+            cloud: Cloud::Public,
+            tls: false,
+        };
+        let identity = IdentitySelector::SystemAssigned;
+        let lease = |owner: Option<SessionOwner>| {
+            let (pools, target, identity) = (&pools, &target, &identity);
+            async move {
+                pools
+                    .lease(target, identity, owner.as_ref(), None)
+                    .await
+                    .unwrap()
+            }
+        };
+        let alice = || Some(SessionOwner::sid("S-1-5-21-1-2-3-1001"));
+        let bob = || Some(SessionOwner::sid("S-1-5-21-1-2-3-1002"));
+
+        let first = lease(alice()).await;
+        assert!(!first.reused);
+        first.release();
+        let other = lease(bob()).await;
+        assert!(!other.reused, "another account never gets alice's session");
+        other.release();
+        let again = lease(Some(SessionOwner::sid("s-1-5-21-1-2-3-1001"))).await;
+        assert!(again.reused, "alice gets her own session back");
+        again.release();
+        let by_uid = lease(Some(SessionOwner::uid(1001))).await;
+        assert!(!by_uid.reused);
+        by_uid.release();
+        // Unattributed callers are never pooled.
+        lease(None).await.release();
+        assert!(!lease(None).await.reused);
+        assert_eq!(fake.logins().len(), 5);
     }
 }

@@ -126,7 +126,12 @@ pub async fn query(
         .map(|(i, v)| bind_value(v, &format!("parameters[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     let lease = sql
-        .lease(&query.target, &query.identity, query.caller, deadline)
+        .lease(
+            &query.target,
+            &query.identity,
+            query.caller.as_ref(),
+            deadline,
+        )
         .await?;
     let (tx, rx) = mpsc::channel(sql.config().stream_buffer_batches.max(1));
     tokio::spawn(run(sql, query, params, lease, tx, deadline));
@@ -206,7 +211,12 @@ async fn run(
                 retried = true;
                 drop(lease);
                 lease = match sql
-                    .lease_fresh(&query.target, &query.identity, query.caller, deadline)
+                    .lease_fresh(
+                        &query.target,
+                        &query.identity,
+                        query.caller.as_ref(),
+                        deadline,
+                    )
                     .await
                 {
                     Ok(fresh) => fresh,

@@ -130,8 +130,9 @@ impl Gateway {
             },
             identity,
             // Pooled sessions are never shared between callers (see
-            // `SqlQuery::caller`); unattributed callers get none.
-            caller: ctx.peer.uid,
+            // `SqlQuery::caller`): keyed by uid or user SID; unattributed
+            // callers get none.
+            caller: ctx.peer.session_owner(),
             text,
             params: request.parameters,
             max_rows,
