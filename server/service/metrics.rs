@@ -60,6 +60,13 @@ struct CallHandles {
     duration: Histogram,
 }
 
+impl CallHandles {
+    fn record(&self, seconds: f64) {
+        self.calls.inc();
+        self.duration.observe(seconds);
+    }
+}
+
 impl Default for ServiceMetrics {
     fn default() -> Self {
         Self {
@@ -113,14 +120,11 @@ impl ServiceMetrics {
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(known) = handles.get(&labels) {
-                known.calls.inc();
-                known.duration.observe(took);
+                known.record(took);
                 return;
             }
         }
-        let handles = self.new_handles(labels);
-        handles.calls.inc();
-        handles.duration.observe(took);
+        self.new_handles(labels).record(took);
     }
 
     fn new_handles(&self, labels: CallLabels) -> CallHandles {
