@@ -14,6 +14,7 @@
 //! with a slow reader.
 //!
 //! Usage: sql-stream --gateway target/release/identity-gateway [--rows N] [--rounds R]
+//! [--only gateway|direct] (one side only, for profiling)
 
 use std::{
     path::PathBuf,
@@ -29,10 +30,7 @@ use futures::TryStreamExt;
 use identity_gateway_bench::support::{
     parse_flags, rss_kib, socket_dir, wait_ready, Spawned, DEFAULT_GATEWAY,
 };
-use identity_gateway_client::{
-    proto::{query_sql_response::Event, QuerySqlRequest},
-    GatewayClient,
-};
+use identity_gateway_client::{proto::QuerySqlRequest, GatewayClient, SqlEvent, Value};
 use identity_gateway_emulator::{
     imds::{ImdsConfig, ImdsFake},
     sample,
@@ -49,6 +47,8 @@ struct Args {
     gateway: PathBuf,
     rows: u64,
     rounds: usize,
+    /// Profiling aid: run only one side, `gateway` or `direct`.
+    only: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -56,11 +56,13 @@ fn parse_args() -> Args {
         gateway: PathBuf::from(DEFAULT_GATEWAY),
         rows: 1_000_000,
         rounds: 3,
+        only: None,
     };
     parse_flags(|flag, value| match flag {
         "--gateway" => args.gateway = PathBuf::from(value),
         "--rows" => args.rows = value.parse().expect("rows"),
         "--rounds" => args.rounds = value.parse().expect("rounds"),
+        "--only" => args.only = Some(value.to_string()),
         other => panic!("unknown flag {other}"),
     });
     args
@@ -129,18 +131,21 @@ async fn through_gateway(
         ..Default::default()
     };
     let start = Instant::now();
-    let mut stream = client
-        .rpc()
-        .query_sql(request)
-        .await
-        .expect("QuerySql")
-        .into_inner();
+    let mut stream = client.query_sql(request).await.expect("QuerySql");
     let mut received = 0u64;
-    let mut bytes = 0usize;
-    while let Some(message) = stream.message().await.expect("stream") {
-        if let Some(Event::Rows(batch)) = message.event {
-            received += batch.rows.len() as u64;
-            bytes += batch.rows.iter().map(|r| r.values.len()).sum::<usize>();
+    let mut chars = 0usize;
+    while let Some(event) = stream.next_event().await.expect("stream") {
+        if let SqlEvent::Rows(batch) = event {
+            // Every value read, as on the direct side.
+            for row in batch.rows() {
+                let n = row.get(0);
+                let pad = row.get(1);
+                chars += match pad {
+                    Some(Value::String(s)) => s.len(),
+                    _ => 0,
+                } + usize::from(matches!(n, Some(Value::Int(_))));
+                received += 1;
+            }
             if let Some(pause) = pause_per_batch {
                 tokio::time::sleep(pause).await;
             }
@@ -150,7 +155,7 @@ async fn through_gateway(
     running.store(false, Ordering::Relaxed);
     let _ = sampler.await;
     assert_eq!(received, rows);
-    assert!(bytes > 0);
+    assert!(chars > 0);
     (
         rows as f64 / elapsed.as_secs_f64(),
         peak.load(Ordering::Relaxed),
@@ -232,6 +237,20 @@ async fn main() {
     let mut via_tiberius = Vec::new();
     let mut peaks = Vec::new();
     for round in 0..args.rounds {
+        if let Some(only) = &args.only {
+            let start = Instant::now();
+            let rate = match only.as_str() {
+                "gateway" => through_gateway(&client, &sql, pid, args.rows, None).await.0,
+                "direct" => direct(&authority, &ca, &sql, args.rows).await,
+                other => panic!("--only takes gateway or direct, not {other}"),
+            };
+            println!(
+                "round {}: {only} {rate:.0} rows/s in {:?}",
+                round + 1,
+                start.elapsed()
+            );
+            continue;
+        }
         let (rate, peak) = through_gateway(&client, &sql, pid, args.rows, None).await;
         let direct_rate = direct(&authority, &ca, &sql, args.rows).await;
         println!(
@@ -242,6 +261,9 @@ async fn main() {
         via_gateway.push(rate);
         via_tiberius.push(direct_rate);
         peaks.push(peak as f64);
+    }
+    if args.only.is_some() {
+        return;
     }
     let (g, t) = (median(&mut via_gateway), median(&mut via_tiberius));
     println!("\n| rows | gateway rows/s (median) | tiberius direct rows/s (median) | ratio |");

@@ -269,26 +269,16 @@ impl ColType {
                     ValueRef::Real(f) => f.to_string().into(),
                     ValueRef::Blob(_) | ValueRef::Null => return Err(conversion(value, self)),
                 };
-                let at = out.len();
+                let units = utf16_len(&s);
                 match max_chars {
                     Some(max) => {
-                        out.put_u16_le(0);
-                        let mut units = 0usize;
-                        for unit in s.encode_utf16() {
-                            out.put_u16_le(unit);
-                            units += 1;
-                        }
                         if units > max as usize {
-                            out.truncate(at);
                             return Err(truncation());
                         }
-                        out[at..at + 2].copy_from_slice(&((units * 2) as u16).to_le_bytes());
+                        out.put_u16_le((units * 2) as u16);
+                        put_utf16(out, &s, units);
                     }
-                    None => {
-                        let bytes: Vec<u8> =
-                            s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
-                        put_plp(out, &bytes);
-                    }
+                    None => put_plp_with(out, units * 2, |out| put_utf16(out, &s, units)),
                 }
             }
             Self::VarBinary { max_len } => {
@@ -392,12 +382,44 @@ pub fn decimal_len(precision: u8) -> u8 {
 }
 
 fn put_plp(out: &mut BytesMut, bytes: &[u8]) {
-    out.put_u64_le(bytes.len() as u64);
-    if !bytes.is_empty() {
-        out.put_u32_le(bytes.len() as u32);
-        out.extend_from_slice(bytes);
+    put_plp_with(out, bytes.len(), |out| out.extend_from_slice(bytes));
+}
+
+/// A PLP value of `len` bytes written by `write`: total length, one chunk,
+/// the terminator.
+fn put_plp_with(out: &mut BytesMut, len: usize, write: impl FnOnce(&mut BytesMut)) {
+    out.put_u64_le(len as u64);
+    if len > 0 {
+        out.put_u32_le(len as u32);
+        write(out);
     }
     out.put_u32_le(0);
+}
+
+/// UTF-16 code units of `s`.
+fn utf16_len(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.encode_utf16().count()
+    }
+}
+
+/// Appends `s` as UTF-16LE (`units` code units), in one reservation rather
+/// than a buffer call per unit: result rows are mostly strings.
+fn put_utf16(out: &mut BytesMut, s: &str, units: usize) {
+    let start = out.len();
+    out.resize(start + units * 2, 0);
+    let dst = &mut out[start..];
+    if s.is_ascii() {
+        for (pair, b) in dst.chunks_exact_mut(2).zip(s.bytes()) {
+            pair[0] = b;
+        }
+    } else {
+        for (pair, unit) in dst.chunks_exact_mut(2).zip(s.encode_utf16()) {
+            pair.copy_from_slice(&unit.to_le_bytes());
+        }
+    }
 }
 
 fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
