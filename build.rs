@@ -20,6 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(false)
         .build_server(true)
+        // Row batches are written straight from the SQL layer's flat rows
+        // (server/adapters/grpc/sql_rows.rs); same wire format.
+        .extern_path(
+            ".identity_gateway.v1.SqlRowBatch",
+            "crate::adapters::grpc::sql_rows::SqlRowBatch",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -804,3 +804,68 @@ async fn plain_tds_only_when_the_operator_turns_tls_off_for_an_allowed_host() {
     let result = run(&gw, request(&sql, "SELECT 5", vec![])).await.unwrap();
     assert_eq!(result.rows(0), vec![vec![Some(Kind::Int(5))]]);
 }
+
+/// `GatewayClient::query_sql` reads row batches in place; over a real
+/// gateway it must see exactly what the generated types decode: every
+/// column type, NULLs, several result sets and batches.
+#[tokio::test]
+async fn the_rust_clients_in_place_batches_match_the_generated_types() {
+    use identity_gateway_client::{SqlEvent, Value};
+
+    let (_env, sql, gw) = setup().await;
+    let query =
+        "SELECT id, name, price, in_stock, weight_kg, sku, released, updated_at, thumbnail \
+                 FROM dbo.products ORDER BY id; \
+                 SELECT n, printf('%05d', n) AS pad FROM numbers LIMIT 1300";
+    let expected = run(&gw, request(&sql, query, vec![])).await.unwrap();
+    assert!(
+        expected.batches.len() >= 4,
+        "{} batches",
+        expected.batches.len()
+    );
+
+    let mut stream = gw
+        .client
+        .query_sql(request(&sql, query, vec![]))
+        .await
+        .unwrap();
+    let mut got = Collected::default();
+    let mut cells = 0;
+    while let Some(event) = stream.next_event().await.unwrap() {
+        match event {
+            SqlEvent::Columns(c) => got.columns.push(c),
+            SqlEvent::Rows(batch) => {
+                for row in batch.rows() {
+                    cells += row.values().count();
+                    assert!(!row.values().any(|v| v == Value::Unknown));
+                }
+                let proto = batch.to_proto();
+                got.batches.push((proto.result_set, proto.rows));
+            }
+            SqlEvent::Done(d) => got.done = Some(d),
+        }
+    }
+    assert_eq!(got.columns, expected.columns);
+    assert_eq!(got.batches, expected.batches);
+    assert_eq!(got.done, expected.done);
+    let products = expected.rows(0);
+    assert_eq!(cells, products.len() * 9 + 1300 * 2);
+
+    // A SQL error ends the stream with the gateway's status, as an Error.
+    let mut failing = gw
+        .client
+        .query_sql(request(&sql, "SELECT * FROM dbo.nowhere", vec![]))
+        .await
+        .unwrap();
+    let err = loop {
+        match failing.next_event().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without the SQL error"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(&err, identity_gateway_client::Error::NotFound(m) if m.contains("SQL error 208")),
+        "{err:?}"
+    );
+}

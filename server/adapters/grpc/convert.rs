@@ -26,13 +26,13 @@ use identity_gateway_service::{
 };
 use secrecy::ExposeSecret;
 
+use super::sql_rows::SqlRowBatch;
 use crate::proto::{
     self, get_secret_request, identity::Selector, query_sql_response::Event, sql_value::Kind,
     DataLakeEntry, GetResourceGroupRequest, GetResourceGroupResponse, GetSecretRequest,
     GetSecretResponse, GetServiceSasRequest, GetServiceSasResponse, GetTokenRequest,
     GetTokenResponse, ListDataLakeRequest, ListDataLakeResponse, QuerySqlRequest, QuerySqlResponse,
-    ReadBlobRequest, SqlColumn, SqlQueryDone, SqlResultSetColumns, SqlRow, SqlRowBatch,
-    WatchTokenRequest,
+    ReadBlobRequest, SqlColumn, SqlQueryDone, SqlResultSetColumns, WatchTokenRequest,
 };
 
 /// A wall-clock time as a protobuf timestamp.
@@ -274,7 +274,7 @@ pub(super) fn sql_request(message: QuerySqlRequest) -> Result<SqlRequest, Gatewa
     })
 }
 
-fn sql_value(kind: Option<Kind>, field: &str) -> Result<SqlValue, GatewayError> {
+pub(super) fn sql_value(kind: Option<Kind>, field: &str) -> Result<SqlValue, GatewayError> {
     Ok(match kind {
         None => {
             return Err(GatewayError::invalid(
@@ -305,26 +305,6 @@ fn sql_value(kind: Option<Kind>, field: &str) -> Result<SqlValue, GatewayError> 
     })
 }
 
-fn sql_value_to_proto(value: SqlValue) -> crate::proto::SqlValue {
-    let kind = match value {
-        SqlValue::Null => Kind::Null(prost_types::NullValue::NullValue as i32),
-        SqlValue::Bool(b) => Kind::Bool(b),
-        SqlValue::Int(i) => Kind::Int(i),
-        SqlValue::Float(f) => Kind::Float(f),
-        SqlValue::Decimal(d) => Kind::Decimal(d),
-        SqlValue::String(s) => Kind::String(s),
-        SqlValue::Bytes(b) => Kind::Bytes(b),
-        SqlValue::Guid(g) => Kind::Guid(g),
-        SqlValue::Timestamp { seconds, nanos } => Kind::Timestamp(prost_types::Timestamp {
-            seconds,
-            nanos: nanos as i32,
-        }),
-        SqlValue::Date(d) => Kind::Date(d),
-        SqlValue::Time(t) => Kind::Time(t),
-    };
-    crate::proto::SqlValue { kind: Some(kind) }
-}
-
 pub(super) fn sql_event(event: SqlEvent) -> QuerySqlResponse {
     let event = match event {
         SqlEvent::Columns {
@@ -341,15 +321,7 @@ pub(super) fn sql_event(event: SqlEvent) -> QuerySqlResponse {
                 })
                 .collect(),
         }),
-        SqlEvent::Rows { result_set, rows } => Event::Rows(SqlRowBatch {
-            result_set,
-            rows: rows
-                .into_iter()
-                .map(|values| SqlRow {
-                    values: values.into_iter().map(sql_value_to_proto).collect(),
-                })
-                .collect(),
-        }),
+        SqlEvent::Rows { result_set, rows } => Event::Rows(SqlRowBatch { result_set, rows }),
         SqlEvent::Done {
             rows_per_result_set,
             rows_affected,
@@ -385,13 +357,15 @@ mod tests {
     fn events_map_to_proto() {
         let response = sql_event(SqlEvent::Rows {
             result_set: 1,
-            rows: vec![vec![SqlValue::Null, SqlValue::Int(3)]],
+            rows: [vec![SqlValue::Null, SqlValue::Int(3)]]
+                .into_iter()
+                .collect(),
         });
         let Some(Event::Rows(batch)) = response.event else {
             panic!("not rows")
         };
         assert_eq!(batch.result_set, 1);
-        assert_eq!(batch.rows[0].values[0].kind, Some(Kind::Null(0)));
-        assert_eq!(batch.rows[0].values[1].kind, Some(Kind::Int(3)));
+        let rows: Vec<_> = batch.rows.iter().collect();
+        assert_eq!(rows, [&[SqlValue::Null, SqlValue::Int(3)][..]]);
     }
 }

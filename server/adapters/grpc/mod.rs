@@ -2,12 +2,14 @@
 //! reads the caller and deadline from the transport ([`context`]), converts
 //! messages ([`convert`]) and maps errors to statuses in exactly one place
 //! ([`status`]) and reports the identity source's reachability through
-//! per-service gRPC health ([`health`]). No validation, policy or audit here: those live in the
+//! per-service gRPC health ([`health`]); row batches are written in place
+//! ([`sql_rows`]). No validation, policy or audit here: those live in the
 //! operations. This layer knows nothing about upstream HTTP.
 
 mod context;
 mod convert;
 pub mod health;
+pub mod sql_rows;
 mod status;
 
 use std::{pin::Pin, sync::Arc};

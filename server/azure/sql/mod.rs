@@ -9,11 +9,13 @@
 //!   parameters and streaming its result sets in batches through a bounded
 //!   channel, stopping the server (ATTENTION) when the caller goes away.
 //! - [`value`]: parameters and cells to and from tiberius.
+//! - [`rows`]: a batch of result rows, stored flat.
 //!
 //! This module knows TDS and tiberius; it knows nothing about gRPC.
 
 mod client;
 mod pool;
+mod rows;
 mod stream;
 mod value;
 
@@ -24,6 +26,7 @@ use std::{
 };
 
 pub use pool::{PoolSizes, SqlPools};
+pub use rows::SqlRows;
 pub use stream::{query, SqlEventStream};
 pub use value::SqlValue;
 
@@ -111,7 +114,7 @@ pub enum SqlEvent {
     },
     Rows {
         result_set: u32,
-        rows: Vec<Vec<SqlValue>>,
+        rows: SqlRows,
     },
     Done {
         rows_per_result_set: Vec<u64>,

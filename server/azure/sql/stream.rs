@@ -31,7 +31,7 @@ use super::{
     pool::Lease,
     server_error,
     value::{bind_value, from_column, type_name},
-    SqlColumn, SqlEvent, SqlMetrics, SqlQuery,
+    SqlColumn, SqlEvent, SqlMetrics, SqlQuery, SqlRows,
 };
 use crate::error::GatewayError;
 
@@ -342,7 +342,7 @@ async fn stream_once(
     let mut rows_affected: Vec<u64> = Vec::new();
     let mut in_result = false;
     let mut total = 0u64;
-    let mut batch: Vec<Vec<super::SqlValue>> = Vec::with_capacity(batch_rows);
+    let mut batch = SqlRows::with_capacity(batch_rows, 0);
 
     loop {
         // Most rows are already buffered: take them without arming timers.
@@ -409,9 +409,11 @@ async fn stream_once(
                     .map_err(Abort::Stop)?;
                     return Ok(Finish::Truncated);
                 }
-                let row: Vec<super::SqlValue> = row.into_iter().map(from_column).collect();
-                batch_bytes += row.iter().map(super::SqlValue::encoded_len).sum::<usize>();
-                batch.push(row);
+                let cells = batch.push_row(row.into_iter().map(from_column));
+                batch_bytes += cells
+                    .iter()
+                    .map(super::SqlValue::encoded_len)
+                    .sum::<usize>();
                 total += 1;
                 if let Some(count) = rows_per_result_set.last_mut() {
                     *count += 1;
@@ -463,7 +465,7 @@ struct Batching {
 /// Sends the rows collected so far as one batch.
 async fn flush(
     tx: &mpsc::Sender<Item>,
-    batch: &mut Vec<Vec<super::SqlValue>>,
+    batch: &mut SqlRows,
     result_set: u32,
     batch_rows: usize,
     deadline: Option<Instant>,
@@ -472,7 +474,9 @@ async fn flush(
     if batch.is_empty() {
         return Ok(());
     }
-    let rows = std::mem::replace(batch, Vec::with_capacity(batch_rows));
+    // The next batch likely has as many cells: reserve them once.
+    let next = SqlRows::with_capacity(batch_rows, batch.cell_count());
+    let rows = std::mem::replace(batch, next);
     let item = Item {
         event: Ok(SqlEvent::Rows { result_set, rows }),
         _slot: Some(BatchSlot::new(metrics)),
