@@ -563,8 +563,9 @@ async fn a_query_that_outlives_its_timeout_is_stopped() {
 /// A million rows to a client that keeps pausing: each pause lets the
 /// gateway run ahead until its channel is full, and the gauge of batches
 /// produced but not yet taken never exceeds the channel's capacity plus the
-/// one batch waiting to enter it, so memory stays bounded however large the
-/// result. (Peak RSS for the same stream is measured by `bench/sql_stream`.)
+/// one batch waiting to enter it and the one just taken (the reader runs on
+/// its own thread: it can fill the freed place before the taker's count
+/// drops), so memory stays bounded however large the result. (Peak RSS for the same stream is measured by `bench/sql_stream`.)
 #[tokio::test]
 async fn a_slow_reader_never_makes_the_gateway_buffer_more_than_a_few_batches() {
     const ROWS: u64 = 1_000_000;
@@ -614,7 +615,7 @@ async fn a_slow_reader_never_makes_the_gateway_buffer_more_than_a_few_batches() 
             pauses += 1;
             let now = metrics.batches_buffered.load(Ordering::Relaxed);
             assert!(
-                now <= capacity + 1,
+                now <= capacity + 2,
                 "{now} batches buffered (capacity {capacity})"
             );
         }
@@ -624,7 +625,7 @@ async fn a_slow_reader_never_makes_the_gateway_buffer_more_than_a_few_batches() 
     assert_eq!(done.unwrap().rows_per_result_set, [ROWS]);
     let max = metrics.batches_buffered_max.load(Ordering::Relaxed);
     assert!(
-        (capacity..=capacity + 1).contains(&max),
+        (capacity..=capacity + 2).contains(&max),
         "up to {max} batches were buffered (capacity {capacity})"
     );
     assert_eq!(metrics.batches_buffered.load(Ordering::Relaxed), 0);

@@ -365,7 +365,7 @@ mod tests {
             panic!("not rows")
         };
         assert_eq!(batch.result_set, 1);
-        let rows: Vec<_> = batch.rows.iter().collect();
-        assert_eq!(rows, [&[SqlValue::Null, SqlValue::Int(3)][..]]);
+        let rows: Vec<_> = batch.rows.iter().map(|r| r.to_values()).collect();
+        assert_eq!(rows, [vec![SqlValue::Null, SqlValue::Int(3)]]);
     }
 }

@@ -4,13 +4,15 @@
 //! The generated type would need a `SqlRow` with its own vector per row and
 //! a `SqlValue` per cell, built and freed for every row at a million rows a
 //! second; `build.rs` maps the message to this type instead (prost
-//! `extern_path`) and its encoding walks the cells in place. Every field is
-//! written with prost's own per-type encoders, so the bytes are those of
-//! the generated type, which a unit test checks value kind by value kind.
+//! `extern_path`) and its encoding walks the cells in place. Fields are
+//! written with prost's own encoders (text and binary cells, which prost's
+//! helpers only take as owned `String`/`Vec`, as key, length and bytes), so
+//! the bytes are those of the generated type, which a unit test checks
+//! value kind by value kind.
 //! The gateway only sends this message; decoding exists for completeness
 //! (and the round-trip test).
 
-use identity_gateway_azure::sql::{SqlRows, SqlValue};
+use identity_gateway_azure::sql::{SqlCell, SqlRow, SqlRows, SqlValue};
 use prost::{
     bytes::{Buf, BufMut},
     encoding::{
@@ -40,7 +42,7 @@ impl Message for SqlRowBatch {
         for row in self.rows.iter() {
             encode_key(ROWS, WireType::LengthDelimited, buf);
             encode_varint(row_body_len(row) as u64, buf);
-            for cell in row {
+            for cell in row.cells() {
                 encode_key(ROW_VALUES, WireType::LengthDelimited, buf);
                 encode_varint(kind_len(cell) as u64, buf);
                 encode_kind(cell, buf);
@@ -94,8 +96,8 @@ impl Message for SqlRowBatch {
 }
 
 /// Bytes of a `SqlRow`'s body: each cell as a length-delimited `SqlValue`.
-fn row_body_len(row: &[SqlValue]) -> usize {
-    row.iter()
+fn row_body_len(row: SqlRow<'_>) -> usize {
+    row.cells()
         .map(|cell| {
             let kind = kind_len(cell);
             key_len(ROW_VALUES) + encoded_len_varint(kind as u64) + kind
@@ -110,53 +112,55 @@ enum Kind<'a> {
     Bool(u32, bool),
     Int64(u32, i64),
     Double(u32, f64),
-    String(u32, &'a String),
-    Bytes(u32, &'a Vec<u8>),
+    /// string and bytes fields: the same wire form.
+    Data(u32, &'a [u8]),
     Timestamp(u32, prost_types::Timestamp),
 }
 
-fn kind(cell: &SqlValue) -> Kind<'_> {
+fn kind(cell: SqlCell<'_>) -> Kind<'_> {
     match cell {
-        SqlValue::Null => Kind::Int32(1, prost_types::NullValue::NullValue as i32),
-        SqlValue::Bool(b) => Kind::Bool(2, *b),
-        SqlValue::Int(i) => Kind::Int64(3, *i),
-        SqlValue::Float(f) => Kind::Double(4, *f),
-        SqlValue::Decimal(s) => Kind::String(5, s),
-        SqlValue::String(s) => Kind::String(6, s),
-        SqlValue::Bytes(b) => Kind::Bytes(7, b),
-        SqlValue::Guid(s) => Kind::String(8, s),
-        SqlValue::Timestamp { seconds, nanos } => Kind::Timestamp(
+        SqlCell::Null => Kind::Int32(1, prost_types::NullValue::NullValue as i32),
+        SqlCell::Bool(b) => Kind::Bool(2, b),
+        SqlCell::Int(i) => Kind::Int64(3, i),
+        SqlCell::Float(f) => Kind::Double(4, f),
+        SqlCell::Decimal(s) => Kind::Data(5, s.as_bytes()),
+        SqlCell::String(s) => Kind::Data(6, s.as_bytes()),
+        SqlCell::Bytes(b) => Kind::Data(7, b),
+        SqlCell::Guid(s) => Kind::Data(8, s.as_bytes()),
+        SqlCell::Timestamp { seconds, nanos } => Kind::Timestamp(
             9,
             prost_types::Timestamp {
-                seconds: *seconds,
-                nanos: *nanos as i32,
+                seconds,
+                nanos: nanos as i32,
             },
         ),
-        SqlValue::Date(s) => Kind::String(10, s),
-        SqlValue::Time(s) => Kind::String(11, s),
+        SqlCell::Date(s) => Kind::Data(10, s.as_bytes()),
+        SqlCell::Time(s) => Kind::Data(11, s.as_bytes()),
     }
 }
 
-fn kind_len(cell: &SqlValue) -> usize {
+fn kind_len(cell: SqlCell<'_>) -> usize {
     match kind(cell) {
         Kind::Int32(tag, v) => encoding::int32::encoded_len(tag, &v),
         Kind::Bool(tag, v) => encoding::bool::encoded_len(tag, &v),
         Kind::Int64(tag, v) => encoding::int64::encoded_len(tag, &v),
         Kind::Double(tag, v) => encoding::double::encoded_len(tag, &v),
-        Kind::String(tag, v) => encoding::string::encoded_len(tag, v),
-        Kind::Bytes(tag, v) => encoding::bytes::encoded_len(tag, v),
+        Kind::Data(tag, v) => key_len(tag) + encoded_len_varint(v.len() as u64) + v.len(),
         Kind::Timestamp(tag, v) => encoding::message::encoded_len(tag, &v),
     }
 }
 
-fn encode_kind(cell: &SqlValue, buf: &mut impl BufMut) {
+fn encode_kind(cell: SqlCell<'_>, buf: &mut impl BufMut) {
     match kind(cell) {
         Kind::Int32(tag, v) => encoding::int32::encode(tag, &v, buf),
         Kind::Bool(tag, v) => encoding::bool::encode(tag, &v, buf),
         Kind::Int64(tag, v) => encoding::int64::encode(tag, &v, buf),
         Kind::Double(tag, v) => encoding::double::encode(tag, &v, buf),
-        Kind::String(tag, v) => encoding::string::encode(tag, v, buf),
-        Kind::Bytes(tag, v) => encoding::bytes::encode(tag, v, buf),
+        Kind::Data(tag, v) => {
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(v.len() as u64, buf);
+            buf.put_slice(v);
+        }
         Kind::Timestamp(tag, v) => encoding::message::encode(tag, &v, buf),
     }
 }
@@ -282,7 +286,7 @@ mod tests {
         };
         encoding::message::encode(ROWS, &row, &mut unknown);
         let back = SqlRowBatch::decode(&unknown[..]).unwrap();
-        let rows: Vec<_> = back.rows.iter().collect();
-        assert_eq!(rows, [&[SqlValue::Null, SqlValue::Int(2)][..]]);
+        let rows: Vec<_> = back.rows.iter().map(|r| r.to_values()).collect();
+        assert_eq!(rows, [vec![SqlValue::Null, SqlValue::Int(2)]]);
     }
 }

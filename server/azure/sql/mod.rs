@@ -26,7 +26,7 @@ use std::{
 };
 
 pub use pool::{PoolSizes, SqlPools};
-pub use rows::SqlRows;
+pub use rows::{SqlCell, SqlRow, SqlRows};
 pub use stream::{query, SqlEventStream};
 pub use value::SqlValue;
 

@@ -87,7 +87,15 @@ pub struct SqlPools {
     config: SqlConfig,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     metrics: Arc<SqlMetrics>,
+    /// Turns to read a result on a thread of its own ([`MAX_READERS`]).
+    readers: Arc<Semaphore>,
 }
+
+/// Results read at the same time, each on a blocking-pool thread (see
+/// `stream::query`); further queries wait for a turn. Far above what a VM's
+/// callers run at once, and well below the blocking pool's 512 threads, so
+/// a flood of queries cannot starve the pool's other users (DNS lookups).
+pub(super) const MAX_READERS: usize = 64;
 
 impl fmt::Debug for SqlPools {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -174,7 +182,28 @@ impl SqlPools {
             config,
             pools: Mutex::default(),
             metrics: Arc::default(),
+            readers: Arc::new(Semaphore::new(MAX_READERS)),
         }
+    }
+
+    /// A turn to read a query's result; waits while [`MAX_READERS`] results
+    /// are being read, giving up at `deadline`.
+    pub(crate) async fn reader_turn(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<OwnedSemaphorePermit, GatewayError> {
+        let acquire = Arc::clone(&self.readers).acquire_owned();
+        match deadline {
+            None => acquire.await,
+            Some(at) => tokio::time::timeout_at(at.into(), acquire)
+                .await
+                .map_err(|_| {
+                    GatewayError::DeadlineExceeded(format!(
+                        "{MAX_READERS} SQL results were being read until the caller's deadline"
+                    ))
+                })?,
+        }
+        .map_err(|_| GatewayError::Unavailable("the SQL pools are closed".into()))
     }
 
     /// The `[sql]` settings the pools run with.
@@ -533,5 +562,42 @@ mod tests {
         lease(None).await.release();
         assert!(!lease(None).await.reused);
         assert_eq!(fake.logins().len(), 5);
+    }
+}
+
+#[cfg(test)]
+mod reader_tests {
+    use identity_gateway_core::{clock::ManualClock, http::UpstreamConfig};
+    use identity_gateway_emulator::TokenAuthority;
+
+    use super::*;
+    use crate::testing;
+
+    #[tokio::test]
+    async fn results_are_read_a_bounded_number_at_a_time() {
+        let authority = Arc::new(TokenAuthority::generate(
+            "dc822496-97fa-4380-991a-c8b4ba5d4f73",
+        ));
+        let clock = ManualClock::new();
+        let up = testing::upstream(
+            UpstreamConfig::default(),
+            &clock,
+            testing::MintingTokens::new(authority),
+        );
+        let pools = SqlPools::new(up, SqlConfig::default());
+        let mut turns = Vec::new();
+        for _ in 0..MAX_READERS {
+            turns.push(pools.reader_turn(None).await.unwrap());
+        }
+        let soon = Instant::now() + Duration::from_millis(50);
+        let err = pools.reader_turn(Some(soon)).await.unwrap_err();
+        assert!(
+            matches!(&err, GatewayError::DeadlineExceeded(m) if m.contains("64 SQL results")),
+            "{err:?}"
+        );
+        // A finished reader hands its turn on.
+        turns.pop();
+        let later = Instant::now() + Duration::from_secs(5);
+        assert!(pools.reader_turn(Some(later)).await.is_ok());
     }
 }

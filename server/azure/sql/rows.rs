@@ -1,34 +1,174 @@
-//! A batch of result rows, stored flat: the cells of every row one after
-//! the other in a single vector, plus where each row ends: two allocations
-//! per batch (besides each text cell's own) instead of a vector per row,
-//! which at a million rows a second was a visible share of the gateway's
-//! work (BENCHMARKS.md, QuerySql).
+//! A batch of result rows, stored flat: every row's cells one after the
+//! other in one vector, where each row ends, and the text and binary data
+//! of all cells in two buffers. A batch is a handful of allocations, not a
+//! vector per row and a string per text cell.
+//!
+//! That matters beyond counting allocations: the query task builds batches
+//! and the HTTP/2 task encodes and drops them, on another thread. Strings
+//! allocated on one thread and freed on another defeat glibc's per-thread
+//! caches; both threads then queue on the allocator's arena lock, and at a
+//! million rows a second that was most of the gateway's own cost
+//! (BENCHMARKS.md, QuerySql). Here a cell's `String` is copied into the
+//! batch and freed on the thread that allocated it.
 
 use super::SqlValue;
 
 /// Rows of one result set, in order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SqlRows {
-    cells: Vec<SqlValue>,
+    cells: Vec<Cell>,
     /// `cells[ends[i - 1]..ends[i]]` is row `i`.
     ends: Vec<usize>,
+    /// The text of every text cell, back to back.
+    text: String,
+    /// The data of every binary cell, back to back.
+    data: Vec<u8>,
+}
+
+/// A cell as stored: text and binary data as ranges of the batch's buffers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cell {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(TextKind, usize, usize),
+    Bytes(usize, usize),
+    Timestamp { seconds: i64, nanos: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TextKind {
+    Decimal,
+    String,
+    Guid,
+    Date,
+    Time,
+}
+
+/// A cell of a [`SqlRows`] batch, borrowed from it: [`SqlValue`]'s kinds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SqlCell<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Decimal(&'a str),
+    String(&'a str),
+    Bytes(&'a [u8]),
+    Guid(&'a str),
+    Timestamp { seconds: i64, nanos: u32 },
+    Date(&'a str),
+    Time(&'a str),
+}
+
+impl SqlCell<'_> {
+    /// The cell as an owned value.
+    pub fn to_value(&self) -> SqlValue {
+        match *self {
+            Self::Null => SqlValue::Null,
+            Self::Bool(b) => SqlValue::Bool(b),
+            Self::Int(i) => SqlValue::Int(i),
+            Self::Float(f) => SqlValue::Float(f),
+            Self::Decimal(s) => SqlValue::Decimal(s.to_owned()),
+            Self::String(s) => SqlValue::String(s.to_owned()),
+            Self::Bytes(b) => SqlValue::Bytes(b.to_vec()),
+            Self::Guid(s) => SqlValue::Guid(s.to_owned()),
+            Self::Timestamp { seconds, nanos } => SqlValue::Timestamp { seconds, nanos },
+            Self::Date(s) => SqlValue::Date(s.to_owned()),
+            Self::Time(s) => SqlValue::Time(s.to_owned()),
+        }
+    }
+}
+
+/// One row of a [`SqlRows`] batch.
+#[derive(Debug, Clone, Copy)]
+pub struct SqlRow<'a> {
+    rows: &'a SqlRows,
+    cells: &'a [Cell],
+}
+
+impl<'a> SqlRow<'a> {
+    /// The row's cells, in column order.
+    pub fn cells(&self) -> impl ExactSizeIterator<Item = SqlCell<'a>> + 'a {
+        let rows = self.rows;
+        self.cells.iter().map(move |cell| rows.view(*cell))
+    }
+
+    /// The row as owned values.
+    pub fn to_values(&self) -> Vec<SqlValue> {
+        self.cells().map(|c| c.to_value()).collect()
+    }
 }
 
 impl SqlRows {
-    /// Room for `rows` rows of `cells` cells in all.
-    pub fn with_capacity(rows: usize, cells: usize) -> Self {
+    /// Room for `rows` rows of `cells` cells and `text` bytes of text in all.
+    pub fn with_capacity(rows: usize, cells: usize, text: usize) -> Self {
         Self {
             cells: Vec::with_capacity(cells),
             ends: Vec::with_capacity(rows),
+            text: String::with_capacity(text),
+            data: Vec::new(),
         }
     }
 
-    /// Appends a row; returns its cells.
-    pub fn push_row(&mut self, cells: impl IntoIterator<Item = SqlValue>) -> &[SqlValue] {
-        let start = self.cells.len();
-        self.cells.extend(cells);
+    /// Appends a row; returns about the bytes it takes on the wire
+    /// ([`SqlValue::encoded_len`]).
+    pub fn push_row(&mut self, values: impl IntoIterator<Item = SqlValue>) -> usize {
+        let mut bytes = 0;
+        for value in values {
+            bytes += value.encoded_len();
+            let cell = match value {
+                SqlValue::Null => Cell::Null,
+                SqlValue::Bool(b) => Cell::Bool(b),
+                SqlValue::Int(i) => Cell::Int(i),
+                SqlValue::Float(f) => Cell::Float(f),
+                SqlValue::Decimal(s) => self.push_text(TextKind::Decimal, &s),
+                SqlValue::String(s) => self.push_text(TextKind::String, &s),
+                SqlValue::Guid(s) => self.push_text(TextKind::Guid, &s),
+                SqlValue::Date(s) => self.push_text(TextKind::Date, &s),
+                SqlValue::Time(s) => self.push_text(TextKind::Time, &s),
+                SqlValue::Bytes(b) => {
+                    let start = self.data.len();
+                    self.data.extend_from_slice(&b);
+                    Cell::Bytes(start, b.len())
+                }
+                SqlValue::Timestamp { seconds, nanos } => Cell::Timestamp { seconds, nanos },
+            };
+            self.cells.push(cell);
+        }
         self.ends.push(self.cells.len());
-        &self.cells[start..]
+        bytes
+    }
+
+    fn push_text(&mut self, kind: TextKind, s: &str) -> Cell {
+        let start = self.text.len();
+        self.text.push_str(s);
+        Cell::Text(kind, start, s.len())
+    }
+
+    fn view(&self, cell: Cell) -> SqlCell<'_> {
+        match cell {
+            Cell::Null => SqlCell::Null,
+            Cell::Bool(b) => SqlCell::Bool(b),
+            Cell::Int(i) => SqlCell::Int(i),
+            Cell::Float(f) => SqlCell::Float(f),
+            Cell::Text(kind, start, len) => {
+                // Whole strings were pushed: the range is on char boundaries.
+                let s = self.text.get(start..start + len).unwrap_or_default();
+                match kind {
+                    TextKind::Decimal => SqlCell::Decimal(s),
+                    TextKind::String => SqlCell::String(s),
+                    TextKind::Guid => SqlCell::Guid(s),
+                    TextKind::Date => SqlCell::Date(s),
+                    TextKind::Time => SqlCell::Time(s),
+                }
+            }
+            Cell::Bytes(start, len) => {
+                SqlCell::Bytes(self.data.get(start..start + len).unwrap_or_default())
+            }
+            Cell::Timestamp { seconds, nanos } => SqlCell::Timestamp { seconds, nanos },
+        }
     }
 
     /// Number of rows.
@@ -46,11 +186,19 @@ impl SqlRows {
         self.cells.len()
     }
 
-    /// The rows, each as its cells.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[SqlValue]> + '_ {
+    /// Bytes of text, all cells together.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The rows, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = SqlRow<'_>> + '_ {
         (0..self.ends.len()).map(|i| {
             let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            &self.cells[start..self.ends[i]]
+            SqlRow {
+                rows: self,
+                cells: &self.cells[start..self.ends[i]],
+            }
         })
     }
 }
@@ -70,26 +218,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_of_any_width_come_back_in_order() {
-        let rows: SqlRows = [
-            vec![SqlValue::Int(1), SqlValue::String("a".into())],
+    fn rows_of_any_width_and_every_kind_come_back_in_order() {
+        let every_kind = vec![
+            SqlValue::Null,
+            SqlValue::Bool(true),
+            SqlValue::Int(-3),
+            SqlValue::Float(2.5),
+            SqlValue::Decimal("12.30".into()),
+            SqlValue::String("héllo".into()),
+            SqlValue::String(String::new()),
+            SqlValue::Bytes(vec![0, 255]),
+            SqlValue::Guid("6F9619FF-8B86-D011-B42D-00C04FC964FF".into()),
+            SqlValue::Timestamp {
+                seconds: -1,
+                nanos: 5,
+            },
+            SqlValue::Date("2024-05-31".into()),
+            SqlValue::Time("13:45:00.5".into()),
+        ];
+        let input = vec![
+            every_kind.clone(),
             vec![],
-            vec![SqlValue::Null],
-        ]
-        .into_iter()
-        .collect();
+            vec![SqlValue::String("世界".into()), SqlValue::Bytes(vec![7])],
+        ];
+        let rows: SqlRows = input.iter().cloned().collect();
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows.cell_count(), 3);
-        let back: Vec<&[SqlValue]> = rows.iter().collect();
+        assert_eq!(rows.cell_count(), every_kind.len() + 2);
+        let back: Vec<Vec<SqlValue>> = rows.iter().map(|r| r.to_values()).collect();
+        assert_eq!(back, input);
         assert_eq!(
-            back,
-            [
-                &[SqlValue::Int(1), SqlValue::String("a".into())][..],
-                &[][..],
-                &[SqlValue::Null][..],
-            ]
+            rows.iter().nth(2).unwrap().cells().next(),
+            Some(SqlCell::String("世界"))
         );
         assert!(SqlRows::default().is_empty());
         assert_eq!(SqlRows::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn push_row_reports_the_rows_wire_size() {
+        let mut rows = SqlRows::default();
+        let row = vec![SqlValue::Int(1), SqlValue::String("abc".into())];
+        let expected: usize = row.iter().map(SqlValue::encoded_len).sum();
+        assert_eq!(rows.push_row(row), expected);
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! The query runs as `sp_executesql` with the text in `@stmt` and every
 //! parameter bound as `@Pn` (declared in `@params`), so parameters are data,
-//! never SQL. A task reads the result with tiberius and sends events into a
-//! bounded channel of `sql.stream_buffer_batches` entries: when the caller
-//! reads slowly the task stops reading, TCP fills up and the server waits, so
-//! the gateway never holds more than a few batches. [`SqlMetrics`] counts the
+//! never SQL. A task, on a blocking-pool thread of its own (at most
+//! [`MAX_READERS`](super::pool::MAX_READERS) at once), reads the result with
+//! tiberius and sends events into a bounded channel of
+//! `sql.stream_buffer_batches` entries: when the caller reads slowly the task
+//! stops reading, TCP fills up and the server waits, so the gateway never
+//! holds more than a few batches. [`SqlMetrics`] counts the
 //! batches produced and not yet taken (the `batches_buffered` gauge).
 //!
 //! When the caller goes away, or the query times out, the task sends
@@ -125,6 +127,7 @@ pub async fn query(
         .enumerate()
         .map(|(i, v)| bind_value(v, &format!("parameters[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
+    let turn = sql.reader_turn(deadline).await?;
     let lease = sql
         .lease(
             &query.target,
@@ -134,7 +137,18 @@ pub async fn query(
         )
         .await?;
     let (tx, rx) = mpsc::channel(sql.config().stream_buffer_batches.max(1));
-    tokio::spawn(run(sql, query, params, lease, tx, deadline));
+    // Reading a result is CPU-bound (TLS, TDS decoding, one cell after
+    // another, rarely waiting for the server), so it runs on a thread of its
+    // own rather than on an async worker: there it would hold the worker for
+    // a whole budget of reads at a time, delaying other calls' tasks, and
+    // take turns with the task that encodes its batches instead of running
+    // beside it (QuerySql 7 % faster, BENCHMARKS.md). The runtime's I/O and
+    // timers still drive it.
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(run(sql, query, params, lease, tx, deadline));
+        drop(turn);
+    });
     Ok(SqlEventStream { rx })
 }
 
@@ -342,7 +356,7 @@ async fn stream_once(
     let mut rows_affected: Vec<u64> = Vec::new();
     let mut in_result = false;
     let mut total = 0u64;
-    let mut batch = SqlRows::with_capacity(batch_rows, 0);
+    let mut batch = SqlRows::with_capacity(batch_rows, 0, 0);
 
     loop {
         // Most rows are already buffered: take them without arming timers.
@@ -409,11 +423,7 @@ async fn stream_once(
                     .map_err(Abort::Stop)?;
                     return Ok(Finish::Truncated);
                 }
-                let cells = batch.push_row(row.into_iter().map(from_column));
-                batch_bytes += cells
-                    .iter()
-                    .map(super::SqlValue::encoded_len)
-                    .sum::<usize>();
+                batch_bytes += batch.push_row(row.into_iter().map(from_column));
                 total += 1;
                 if let Some(count) = rows_per_result_set.last_mut() {
                     *count += 1;
@@ -475,7 +485,7 @@ async fn flush(
         return Ok(());
     }
     // The next batch likely has as many cells: reserve them once.
-    let next = SqlRows::with_capacity(batch_rows, batch.cell_count());
+    let next = SqlRows::with_capacity(batch_rows, batch.cell_count(), batch.text_len());
     let rows = std::mem::replace(batch, next);
     let item = Item {
         event: Ok(SqlEvent::Rows { result_set, rows }),

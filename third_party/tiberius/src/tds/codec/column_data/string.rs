@@ -55,9 +55,14 @@ where
             } else {
                 // Strict: invalid surrogates error, matching the previous
                 // `String::from_utf16` behaviour.
-                let s = char::decode_utf16(units)
-                    .collect::<Result<String, _>>()
-                    .map_err(|_| Error::Protocol("nvarchar: invalid UTF-16 sequence".into()))?;
+                // identity-gateway patch: sized once (a `Result` collect
+                // has no size hint, so the `String` grew by reallocation).
+                let mut s = String::with_capacity(buf.len() / 2);
+                for c in char::decode_utf16(units) {
+                    s.push(c.map_err(|_| {
+                        Error::Protocol("nvarchar: invalid UTF-16 sequence".into())
+                    })?);
+                }
                 Ok(Some(s.into()))
             }
         }
