@@ -813,7 +813,11 @@ async fn plain_tds_only_when_the_operator_turns_tls_off_for_an_allowed_host() {
 async fn the_rust_clients_in_place_batches_match_the_generated_types() {
     use identity_gateway_client::{SqlEvent, Value};
 
-    let (_env, sql, gw) = setup().await;
+    let env = TestEnv::new().await;
+    let sql = start_fake(&env, SqlFakeConfig::default()).await;
+    let mut config: Config = env.config();
+    config.sql.batch_rows = 500;
+    let gw = env.start(config).await;
     let query =
         "SELECT id, name, price, in_stock, weight_kg, sku, released, updated_at, thumbnail \
                  FROM dbo.products ORDER BY id; \
@@ -869,4 +873,36 @@ async fn the_rust_clients_in_place_batches_match_the_generated_types() {
         matches!(&err, identity_gateway_client::Error::NotFound(m) if m.contains("SQL error 208")),
         "{err:?}"
     );
+}
+
+/// Rows that take the server a while each reach the caller one by one, as
+/// the server sends them, not once a batch of `batch_rows` is full.
+#[tokio::test]
+async fn a_slow_querys_rows_arrive_as_the_server_sends_them() {
+    let (_env, sql, gw) = setup().await;
+    // Each row: a recursive count of 300k steps (tens of ms in SQLite) and
+    // an 80 KB value, which the fake ships as soon as the row is written.
+    let query = "SELECT o.n, printf('%040000d', o.n) AS pad, \
+                 (WITH RECURSIVE s(k) AS (SELECT o.n UNION ALL SELECT k + 1 FROM s \
+                 WHERE k < o.n + 300000) SELECT count(*) FROM s) AS steps \
+                 FROM numbers o LIMIT 3";
+    let mut stream = gw
+        .client
+        .rpc()
+        .query_sql(request(&sql, query, vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut batches = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(Event::Rows(batch)) = message.event {
+            batches.push(batch.rows.len());
+            assert_eq!(
+                batch.rows[0].values[2].kind,
+                Some(Kind::Int(300_001)),
+                "{batches:?}"
+            );
+        }
+    }
+    assert_eq!(batches, [1, 1, 1]);
 }

@@ -63,7 +63,7 @@ impl Default for SqlConfig {
         Self {
             require_tls: true,
             pool_size: 4,
-            batch_rows: 512,
+            batch_rows: 2048,
             batch_bytes: 1024 * 1024,
             max_rows: 0,
             query_timeout_secs: 30,

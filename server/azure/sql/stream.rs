@@ -10,6 +10,10 @@
 //! holds more than a few batches. [`SqlMetrics`] counts the
 //! batches produced and not yet taken (the `batches_buffered` gauge).
 //!
+//! A batch is sent when it holds `sql.batch_rows` rows or `sql.batch_bytes`
+//! bytes, or as soon as the server pauses: a slow query's rows reach the
+//! caller as they come, a fast one's in full batches.
+//!
 //! When the caller goes away, or the query times out, the task sends
 //! ATTENTION so the server stops, and drops the connection rather than
 //! returning it to the pool. A `max_rows` cut also sends ATTENTION but keeps
@@ -362,9 +366,17 @@ async fn stream_once(
         // Most rows are already buffered: take them without arming timers.
         let next = match stream.try_next().now_or_never() {
             Some(item) => item,
-            None => server_wait(stream.try_next(), query.timeout, deadline, tx)
-                .await
-                .map_err(Abort::Stop)?,
+            None => {
+                // The server is still computing: hand over the rows read so
+                // far instead of holding them until a batch is full.
+                if !batch.is_empty() {
+                    batch_bytes = 0;
+                    flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
+                }
+                server_wait(stream.try_next(), query.timeout, deadline, tx)
+                    .await
+                    .map_err(Abort::Stop)?
+            }
         };
         let item = match next {
             Ok(Some(item)) => item,
