@@ -138,8 +138,8 @@ async fn through_gateway(
         if let SqlEvent::Rows(batch) = event {
             // Every value read, as on the direct side.
             for row in batch.rows() {
-                let n = row.get(0);
-                let pad = row.get(1);
+                let mut values = row.values();
+                let (n, pad) = (values.next(), values.next());
                 chars += match pad {
                     Some(Value::String(s)) => s.len(),
                     _ => 0,
