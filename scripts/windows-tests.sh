@@ -11,12 +11,16 @@
 #   audit log, client-rs's pipe-owner (impostor) check, the second-instance
 #   refusal, caller policy rules naming Windows accounts (by name, looked up
 #   at load, and by SID), and the Windows service: install, start through the Service
-#   Control Manager, stop through it (the drain ends an open WatchToken
-#   stream), logs in %ProgramData%\identity-gateway\logs, uninstall.
+#   Control Manager, a caller policy reload through it (PARAMCHANGE after an
+#   edit lets a denied call through; an invalid file keeps the old policy),
+#   stop through it (the drain ends an open WatchToken stream), logs in
+#   %ProgramData%\identity-gateway\logs, uninstall.
 #
 # Wine is not Windows. What wine lacks is supplied here, never by changing
 # the product: bcryptprimitives.dll!ProcessPrng and a crypt32 chain-engine
-# size fix (scripts/wine/bcryptprimitives.c). What wine cannot show (DACL
+# size fix (scripts/wine/bcryptprimitives.c); `sc.exe control NAME
+# paramchange` (scripts/wine/sc-control.c: wine's sc.exe has no `control`,
+# its Service Control Manager has the call). What wine cannot show (DACL
 # enforcement, FIRST_PIPE_INSTANCE) is covered by unit tests and the manual
 # checklist in deploy/windows.md.
 #
@@ -78,6 +82,7 @@ if ! timeout 300 "$wine" wineboot --init >/dev/null 2>&1; then
 fi
 x86_64-w64-mingw32-gcc -O2 -shared -o "$bin/bcryptprimitives.dll" \
   scripts/wine/bcryptprimitives.c scripts/wine/bcryptprimitives.def -lbcrypt
+x86_64-w64-mingw32-gcc -O2 -o "$bin/sc-control.exe" scripts/wine/sc-control.c
 cp "$release_dir/identity-gateway.exe" "$release_dir/examples/gateway-probe.exe" "$bin/"
 gateway="$bin/identity-gateway.exe"
 probe() { timeout 120 "$wine" "$bin/gateway-probe.exe" "$@" 2>&1 | tr -d '\r'; }
@@ -137,6 +142,20 @@ TOML
 }
 write_config console.toml "$pipe"
 write_config service.toml "$svc_pipe"
+# The service's policy: Key Vault tokens for every pipe caller, nothing else
+# (the reload test below widens it).
+service_policy() {
+  cat <<TOML
+[policy]
+[[policy.rules]]
+name = "pipe-callers"
+accounts = ["*"]
+identities = ["*"]
+resources = [$1]
+TOML
+}
+cp "$work/service.toml" "$work/service-head.toml"
+service_policy '"https://vault.azure.net"' >>"$work/service.toml"
 
 # --- the gateway in a console -----------------------------------------------
 "$wine" "$gateway" --config "$(win_path "$work/console.toml")" >"$work/gw.out" 2>"$work/gw.err" &
@@ -460,10 +479,89 @@ else
   fail "the service serves GetToken on its pipe" "$(cat "$work/net-start.out"; echo "$out")"
 fi
 
+# The ProgramData known folder; wine's may differ from C:\ProgramData.
+service_log() { find "$WINEPREFIX/drive_c" -path '*/identity-gateway/logs/identity-gateway.*.log' | head -n1; }
+
+# A WatchToken stream held open from here to the stop: it must outlive the
+# reloads below and end with the stop's drain. (It also keeps a wine user
+# process alive: wine ends its services, to restart auto-start ones with the
+# next wine process, when no user process is left. A restart would read the
+# new file too, so the reload checks below also count the service's starts.)
 # Straight to the file (no pipe through tr, which would hold the first line back).
-timeout 120 "$wine" "$bin/gateway-probe.exe" watch "$svc_pipe" https://vault.azure.net >"$work/watch.out" 2>&1 &
+timeout 300 "$wine" "$bin/gateway-probe.exe" watch "$svc_pipe" https://vault.azure.net >"$work/watch.out" 2>&1 &
 watch_pid=$!
 wait_for "$work/watch.out" "first token"
+
+# Reload through the Service Control Manager: edit, PARAMCHANGE, and the
+# call the old policy denied is served, with no restart.
+out="$(probe token "$svc_pipe" https://storage.azure.com/)"
+if [[ $out == *"permission denied: gateway policy: rule 'pipe-callers'"*"does not grant tokens for resource 'https://storage.azure.com/'"* ]]; then
+  pass "the service's policy denies an audience it does not name"
+else
+  fail "the service's policy denies an audience it does not name" "$out"
+fi
+{
+  cat "$work/service-head.toml"
+  service_policy '"https://vault.azure.net", "https://storage.azure.com/"'
+} >"$work/service.toml"
+out="$(win "$bin/sc-control.exe" identity-gateway paramchange)"
+if [[ $out == "control ok: state 4" ]]; then
+  pass "the service accepts SERVICE_CONTROL_PARAMCHANGE while running (sc.exe control identity-gateway paramchange)"
+else
+  fail "the service accepts SERVICE_CONTROL_PARAMCHANGE while running (sc.exe control identity-gateway paramchange)" "$out"
+fi
+reloaded=""
+for _ in $(seq 1 40); do
+  out="$(probe token "$svc_pipe" https://storage.azure.com/)"
+  if [[ $out == "token ok: resource https://storage.azure.com/,"* ]]; then
+    reloaded=1
+    break
+  fi
+  sleep 0.5
+done
+# The same process, not a restart that read the new file: one start logged.
+starts="$(grep -c "identity-gateway serving" "$(service_log)" 2>/dev/null)"
+if [[ -n $reloaded && $starts == 1 ]]; then
+  pass "after an edit and PARAMCHANGE, the call the old policy denied is served (no restart)"
+else
+  fail "after an edit and PARAMCHANGE, the call the old policy denied is served (no restart)" "$out / starts logged: $starts / $(grep -h 'reload' "$(service_log)" 2>&1 | tail -n 3)"
+fi
+if wait_for "$(service_log)" "SERVICE_CONTROL_PARAMCHANGE: reloading the caller policy" &&
+  wait_for "$(service_log)" "caller policy reloaded"; then
+  pass "the service log says PARAMCHANGE reloaded the caller policy"
+else
+  fail "the service log says PARAMCHANGE reloaded the caller policy" "$(tail -n 5 "$(service_log)" 2>&1)"
+fi
+# A mistake in the file: the reload is refused, the policy in force stays.
+{
+  cat "$work/service-head.toml"
+  service_policy '"https://vault.azure.net"'
+  echo 'no_such_key = true'
+} >"$work/service.toml"
+out="$(win "$bin/sc-control.exe" identity-gateway paramchange)"
+if [[ $out == "control ok: state 4" ]] &&
+  wait_for "$(service_log)" "caller policy NOT reloaded; the previous policy stays in force"; then
+  pass "PARAMCHANGE with an invalid file is refused, and the log says why"
+else
+  fail "PARAMCHANGE with an invalid file is refused, and the log says why" "$out / $(tail -n 5 "$(service_log)" 2>&1)"
+fi
+out="$(probe token "$svc_pipe" https://storage.azure.com/)"
+starts="$(grep -c "identity-gateway serving" "$(service_log)" 2>/dev/null)"
+if [[ $out == "token ok: resource https://storage.azure.com/,"* && $starts == 1 ]]; then
+  pass "after a refused reload the previous policy stays in force"
+else
+  fail "after a refused reload the previous policy stays in force" "$out / starts logged: $starts"
+fi
+{
+  cat "$work/service-head.toml"
+  service_policy '"https://vault.azure.net", "https://storage.azure.com/"'
+} >"$work/service.toml"
+
+if kill -0 "$watch_pid" 2>/dev/null && ! grep -q "watch ended" "$work/watch.out"; then
+  pass "an open WatchToken stream outlives both reloads"
+else
+  fail "an open WatchToken stream outlives both reloads" "$(tr -d '\r' <"$work/watch.out" | tail -n 3)"
+fi
 win net stop identity-gateway >"$work/net-stop.out"
 wait "$watch_pid"
 out="$(tr -d '\r' <"$work/watch.out" | tail -n1)"
@@ -473,8 +571,7 @@ else
   fail "service stop drains: an open WatchToken ends UNAVAILABLE" "$out / $(cat "$work/net-stop.out")"
 fi
 
-# The ProgramData known folder; wine's may differ from C:\ProgramData.
-logs="$(dirname "$(find "$WINEPREFIX/drive_c" -path '*/identity-gateway/logs/identity-gateway.*.log' | head -n1)")"
+logs="$(dirname "$(service_log)")"
 # `net stop` may return before the drain has finished and the service reported STOPPED.
 wait_for "$(ls "$logs"/identity-gateway.*.log | head -n1)" "service stopped"
 if grep -qs "SERVICE_CONTROL_STOP: draining" "$logs"/identity-gateway*.log &&

@@ -5,7 +5,8 @@
 //! [`App::serve`] runs the gRPC service (plus health and reflection) on the
 //! listeners it bound, until the shutdown future resolves, and drains.
 //! [`App::reloader`] re-reads the caller policy from the configuration file
-//! (`main` calls it on SIGHUP) without touching connections or streams.
+//! (`main` calls it on SIGHUP, and on Windows on the service's PARAMCHANGE
+//! or a console's Ctrl-Break) without touching connections or streams.
 //! It also builds the one metrics registry and hands each layer its handles,
 //! and starts the opt-in metrics listener.
 
@@ -425,7 +426,8 @@ fn socket_gid(config: &Config) -> Result<Option<u32>, StartupError> {
     }
 }
 
-/// Reloads the caller policy from the configuration file: on SIGHUP, or
+/// Reloads the caller policy from the configuration file: on SIGHUP (on
+/// Windows PARAMCHANGE or Ctrl-Break, see [`crate::lifecycle`]), or
 /// when a test or tool asks. Only `[policy]` is taken from the new file;
 /// other settings apply at the next start. A file that does not parse, or a
 /// policy that does not compile, leaves the policy in force and says why.

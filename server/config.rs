@@ -169,12 +169,13 @@ pub struct Config {
     pub sql: SqlConfig,
     pub identity_endpoint: IdentityEndpointConfig,
     /// Who may ask for what (see `identity_gateway_service::policy`); no
-    /// rules: IMDS-equivalent. Reloaded from the file on SIGHUP.
+    /// rules: IMDS-equivalent. Reloaded from the file on SIGHUP
+    /// (Windows: PARAMCHANGE, Ctrl-Break).
     pub policy: identity_gateway_service::policy::PolicyConfig,
     pub metrics: MetricsConfig,
     /// What one caller and one connection may ask of the gateway.
     pub limits: identity_gateway_service::LimitsConfig,
-    /// The `--config` file this was read from (what SIGHUP reloads).
+    /// The `--config` file this was read from (what a reload re-reads).
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
 }

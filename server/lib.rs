@@ -26,7 +26,7 @@
 //! wired to in-process fakes).
 //! Production builds (`--no-default-features`) contain no emulator code.
 //! Hosting: [`lifecycle`] (how a console or the Windows service stops the
-//! gateway and learns it is ready) and [`windows`] (the pipe's security
+//! gateway, asks it to reload its caller policy and learns it is ready) and [`windows`] (the pipe's security
 //! descriptor, pipe callers, the Windows service and Event Log,
 //! `%ProgramData%\identity-gateway`).
 #![warn(missing_debug_implementations, unreachable_pub)]

@@ -1,6 +1,7 @@
 //! The `identity-gateway` binary: parse configuration, [`App::start`], serve
 //! until SIGTERM or Ctrl-C (or a Windows service stop), drain, remove the
-//! socket. SIGHUP reloads the caller policy from the configuration file.
+//! socket. SIGHUP (Ctrl-Break in a Windows console, PARAMCHANGE for the
+//! Windows service) reloads the caller policy from the configuration file.
 //! `identity-gateway service ...` manages the Windows service. Or run a
 //! subcommand (`diagnose`, `healthcheck`).
 
@@ -11,7 +12,7 @@ use identity_gateway::{
     config::{Cli, Command, Config},
     error_chain,
     healthcheck::{self, HealthcheckArgs},
-    lifecycle::RunControl,
+    lifecycle::{self, ReloadTrigger, RunControl},
     logging, App, Options, StartupError,
 };
 
@@ -164,22 +165,22 @@ fn chain(error: &dyn Error) -> String {
 }
 
 async fn run(config: Config, options: Options, control: RunControl) -> Result<(), StartupError> {
-    // Before anything else: SIGHUP's default action would end the process.
-    #[cfg(unix)]
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let RunControl {
+        shutdown,
+        ready,
+        reloads,
+    } = control;
+    // Before anything else: SIGHUP's default action would end the process,
+    // Ctrl-Break's a Windows console gateway (without a drain).
+    forward_reload_signals(reloads.trigger());
     let app = App::start_with(config, options).await?;
     identity_gateway::memory::spawn_trimmer();
-    #[cfg(unix)]
-    if let Some(mut hangups) = hangups.take() {
-        let reloader = app.reloader();
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the caller policy");
-                // The outcome is logged by the reloader.
-                let _ = reloader.reload();
-            }
-        });
-    }
+    // One path for every source: SIGHUP, Ctrl-Break, the service's PARAMCHANGE.
+    let reloader = app.reloader();
+    tokio::spawn(lifecycle::answer_reloads(reloads, move || {
+        // The outcome is logged by the reloader.
+        let _ = reloader.reload();
+    }));
     let config = app.config();
     logging::log_startup(
         config,
@@ -198,10 +199,9 @@ async fn run(config: Config, options: Options, control: RunControl) -> Result<()
             endpoint.header_file().display()
         ));
     }
-    if let Some(ready) = control.ready {
+    if let Some(ready) = ready {
         ready();
     }
-    let shutdown = control.shutdown;
     app.serve(async move {
         let reason = shutdown.await;
         tracing::info!("{reason}: draining");
@@ -209,6 +209,38 @@ async fn run(config: Config, options: Options, control: RunControl) -> Result<()
     .await?;
     tracing::info!("identity-gateway stopped");
     Ok(())
+}
+
+/// Turns this process's reload signal into reload requests: SIGHUP on Unix
+/// (`systemctl reload`); Ctrl-Break on Windows, which only the console the
+/// gateway runs in can send (the keyboard, or `GenerateConsoleCtrlEvent` from
+/// a process attached to it); a service has no console and reloads on
+/// PARAMCHANGE instead. Must run inside the runtime, before the app starts.
+fn forward_reload_signals(trigger: ReloadTrigger) {
+    #[cfg(unix)]
+    let (signal, name) = (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()),
+        "SIGHUP",
+    );
+    #[cfg(windows)]
+    let (signal, name) = (tokio::signal::windows::ctrl_break(), "Ctrl-Break");
+    #[cfg(any(unix, windows))]
+    match signal {
+        Ok(mut signal) => {
+            tokio::spawn(async move {
+                while signal.recv().await.is_some() {
+                    if trigger.request(name) == lifecycle::ReloadRequest::Merged {
+                        tracing::info!("{name}: a reload is already pending");
+                    }
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for {name}: it will not reload the caller policy")
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
+    drop(trigger);
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -253,6 +253,19 @@ async fn sighup_reloads_the_policy_keeping_watch_streams_and_refuses_an_invalid_
     write("\"https://vault.azure.net\", \"https://storage.azure.com/\"");
     hup(&child);
     until_logged("caller policy reloaded", 1).await;
+    assert!(
+        log().contains("SIGHUP: reloading the caller policy"),
+        "{}",
+        log()
+    );
+    client.get_token(storage).await.unwrap();
+
+    // A burst of signals: requests that arrive while one is pending are
+    // merged, the gateway keeps serving and ends up with the file's policy.
+    for _ in 0..20 {
+        hup(&child);
+    }
+    until_logged("caller policy reloaded", 2).await;
     client.get_token(storage).await.unwrap();
 
     // An invalid file: the gateway keeps running with the policy it had,

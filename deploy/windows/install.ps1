@@ -43,7 +43,7 @@ if ($Config -eq '') {
     $Config = Join-Path $dataDir 'config.toml'
     if (-not (Test-Path $Config)) {
         Copy-Item (Join-Path $here 'config.toml') $Config
-        Write-Host "Wrote $Config (edit it, then Restart-Service identity-gateway)."
+        Write-Host "Wrote $Config (edit it, then Restart-Service identity-gateway; after a [policy] edit, sc.exe control identity-gateway paramchange is enough)."
     } else {
         Write-Host "Keeping the existing $Config."
     }

@@ -11,8 +11,10 @@
 //!   START_PENDING, RUNNING once the pipe is bound, and turns STOP, SHUTDOWN
 //!   and PRESHUTDOWN into the same drain SIGTERM triggers on Linux
 //!   ([`crate::lifecycle`]), reporting STOP_PENDING with a wait hint covering
-//!   the drain. Logs go to rotating files; start, stop and fatal errors also
-//!   to the Event Log.
+//!   the drain. PARAMCHANGE (`sc.exe control identity-gateway paramchange`)
+//!   is the service's SIGHUP: a reload request on the same stream, answered
+//!   by the same reloader (the handler only queues it). Logs go to rotating
+//!   files; start, stop and fatal errors also to the Event Log.
 //! - `uninstall` stops the service (waiting for its drain) and deletes it.
 
 use std::{
@@ -39,7 +41,7 @@ use super::{data_dir, eventlog, log_dir, secure_dir, SERVICE_NAME};
 use crate::{
     app::DRAIN_TIMEOUT,
     config::{Cli, Config},
-    lifecycle::{RunControl, Runner},
+    lifecycle::{ReloadRequest, Reloads, RunControl, Runner},
 };
 
 /// Windows service management.
@@ -80,6 +82,8 @@ const ERROR_SERVICE_DOES_NOT_EXIST: i32 = 1060;
 const ERROR_FAILED_SERVICE_CONTROLLER_CONNECT: i32 = 1063;
 /// `ERROR_ACCESS_DENIED`.
 const ERROR_ACCESS_DENIED: i32 = 5;
+/// The reload request's reason in the log.
+const PARAMCHANGE: &str = "SERVICE_CONTROL_PARAMCHANGE";
 
 /// `identity-gateway service ...`; `args` starts with the `service` word.
 pub fn main(args: Vec<OsString>, runner: Runner) -> ExitCode {
@@ -272,7 +276,9 @@ fn dispatch(gateway_flags: Vec<OsString>, runner: Runner) -> Result<(), String> 
 
 fn status(state: ServiceState, exit_code: ServiceExitCode, wait_hint: Duration) -> ServiceStatus {
     let controls_accepted = if state == ServiceState::Running {
-        ServiceControlAccept::STOP | ServiceControlAccept::PRESHUTDOWN
+        ServiceControlAccept::STOP
+            | ServiceControlAccept::PRESHUTDOWN
+            | ServiceControlAccept::PARAM_CHANGE
     } else {
         ServiceControlAccept::empty()
     };
@@ -291,8 +297,18 @@ fn service_main(_scm_args: Vec<OsString>) {
     let Some(start) = START.get() else { return };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
     let stop_tx = Mutex::new(Some(stop_tx));
+    let reloads = Reloads::new();
+    let reload = reloads.trigger();
+    // Runs on the dispatcher's thread: it must answer at once, so it only
+    // hands requests over to the runtime.
     let handler = move |control| {
         let reason = match control {
+            ServiceControl::ParamChange => {
+                if reload.request(PARAMCHANGE) == ReloadRequest::Merged {
+                    tracing::info!("{PARAMCHANGE}: a reload is already pending");
+                }
+                return ServiceControlHandlerResult::NoError;
+            }
             ServiceControl::Stop => "SERVICE_CONTROL_STOP",
             ServiceControl::Preshutdown => "SERVICE_CONTROL_PRESHUTDOWN",
             ServiceControl::Shutdown => "SERVICE_CONTROL_SHUTDOWN",
@@ -322,7 +338,7 @@ fn service_main(_scm_args: Vec<OsString>) {
         ServiceExitCode::NO_ERROR,
         Duration::from_secs(30),
     ));
-    let outcome = run_service(start, handle, stop_rx);
+    let outcome = run_service(start, handle, stop_rx, reloads);
     match &outcome {
         Ok(()) => {
             tracing::info!("service stopped");
@@ -351,6 +367,7 @@ fn run_service(
     start: &ServiceStart,
     handle: ServiceStatusHandle,
     stop_rx: tokio::sync::oneshot::Receiver<&'static str>,
+    reloads: Reloads,
 ) -> Result<(), String> {
     let config = config_from_flags(&start.gateway_flags)?;
     if let Err(e) = secure_dir(&data_dir()) {
@@ -378,6 +395,7 @@ fn run_service(
     let control = RunControl {
         shutdown: Box::pin(shutdown),
         ready: Some(Box::new(ready)),
+        reloads,
     };
     (start.runner)(config, control)
 }
