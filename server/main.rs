@@ -122,9 +122,13 @@ fn service(_args: Vec<std::ffi::OsString>) -> ExitCode {
 fn run_blocking(config: Config, options: Options, control: RunControl) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime
+    let result = runtime
         .block_on(run(config, options, control))
-        .map_err(|e| chain(&e))
+        .map_err(|e| chain(&e));
+    // The drain has ended (or timed out). A SQL result still being read on
+    // its blocking thread must not hold the exit back.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn healthcheck(config: &Config, args: &HealthcheckArgs) -> ExitCode {
