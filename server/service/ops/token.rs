@@ -251,3 +251,98 @@ fn shutting_down() -> GatewayError {
         "identity-gateway is shutting down; reconnect to keep watching".into(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant, SystemTime};
+
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::{
+        account::SidStringsOnly,
+        admission::Admission,
+        context::{Peer, Transport},
+        LimitsConfig, PolicyConfig,
+    };
+
+    const VAULT: &str = "https://vault.azure.net";
+
+    fn policy(resource: &str) -> Arc<CallerPolicy> {
+        let text = format!(
+            "[[rules]]\nname = \"app\"\nuids = [1000]\nidentities = [\"system\"]\nresources = [\"{resource}\"]\n"
+        );
+        let config: PolicyConfig = toml::from_str(&text).unwrap();
+        Arc::new(CallerPolicy::compile(&config, &SidStringsOnly).unwrap())
+    }
+
+    fn token(value: &str) -> Arc<AccessToken> {
+        Arc::new(AccessToken {
+            token: SecretString::from(value.to_owned()),
+            token_type: "Bearer".into(),
+            expires_on: SystemTime::now() + Duration::from_secs(3600),
+            resource: VAULT.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn each_refreshed_token_is_judged_by_the_policy_in_force() {
+        let ctx = CallContext {
+            peer: Peer {
+                uid: Some(1000),
+                gid: Some(1000),
+                ..Peer::default()
+            },
+            transport: Transport::UnixSocket,
+            budget: None,
+            started: Instant::now(),
+        };
+        let admission = Arc::new(Admission::new(LimitsConfig::default()));
+        let (policy_tx, policy_rx) = watch::channel(policy(VAULT));
+        let (token_tx, token_rx) = watch::channel(None);
+        let mut stream = Watch {
+            first: Some(token("one")),
+            updates: token_rx,
+            policy: policy_rx,
+            shutdown: CancellationToken::new(),
+            ctx: ctx.clone(),
+            resource: VAULT.into(),
+            selector: IdentitySelector::SystemAssigned,
+            identity: IdentityRef::Default,
+            audit: Arc::new(Audit::default()),
+            metrics: ServiceMetrics::default(),
+            _watching: admission.admit_watch(&ctx).unwrap(),
+            ended: false,
+        };
+        async fn next(
+            stream: &mut Watch,
+        ) -> Result<Option<Result<Arc<AccessToken>, GatewayError>>, tokio::time::error::Elapsed>
+        {
+            tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+        }
+        let sent = next(&mut stream).await.unwrap().unwrap().unwrap();
+        assert_eq!(sent.secret(), "one");
+        token_tx.send_replace(Some(token("two")));
+        let sent = next(&mut stream).await.unwrap().unwrap().unwrap();
+        assert_eq!(sent.secret(), "two");
+
+        // The policy replaced without waking the stream: the refresh is
+        // judged by it all the same, and not sent.
+        policy_tx.send_if_modified(|p| {
+            *p = policy("https://storage.azure.com/");
+            false
+        });
+        token_tx.send_replace(Some(token("three")));
+        let Err(GatewayError::PermissionDenied(message)) =
+            next(&mut stream).await.unwrap().unwrap()
+        else {
+            panic!("the refresh was sent under a policy that denies it");
+        };
+        assert!(
+            message.contains("rule 'app'") && message.contains("uid 1000"),
+            "{message}"
+        );
+        assert!(!message.contains("three"), "{message}");
+        assert!(next(&mut stream).await.unwrap().is_none(), "ended");
+    }
+}
