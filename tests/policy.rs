@@ -738,7 +738,7 @@ async fn a_reload_that_revokes_a_grant_ends_open_watch_streams_at_once() {
     let text = lines();
     let audited: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("open stream ended") && l.contains(STORAGE))
+        .filter(|l| l.contains("detail=\"open stream ended\"") && l.contains(STORAGE))
         .collect();
     assert_eq!(audited.len(), 1, "{text}");
     assert!(
