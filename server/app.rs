@@ -6,7 +6,8 @@
 //! listeners it bound, until the shutdown future resolves, and drains.
 //! [`App::reloader`] re-reads the caller policy from the configuration file
 //! (`main` calls it on SIGHUP, and on Windows on the service's PARAMCHANGE
-//! or a console's Ctrl-Break) without touching connections or streams.
+//! or a console's Ctrl-Break) without touching connections; open WatchToken
+//! streams are judged again by the new policy.
 //! It also builds the one metrics registry and hands each layer its handles,
 //! and starts the opt-in metrics listener.
 
@@ -431,8 +432,10 @@ fn socket_gid(config: &Config) -> Result<Option<u32>, StartupError> {
 /// when a test or tool asks. Only `[policy]` is taken from the new file;
 /// other settings apply at the next start. A file that does not parse, or a
 /// policy that does not compile, leaves the policy in force and says why.
-/// Connections, streams and calls in flight are not touched: each call
-/// judges with the policy it read at its start.
+/// Connections and calls in flight are not touched: each call judges with
+/// the policy it read at its start. Open WatchToken streams are woken and
+/// judged by the new policy; one it no longer grants ends with
+/// PERMISSION_DENIED (see [`Gateway::replace_policy`]).
 #[derive(Debug, Clone)]
 pub struct Reloader {
     gateway: Arc<Gateway>,

@@ -1,9 +1,9 @@
 //! The caller policy through real sockets, as real other users (the test
 //! binary re-runs itself under `setpriv`; see `common::as_uid`): every RPC
 //! allowed and denied per caller, `"*"` and kinds a rule does not name, SAS
-//! caps, reload keeping open streams, an invalid reload keeping the old
-//! policy, the trailing-dot account, SQL session state not crossing callers
-//! with a pool of one, anonymous and attributed loopback callers, the
+//! caps, reload keeping granted open streams and ending revoked ones, an
+//! invalid reload keeping the old policy, the trailing-dot account, SQL
+//! session state not crossing callers with a pool of one, anonymous and attributed loopback callers, the
 //! identity endpoint's callers and header file, and a socket-group member
 //! reaching the socket in the directory the gateway created.
 
@@ -16,7 +16,7 @@ use identity_gateway::{
     Options,
 };
 use identity_gateway_client::{proto, Identity};
-use identity_gateway_emulator::{blob, sample};
+use identity_gateway_emulator::{blob, imds::ImdsConfig, sample};
 use identity_gateway_service::PolicyConfig;
 use tonic::Code;
 
@@ -648,6 +648,111 @@ async fn reload_keeps_watch_streams_and_an_invalid_file_keeps_the_old_policy() {
         "the watch stream neither ended nor failed: {next:?}"
     );
     assert_eq!(gw.gateway.policy().rule_count(), 1);
+}
+
+#[tokio::test]
+async fn a_reload_that_revokes_a_grant_ends_open_watch_streams_at_once() {
+    let lines = crate::common::audit_capture();
+    let env = TestEnv::with_imds(ImdsConfig {
+        token_lifetime: Duration::from_secs(3600),
+        ..ImdsConfig::default()
+    })
+    .await;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let file = env.dir.path().join("gateway.toml");
+    let write = |resources: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[[policy.rules]]\nname = \"me\"\nuids = [{me}]\nidentities = [\"system\"]\nresources = [{resources}]\n"
+            ),
+        )
+        .unwrap()
+    };
+    write(&format!("\"{VAULT}\", \"{STORAGE}\""));
+    let mut config = env.config();
+    config.policy = Config::from_file(&file).unwrap().policy;
+    config.config_file = Some(file.clone());
+    let (gw, clock) = env.start_manual(config).await;
+    let open = |resource: &'static str| {
+        let client = gw.client.clone();
+        async move {
+            Box::pin(
+                client
+                    .watch_token(resource, Identity::SystemAssigned)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let (mut vault, mut storage) = (open(VAULT).await, open(STORAGE).await);
+    vault.next().await.unwrap().unwrap();
+    let first = storage.next().await.unwrap().unwrap();
+    let quiet = Duration::from_millis(300);
+
+    // A reload that keeps both grants ends neither stream, and both still
+    // get their refreshed tokens (judged again at the refresh).
+    write(&format!("\"{STORAGE}\", \"{VAULT}\""));
+    gw.reloader.reload().unwrap();
+    for watch in [&mut vault, &mut storage] {
+        let next = tokio::time::timeout(quiet, watch.next()).await;
+        assert!(next.is_err(), "a granting reload ended a stream: {next:?}");
+    }
+    // 1 h tokens refresh 5 min (minus up to 30 s jitter) before expiry.
+    clock.advance(Duration::from_secs(3600 - 330 - 1));
+    tokio::task::yield_now().await;
+    clock.advance(Duration::from_secs(31));
+    for (watch, audience) in [(&mut vault, VAULT), (&mut storage, STORAGE)] {
+        let refreshed = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the refreshed token")
+            .expect("the stream is open")
+            .expect("still granted");
+        env.verify(refreshed.secret(), audience);
+    }
+
+    // Storage revoked: that stream ends at once, not at its next refresh,
+    // with the rule and the caller; the vault stream stays.
+    write(&format!("\"{VAULT}\""));
+    gw.reloader.reload().unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), storage.next())
+        .await
+        .expect("the revoked stream ends promptly")
+        .expect("a last message")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("rule 'me'")
+            && message.contains(&format!("uid {me}"))
+            && message.contains(STORAGE),
+        "{message}"
+    );
+    assert!(!message.contains(first.secret()), "{message}");
+    assert!(storage.next().await.is_none(), "nothing after the denial");
+    let next = tokio::time::timeout(quiet, vault.next()).await;
+    assert!(next.is_err(), "the granted stream ended: {next:?}");
+
+    // Audited like any other denial: one line, no token in it.
+    let text = lines();
+    let audited: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("detail=\"open stream ended\"") && l.contains(STORAGE))
+        .collect();
+    assert_eq!(audited.len(), 1, "{text}");
+    assert!(
+        audited[0].contains("rpc=\"WatchToken\"") || audited[0].contains("rpc=WatchToken"),
+        "{}",
+        audited[0]
+    );
+    assert!(audited[0].contains("PermissionDenied"), "{}", audited[0]);
+    assert!(!audited[0].contains(first.secret()), "{}", audited[0]);
+    assert_eq!(
+        gw.gateway.metrics().calls("WatchToken", "PermissionDenied"),
+        0,
+        "the open call was counted once, as OK"
+    );
 }
 
 #[tokio::test]

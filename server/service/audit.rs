@@ -173,12 +173,54 @@ impl Audit {
                 return;
             }
         }
+        self.line(
+            ctx,
+            rpc,
+            target,
+            identity,
+            detail,
+            outcome.as_ref().map(|_| ()),
+        );
+    }
+
+    /// One line for an open stream the caller policy ended (the policy in
+    /// force no longer grants it: see WatchToken), written like any other
+    /// denial with `detail` saying the stream was open. The call itself
+    /// was counted when it opened, so no call metric here.
+    pub(crate) fn stream_denied(
+        &self,
+        ctx: &CallContext,
+        rpc: &'static str,
+        target: &str,
+        identity: &IdentityRef,
+        error: &GatewayError,
+    ) {
+        self.line(
+            ctx,
+            rpc,
+            target,
+            identity,
+            Some("open stream ended"),
+            Err(error),
+        );
+    }
+
+    /// Writes one line (under the `audit` target).
+    fn line(
+        &self,
+        ctx: &CallContext,
+        rpc: &'static str,
+        target: &str,
+        identity: &IdentityRef,
+        detail: Option<&str>,
+        outcome: Result<(), &GatewayError>,
+    ) {
         let caller = &ctx.peer;
         let target = bounded(target);
         let detail = detail.map(bounded);
         let detail = detail.as_deref();
         match outcome {
-            Ok(_) => {
+            Ok(()) => {
                 tracing::info!(target: "audit", %caller, rpc, %target, %identity, detail, outcome = "ok")
             }
             Err(error) => tracing::info!(

@@ -29,14 +29,12 @@ pub mod ops;
 pub mod policy;
 pub mod validate;
 
-use std::{
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use identity_gateway_azure::{keyvault::SecretCache, sql::SqlPools, Upstream};
 use identity_gateway_core::{GatewayError, IdentitySelector};
 use identity_gateway_identity::TokenCache;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use account::{AccountResolver, SidStringsOnly, WindowsAccount};
@@ -61,8 +59,9 @@ pub struct Gateway {
     tokens: TokenCache,
     upstream: Upstream,
     /// Swapped whole on reload ([`Gateway::replace_policy`]); each call
-    /// judges with the policy it read at its start.
-    policy: RwLock<Arc<CallerPolicy>>,
+    /// judges with the policy it read at its start, and open WatchToken
+    /// streams, subscribed here, judge again with the new one.
+    policy: watch::Sender<Arc<CallerPolicy>>,
     secrets: SecretCache,
     sql: Arc<SqlPools>,
     limits: Limits,
@@ -103,7 +102,7 @@ impl Gateway {
         Self {
             tokens,
             upstream,
-            policy: RwLock::new(Arc::new(policy)),
+            policy: watch::Sender::new(Arc::new(policy)),
             secrets,
             sql,
             admission: Arc::new(admission::Admission::new(limits.callers.clone())),
@@ -121,22 +120,16 @@ impl Gateway {
 
     /// The caller policy in force now.
     pub fn policy(&self) -> Arc<CallerPolicy> {
-        let guard = self
-            .policy
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(&guard)
+        Arc::clone(&self.policy.borrow())
     }
 
-    /// Replaces the caller policy (reload). Calls already past their policy
-    /// check, open streams and connections are not touched; every later
-    /// check uses `policy`.
+    /// Replaces the caller policy (reload). Every later check uses
+    /// `policy`, and every open WatchToken stream is woken to judge its
+    /// caller again: one the new policy no longer grants ends with
+    /// PERMISSION_DENIED. Calls already past their policy check and open
+    /// connections are not touched.
     pub fn replace_policy(&self, policy: CallerPolicy) {
-        let mut guard = self
-            .policy
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *guard = Arc::new(policy);
+        self.policy.send_replace(Arc::new(policy));
     }
 
     /// The SQL connection pools (for counters).

@@ -95,7 +95,7 @@ impl ServiceMetrics {
         );
         registry.register(
             "policy_denials",
-            "Calls the gateway's caller policy refused, by the kind of target (token, secret, blob, data_lake, sas, sql, resource_group)",
+            "Calls the gateway's caller policy refused, and open WatchToken streams it ended after a reload or at a refresh, by the kind of target (token, secret, blob, data_lake, sas, sql, resource_group)",
             metrics.denials.clone(),
         );
         metrics
