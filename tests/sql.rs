@@ -875,16 +875,16 @@ async fn the_rust_clients_in_place_batches_match_the_generated_types() {
     );
 }
 
-/// Rows that take the server a while each reach the caller one by one, as
-/// the server sends them, not once a batch of `batch_rows` is full.
+/// Rows that take the server a while each reach the caller as the server
+/// sends them, not once a batch of `batch_rows` is full (or the result ends).
 #[tokio::test]
 async fn a_slow_querys_rows_arrive_as_the_server_sends_them() {
     let (_env, sql, gw) = setup().await;
-    // Each row: a recursive count of 300k steps (tens of ms in SQLite) and
-    // an 80 KB value, which the fake ships as soon as the row is written.
+    // Each row: a recursive count of 1M steps (a few hundred ms in SQLite)
+    // and an 80 KB value, which the fake ships as soon as the row is written.
     let query = "SELECT o.n, printf('%040000d', o.n) AS pad, \
                  (WITH RECURSIVE s(k) AS (SELECT o.n UNION ALL SELECT k + 1 FROM s \
-                 WHERE k < o.n + 300000) SELECT count(*) FROM s) AS steps \
+                 WHERE k < o.n + 1000000) SELECT count(*) FROM s) AS steps \
                  FROM numbers o LIMIT 3";
     let mut stream = gw
         .client
@@ -899,10 +899,14 @@ async fn a_slow_querys_rows_arrive_as_the_server_sends_them() {
             batches.push(batch.rows.len());
             assert_eq!(
                 batch.rows[0].values[2].kind,
-                Some(Kind::Int(300_001)),
+                Some(Kind::Int(1_000_001)),
                 "{batches:?}"
             );
         }
     }
-    assert_eq!(batches, [1, 1, 1]);
+    // Held back until the end, the three rows would come as one batch. As
+    // they come, they are three batches, or two when a loaded machine kept
+    // the gateway from reading between two rows.
+    assert_eq!(batches.iter().sum::<usize>(), 3, "{batches:?}");
+    assert!(batches.len() >= 2, "the rows were held back: {batches:?}");
 }
