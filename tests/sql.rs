@@ -910,3 +910,49 @@ async fn a_slow_querys_rows_arrive_as_the_server_sends_them() {
     assert_eq!(batches.iter().sum::<usize>(), 3, "{batches:?}");
     assert!(batches.len() >= 2, "the rows were held back: {batches:?}");
 }
+
+/// A long result does not hold the gateway's shutdown back: the query is
+/// stopped (ATTENTION), the caller gets UNAVAILABLE saying why, and the
+/// drain ends well before its 20 s timeout.
+#[tokio::test]
+async fn shutdown_stops_a_streaming_query_and_tells_the_caller() {
+    let (_env, sql, gw) = setup().await;
+    let query = "SELECT n, printf('%050d', n) AS pad FROM numbers LIMIT 100000000";
+    let mut stream = gw
+        .client
+        .rpc()
+        .query_sql(request(&sql, query, vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    // Rows are flowing; keep reading them while the gateway stops.
+    while !matches!(
+        stream.message().await.unwrap().and_then(|m| m.event),
+        Some(Event::Rows(_))
+    ) {}
+    let reader = tokio::spawn(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    });
+    let start = Instant::now();
+    gw.shutdown().await;
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends")
+        .unwrap()
+        .expect("an error status, not a clean end");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+    wait_until("the server to receive ATTENTION", || sql.attentions() >= 1).await;
+    assert!(sql.rows_sent() < 100_000_000);
+}

@@ -30,6 +30,8 @@ pub use rows::{SqlCell, SqlRow, SqlRows};
 pub use stream::{query, SqlEventStream};
 pub use value::SqlValue;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{error::GatewayError, token::AccessToken, token::IdentitySelector, Cloud};
 
 /// The caller a pooled SQL session belongs to: a Unix caller's uid, or a
@@ -91,6 +93,10 @@ pub struct SqlQuery {
     pub max_rows: u64,
     /// Longest wait for the server (first result, and each later read).
     pub timeout: Duration,
+    /// Cancelled when the gateway shuts down: the query is stopped (the
+    /// server gets ATTENTION) and the caller told so, rather than the drain
+    /// waiting for a long result to end.
+    pub shutdown: CancellationToken,
 }
 
 /// A result column.

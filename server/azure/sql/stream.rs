@@ -14,7 +14,8 @@
 //! bytes, or as soon as the server pauses: a slow query's rows reach the
 //! caller as they come, a fast one's in full batches.
 //!
-//! When the caller goes away, or the query times out, the task sends
+//! When the caller goes away, the query times out or the gateway shuts
+//! down (the caller then gets UNAVAILABLE), the task sends
 //! ATTENTION so the server stops, and drops the connection rather than
 //! returning it to the pool. A `max_rows` cut also sends ATTENTION but keeps
 //! the connection once the server acknowledged it.
@@ -30,6 +31,7 @@ use std::{
 use futures::{FutureExt, Stream, TryStreamExt};
 use tiberius::{ColumnData, Command, CommandItem};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::pool::SqlPools;
 use super::{
@@ -99,6 +101,8 @@ enum Stop {
     Timeout,
     /// The caller's deadline passed.
     Deadline,
+    /// The gateway is shutting down.
+    Shutdown,
 }
 
 enum Finish {
@@ -197,6 +201,9 @@ async fn run(
                     Stop::Deadline => Some(GatewayError::DeadlineExceeded(
                         "the caller's deadline passed while the query was running".into(),
                     )),
+                    Stop::Shutdown => Some(GatewayError::Unavailable(
+                        "the gateway is shutting down; the query was stopped".into(),
+                    )),
                 };
                 if let Some(error) = error {
                     let item = Item {
@@ -287,6 +294,7 @@ async fn server_wait<F: Future>(
     timeout: Duration,
     deadline: Option<Instant>,
     tx: &mpsc::Sender<Item>,
+    shutdown: &CancellationToken,
 ) -> Result<F::Output, Stop> {
     let limit = Instant::now() + timeout;
     let (until, stop) = match deadline {
@@ -296,18 +304,33 @@ async fn server_wait<F: Future>(
     tokio::select! {
         out = tokio::time::timeout_at(until.into(), fut) => out.map_err(|_| stop),
         _ = tx.closed() => Err(Stop::Cancelled),
+        () = shutdown.cancelled() => Err(Stop::Shutdown),
     }
 }
 
-/// Sends one event, waiting while the channel is full (backpressure).
-async fn send(tx: &mpsc::Sender<Item>, item: Item, deadline: Option<Instant>) -> Result<(), Stop> {
-    let sent = match deadline {
-        None => tx.send(item).await,
-        Some(at) => tokio::time::timeout_at(at.into(), tx.send(item))
-            .await
-            .map_err(|_| Stop::Deadline)?,
+/// Sends one event, waiting while the channel is full (backpressure), but
+/// not past the caller's deadline or the gateway's shutdown.
+async fn send(
+    tx: &mpsc::Sender<Item>,
+    item: Item,
+    deadline: Option<Instant>,
+    shutdown: &CancellationToken,
+) -> Result<(), Stop> {
+    if shutdown.is_cancelled() {
+        return Err(Stop::Shutdown);
+    }
+    let sent = async {
+        match deadline {
+            None => Ok(tx.send(item).await),
+            Some(at) => tokio::time::timeout_at(at.into(), tx.send(item))
+                .await
+                .map_err(|_| Stop::Deadline),
+        }
     };
-    sent.map_err(|_| Stop::Cancelled)
+    tokio::select! {
+        sent = sent => sent?.map_err(|_| Stop::Cancelled),
+        () = shutdown.cancelled() => Err(Stop::Shutdown),
+    }
 }
 
 fn broken(e: tiberius::error::Error, before_output: bool) -> Abort {
@@ -349,10 +372,16 @@ async fn stream_once(
     for (i, (data, _)) in params.iter().enumerate() {
         command.bind_param(format!("@P{}", i + 1), data.clone());
     }
-    let mut stream = server_wait(command.exec(conn), query.timeout, deadline, tx)
-        .await
-        .map_err(Abort::Stop)?
-        .map_err(|e| broken(e, true))?;
+    let mut stream = server_wait(
+        command.exec(conn),
+        query.timeout,
+        deadline,
+        tx,
+        &query.shutdown,
+    )
+    .await
+    .map_err(Abort::Stop)?
+    .map_err(|e| broken(e, true))?;
 
     let mut output = false;
     let mut result_set = 0u32;
@@ -371,11 +400,26 @@ async fn stream_once(
                 // far instead of holding them until a batch is full.
                 if !batch.is_empty() {
                     batch_bytes = 0;
-                    flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
+                    flush(
+                        tx,
+                        &mut batch,
+                        result_set,
+                        batch_rows,
+                        deadline,
+                        &query.shutdown,
+                        metrics,
+                    )
+                    .await?;
                 }
-                server_wait(stream.try_next(), query.timeout, deadline, tx)
-                    .await
-                    .map_err(Abort::Stop)?
+                server_wait(
+                    stream.try_next(),
+                    query.timeout,
+                    deadline,
+                    tx,
+                    &query.shutdown,
+                )
+                .await
+                .map_err(Abort::Stop)?
             }
         };
         let item = match next {
@@ -386,7 +430,16 @@ async fn stream_once(
         match item {
             CommandItem::Metadata(meta) => {
                 batch_bytes = 0;
-                flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
+                flush(
+                    tx,
+                    &mut batch,
+                    result_set,
+                    batch_rows,
+                    deadline,
+                    &query.shutdown,
+                    metrics,
+                )
+                .await?;
                 result_set = meta.result_index() as u32;
                 let columns = meta
                     .columns()
@@ -411,13 +464,23 @@ async fn stream_once(
                         _slot: None,
                     },
                     deadline,
+                    &query.shutdown,
                 )
                 .await
                 .map_err(Abort::Stop)?;
             }
             CommandItem::Row(row) => {
                 if query.max_rows > 0 && total == query.max_rows {
-                    flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
+                    flush(
+                        tx,
+                        &mut batch,
+                        result_set,
+                        batch_rows,
+                        deadline,
+                        &query.shutdown,
+                        metrics,
+                    )
+                    .await?;
                     let done = SqlEvent::Done {
                         rows_per_result_set,
                         rows_affected,
@@ -430,6 +493,7 @@ async fn stream_once(
                             _slot: None,
                         },
                         deadline,
+                        &query.shutdown,
                     )
                     .await
                     .map_err(Abort::Stop)?;
@@ -444,7 +508,16 @@ async fn stream_once(
                 // well under the clients' 4 MiB message limit.
                 if batch.len() >= batch_rows || batch_bytes >= batching.bytes {
                     batch_bytes = 0;
-                    flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
+                    flush(
+                        tx,
+                        &mut batch,
+                        result_set,
+                        batch_rows,
+                        deadline,
+                        &query.shutdown,
+                        metrics,
+                    )
+                    .await?;
                 }
             }
             CommandItem::RowsAffected(n) => {
@@ -458,7 +531,16 @@ async fn stream_once(
             CommandItem::ReturnStatus(_) | CommandItem::ReturnValue(_) => {}
         }
     }
-    flush(tx, &mut batch, result_set, batch_rows, deadline, metrics).await?;
+    flush(
+        tx,
+        &mut batch,
+        result_set,
+        batch_rows,
+        deadline,
+        &query.shutdown,
+        metrics,
+    )
+    .await?;
     let done = SqlEvent::Done {
         rows_per_result_set,
         rows_affected,
@@ -471,6 +553,7 @@ async fn stream_once(
             _slot: None,
         },
         deadline,
+        &query.shutdown,
     )
     .await
     .map_err(Abort::Stop)?;
@@ -491,6 +574,7 @@ async fn flush(
     result_set: u32,
     batch_rows: usize,
     deadline: Option<Instant>,
+    shutdown: &CancellationToken,
     metrics: &Arc<SqlMetrics>,
 ) -> Result<(), Abort> {
     if batch.is_empty() {
@@ -503,5 +587,7 @@ async fn flush(
         event: Ok(SqlEvent::Rows { result_set, rows }),
         _slot: Some(BatchSlot::new(metrics)),
     };
-    send(tx, item, deadline).await.map_err(Abort::Stop)
+    send(tx, item, deadline, shutdown)
+        .await
+        .map_err(Abort::Stop)
 }

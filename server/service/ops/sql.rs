@@ -137,6 +137,7 @@ impl Gateway {
             params: request.parameters,
             max_rows,
             timeout,
+            shutdown: self.shutdown.clone(),
         })
     }
 }
