@@ -595,18 +595,8 @@ async fn identity_endpoint_callers_are_attributed_and_the_header_file_is_the_gro
 #[tokio::test]
 async fn reload_keeps_watch_streams_and_an_invalid_file_keeps_the_old_policy() {
     let env = TestEnv::new().await;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
     let file = env.dir.path().join("gateway.toml");
-    let write = |resources: &str| {
-        std::fs::write(
-            &file,
-            format!(
-                "[[policy.rules]]\nname = \"me\"\nuids = [{me}]\nidentities = [\"system\"]\nresources = [{resources}]\n"
-            ),
-        )
-        .unwrap()
-    };
+    let write = |resources: &str| write_own_rule(&file, resources);
     write(&format!("\"{VAULT}\""));
     let mut config = env.config();
     config.policy = Config::from_file(&file).unwrap().policy;
@@ -658,18 +648,8 @@ async fn a_reload_that_revokes_a_grant_ends_open_watch_streams_at_once() {
         ..ImdsConfig::default()
     })
     .await;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
     let file = env.dir.path().join("gateway.toml");
-    let write = |resources: &str| {
-        std::fs::write(
-            &file,
-            format!(
-                "[[policy.rules]]\nname = \"me\"\nuids = [{me}]\nidentities = [\"system\"]\nresources = [{resources}]\n"
-            ),
-        )
-        .unwrap()
-    };
+    let write = |resources: &str| write_own_rule(&file, resources);
     write(&format!("\"{VAULT}\", \"{STORAGE}\""));
     let mut config = env.config();
     config.policy = Config::from_file(&file).unwrap().policy;
@@ -723,6 +703,8 @@ async fn a_reload_that_revokes_a_grant_ends_open_watch_streams_at_once() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     let message = err.to_string();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
     assert!(
         message.contains("rule 'me'")
             && message.contains(&format!("uid {me}"))
@@ -831,4 +813,18 @@ async fn audit_lines_name_the_identity_and_the_sas_granted() {
             && l.contains(&format!("identity=client_id={}", sample::USER_CLIENT_ID))),
         "{text}"
     );
+}
+
+/// Writes a policy file with one rule, "me", granting this process's uid the
+/// system identity for `resources` (a TOML list body, quoted).
+fn write_own_rule(file: &std::path::Path, resources: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    std::fs::write(
+        file,
+        format!(
+            "[[policy.rules]]\nname = \"me\"\nuids = [{me}]\nidentities = [\"system\"]\nresources = [{resources}]\n"
+        ),
+    )
+    .unwrap()
 }

@@ -84,8 +84,15 @@ async fn drain(
 }
 
 async fn run(gw: &TestGateway, request: QuerySqlRequest) -> Result<Collected, Status> {
-    let stream = gw.client.rpc().query_sql(request).await?.into_inner();
-    drain(stream).await
+    drain(open(gw, request).await?).await
+}
+
+/// The response stream of a query, as the generated client gives it.
+async fn open(
+    gw: &TestGateway,
+    request: QuerySqlRequest,
+) -> Result<Streaming<identity_gateway_client::proto::QuerySqlResponse>, Status> {
+    Ok(gw.client.rpc().query_sql(request).await?.into_inner())
 }
 
 fn null() -> Option<Kind> {
@@ -477,13 +484,7 @@ async fn pooled_connections_are_not_reused_past_their_token_and_new_logins_get_a
 async fn a_client_cancelling_mid_stream_stops_the_server_and_leaves_the_pool_healthy() {
     let (_env, sql, gw) = setup().await;
     let big = "SELECT n, printf('%0100d', n) AS pad FROM numbers LIMIT 1000000";
-    let mut stream = gw
-        .client
-        .rpc()
-        .query_sql(request(&sql, big, vec![]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = open(&gw, request(&sql, big, vec![])).await.unwrap();
     let mut rows = 0;
     while rows < 1000 {
         if let Some(Event::Rows(batch)) = stream.message().await.unwrap().unwrap().event {
@@ -577,13 +578,7 @@ async fn a_slow_reader_never_makes_the_gateway_buffer_more_than_a_few_batches() 
     let capacity = config.sql.stream_buffer_batches as i64;
     let gw = env.start(config).await;
     let query = format!("SELECT n, printf('%050d', n) AS pad FROM numbers LIMIT {ROWS}");
-    let mut stream = gw
-        .client
-        .rpc()
-        .query_sql(request(&sql, &query, vec![]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = open(&gw, request(&sql, &query, vec![])).await.unwrap();
     let metrics = gw.gateway.sql().metrics();
 
     let mut received = 0u64;
@@ -886,13 +881,7 @@ async fn a_slow_querys_rows_arrive_as_the_server_sends_them() {
                  (WITH RECURSIVE s(k) AS (SELECT o.n UNION ALL SELECT k + 1 FROM s \
                  WHERE k < o.n + 1000000) SELECT count(*) FROM s) AS steps \
                  FROM numbers o LIMIT 3";
-    let mut stream = gw
-        .client
-        .rpc()
-        .query_sql(request(&sql, query, vec![]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = open(&gw, request(&sql, query, vec![])).await.unwrap();
     let mut batches = Vec::new();
     while let Some(message) = stream.message().await.unwrap() {
         if let Some(Event::Rows(batch)) = message.event {
@@ -918,13 +907,7 @@ async fn a_slow_querys_rows_arrive_as_the_server_sends_them() {
 async fn shutdown_stops_a_streaming_query_and_tells_the_caller() {
     let (_env, sql, gw) = setup().await;
     let query = "SELECT n, printf('%050d', n) AS pad FROM numbers LIMIT 100000000";
-    let mut stream = gw
-        .client
-        .rpc()
-        .query_sql(request(&sql, query, vec![]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = open(&gw, request(&sql, query, vec![])).await.unwrap();
     // Rows are flowing; keep reading them while the gateway stops.
     while !matches!(
         stream.message().await.unwrap().and_then(|m| m.event),

@@ -287,49 +287,80 @@ async fn attention(lease: &mut Lease, metrics: &SqlMetrics) -> bool {
     )
 }
 
-/// Waits for the server, bounded by the query timeout and the caller's
-/// deadline, and gives up as soon as the caller goes away.
-async fn server_wait<F: Future>(
-    fut: F,
-    timeout: Duration,
+/// Where one query's events go, and what stops sending them: the caller
+/// going away, the caller's deadline, the gateway's shutdown.
+struct Events<'a> {
+    tx: &'a mpsc::Sender<Item>,
     deadline: Option<Instant>,
-    tx: &mpsc::Sender<Item>,
-    shutdown: &CancellationToken,
-) -> Result<F::Output, Stop> {
-    let limit = Instant::now() + timeout;
-    let (until, stop) = match deadline {
-        Some(d) if d < limit => (d, Stop::Deadline),
-        _ => (limit, Stop::Timeout),
-    };
-    tokio::select! {
-        out = tokio::time::timeout_at(until.into(), fut) => out.map_err(|_| stop),
-        _ = tx.closed() => Err(Stop::Cancelled),
-        () = shutdown.cancelled() => Err(Stop::Shutdown),
-    }
+    shutdown: &'a CancellationToken,
+    metrics: &'a Arc<SqlMetrics>,
+    batch_rows: usize,
 }
 
-/// Sends one event, waiting while the channel is full (backpressure), but
-/// not past the caller's deadline or the gateway's shutdown.
-async fn send(
-    tx: &mpsc::Sender<Item>,
-    item: Item,
-    deadline: Option<Instant>,
-    shutdown: &CancellationToken,
-) -> Result<(), Stop> {
-    if shutdown.is_cancelled() {
-        return Err(Stop::Shutdown);
-    }
-    let sent = async {
-        match deadline {
-            None => Ok(tx.send(item).await),
-            Some(at) => tokio::time::timeout_at(at.into(), tx.send(item))
-                .await
-                .map_err(|_| Stop::Deadline),
+impl Events<'_> {
+    /// Waits for the server, bounded by the query timeout and the caller's
+    /// deadline, and gives up as soon as the caller goes away or the gateway
+    /// shuts down.
+    async fn wait<F: Future>(&self, fut: F, timeout: Duration) -> Result<F::Output, Abort> {
+        let limit = Instant::now() + timeout;
+        let (until, stop) = match self.deadline {
+            Some(d) if d < limit => (d, Stop::Deadline),
+            _ => (limit, Stop::Timeout),
+        };
+        tokio::select! {
+            out = tokio::time::timeout_at(until.into(), fut) => out.map_err(|_| Abort::Stop(stop)),
+            _ = self.tx.closed() => Err(Abort::Stop(Stop::Cancelled)),
+            () = self.shutdown.cancelled() => Err(Abort::Stop(Stop::Shutdown)),
         }
-    };
-    tokio::select! {
-        sent = sent => sent?.map_err(|_| Stop::Cancelled),
-        () = shutdown.cancelled() => Err(Stop::Shutdown),
+    }
+
+    /// Sends one event that is not a row batch.
+    async fn send(&self, event: SqlEvent) -> Result<(), Abort> {
+        self.send_item(Item {
+            event: Ok(event),
+            _slot: None,
+        })
+        .await
+    }
+
+    /// Sends the rows collected so far as one batch.
+    async fn flush(&self, batch: &mut SqlRows, result_set: u32) -> Result<(), Abort> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // The next batch likely has as many cells: reserve them once.
+        let next = SqlRows::with_capacity(self.batch_rows, batch.cell_count(), batch.text_len());
+        let rows = std::mem::replace(batch, next);
+        self.send_item(Item {
+            event: Ok(SqlEvent::Rows { result_set, rows }),
+            _slot: Some(BatchSlot::new(self.metrics)),
+        })
+        .await
+    }
+
+    /// Sends one item, waiting while the channel is full (backpressure), but
+    /// not past the caller's deadline or the gateway's shutdown.
+    async fn send_item(&self, item: Item) -> Result<(), Abort> {
+        if self.shutdown.is_cancelled() {
+            return Err(Abort::Stop(Stop::Shutdown));
+        }
+        let sent = async {
+            match self.deadline {
+                None => Ok(self.tx.send(item).await),
+                Some(at) => tokio::time::timeout_at(at.into(), self.tx.send(item))
+                    .await
+                    .map_err(|_| Stop::Deadline),
+            }
+        };
+        let stopped = tokio::select! {
+            sent = sent => match sent {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(_)) => Stop::Cancelled,
+                Err(stop) => stop,
+            },
+            () = self.shutdown.cancelled() => Stop::Shutdown,
+        };
+        Err(Abort::Stop(stopped))
     }
 }
 
@@ -360,6 +391,13 @@ async fn stream_once(
     metrics: &Arc<SqlMetrics>,
 ) -> Result<Finish, Abort> {
     let batch_rows = batching.rows;
+    let events = Events {
+        tx,
+        deadline,
+        shutdown: &query.shutdown,
+        metrics,
+        batch_rows,
+    };
     let mut batch_bytes = 0usize;
     let mut command = Command::new("sp_executesql");
     command.bind_param("@stmt", query.text.clone());
@@ -372,16 +410,10 @@ async fn stream_once(
     for (i, (data, _)) in params.iter().enumerate() {
         command.bind_param(format!("@P{}", i + 1), data.clone());
     }
-    let mut stream = server_wait(
-        command.exec(conn),
-        query.timeout,
-        deadline,
-        tx,
-        &query.shutdown,
-    )
-    .await
-    .map_err(Abort::Stop)?
-    .map_err(|e| broken(e, true))?;
+    let mut stream = events
+        .wait(command.exec(conn), query.timeout)
+        .await?
+        .map_err(|e| broken(e, true))?;
 
     let mut output = false;
     let mut result_set = 0u32;
@@ -400,26 +432,9 @@ async fn stream_once(
                 // far instead of holding them until a batch is full.
                 if !batch.is_empty() {
                     batch_bytes = 0;
-                    flush(
-                        tx,
-                        &mut batch,
-                        result_set,
-                        batch_rows,
-                        deadline,
-                        &query.shutdown,
-                        metrics,
-                    )
-                    .await?;
+                    events.flush(&mut batch, result_set).await?;
                 }
-                server_wait(
-                    stream.try_next(),
-                    query.timeout,
-                    deadline,
-                    tx,
-                    &query.shutdown,
-                )
-                .await
-                .map_err(Abort::Stop)?
+                events.wait(stream.try_next(), query.timeout).await?
             }
         };
         let item = match next {
@@ -430,16 +445,7 @@ async fn stream_once(
         match item {
             CommandItem::Metadata(meta) => {
                 batch_bytes = 0;
-                flush(
-                    tx,
-                    &mut batch,
-                    result_set,
-                    batch_rows,
-                    deadline,
-                    &query.shutdown,
-                    metrics,
-                )
-                .await?;
+                events.flush(&mut batch, result_set).await?;
                 result_set = meta.result_index() as u32;
                 let columns = meta
                     .columns()
@@ -457,46 +463,17 @@ async fn stream_once(
                     result_set,
                     columns,
                 };
-                send(
-                    tx,
-                    Item {
-                        event: Ok(event),
-                        _slot: None,
-                    },
-                    deadline,
-                    &query.shutdown,
-                )
-                .await
-                .map_err(Abort::Stop)?;
+                events.send(event).await?;
             }
             CommandItem::Row(row) => {
                 if query.max_rows > 0 && total == query.max_rows {
-                    flush(
-                        tx,
-                        &mut batch,
-                        result_set,
-                        batch_rows,
-                        deadline,
-                        &query.shutdown,
-                        metrics,
-                    )
-                    .await?;
+                    events.flush(&mut batch, result_set).await?;
                     let done = SqlEvent::Done {
                         rows_per_result_set,
                         rows_affected,
                         truncated: true,
                     };
-                    send(
-                        tx,
-                        Item {
-                            event: Ok(done),
-                            _slot: None,
-                        },
-                        deadline,
-                        &query.shutdown,
-                    )
-                    .await
-                    .map_err(Abort::Stop)?;
+                    events.send(done).await?;
                     return Ok(Finish::Truncated);
                 }
                 batch_bytes += batch.push_row(row.into_iter().map(from_column));
@@ -508,16 +485,7 @@ async fn stream_once(
                 // well under the clients' 4 MiB message limit.
                 if batch.len() >= batch_rows || batch_bytes >= batching.bytes {
                     batch_bytes = 0;
-                    flush(
-                        tx,
-                        &mut batch,
-                        result_set,
-                        batch_rows,
-                        deadline,
-                        &query.shutdown,
-                        metrics,
-                    )
-                    .await?;
+                    events.flush(&mut batch, result_set).await?;
                 }
             }
             CommandItem::RowsAffected(n) => {
@@ -531,32 +499,13 @@ async fn stream_once(
             CommandItem::ReturnStatus(_) | CommandItem::ReturnValue(_) => {}
         }
     }
-    flush(
-        tx,
-        &mut batch,
-        result_set,
-        batch_rows,
-        deadline,
-        &query.shutdown,
-        metrics,
-    )
-    .await?;
+    events.flush(&mut batch, result_set).await?;
     let done = SqlEvent::Done {
         rows_per_result_set,
         rows_affected,
         truncated: false,
     };
-    send(
-        tx,
-        Item {
-            event: Ok(done),
-            _slot: None,
-        },
-        deadline,
-        &query.shutdown,
-    )
-    .await
-    .map_err(Abort::Stop)?;
+    events.send(done).await?;
     Ok(Finish::Complete)
 }
 
@@ -565,29 +514,4 @@ async fn stream_once(
 struct Batching {
     rows: usize,
     bytes: usize,
-}
-
-/// Sends the rows collected so far as one batch.
-async fn flush(
-    tx: &mpsc::Sender<Item>,
-    batch: &mut SqlRows,
-    result_set: u32,
-    batch_rows: usize,
-    deadline: Option<Instant>,
-    shutdown: &CancellationToken,
-    metrics: &Arc<SqlMetrics>,
-) -> Result<(), Abort> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    // The next batch likely has as many cells: reserve them once.
-    let next = SqlRows::with_capacity(batch_rows, batch.cell_count(), batch.text_len());
-    let rows = std::mem::replace(batch, next);
-    let item = Item {
-        event: Ok(SqlEvent::Rows { result_set, rows }),
-        _slot: Some(BatchSlot::new(metrics)),
-    };
-    send(tx, item, deadline, shutdown)
-        .await
-        .map_err(Abort::Stop)
 }
