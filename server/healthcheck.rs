@@ -111,7 +111,7 @@ pub async fn check(target: &Target, service: &str, timeout: Duration) -> Health 
 }
 
 async fn ask(target: &Target, service: &str) -> Health {
-    use tonic::transport::{Endpoint, Uri};
+    use tonic::transport::Endpoint;
     use tonic_health::pb::{
         health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
     };
@@ -121,28 +121,16 @@ async fn ask(target: &Target, service: &str) -> Health {
         #[cfg(unix)]
         Target::Socket(path) => {
             let path = path.clone();
-            endpoint
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                    }
-                }))
-                .await
+            connect_via(endpoint, move || tokio::net::UnixStream::connect(path.clone())).await
         }
         #[cfg(windows)]
         Target::Pipe(name) => {
             let name = name.clone();
-            endpoint
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let name = name.clone();
-                    async move {
-                        let pipe = open_pipe(&name).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(pipe))
-                    }
-                }))
-                .await
+            connect_via(endpoint, move || {
+                let name = name.clone();
+                async move { open_pipe(&name).await }
+            })
+            .await
         }
         other => {
             return Health::Unreachable(format!(
@@ -170,6 +158,25 @@ async fn ask(target: &Target, service: &str) -> Health {
             status.message()
         )),
     }
+}
+
+/// A channel over whatever `connect` opens (the endpoint's URI is a
+/// placeholder; the connector decides where bytes go).
+async fn connect_via<S, F, Fut>(
+    endpoint: tonic::transport::Endpoint,
+    connect: F,
+) -> Result<tonic::transport::Channel, tonic::transport::Error>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<S>> + Send,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let connect = connect.clone();
+            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(connect().await?)) }
+        }))
+        .await
 }
 
 /// Opens the client end of pipe `name`, waiting while every instance is

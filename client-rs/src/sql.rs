@@ -13,7 +13,7 @@
 
 use std::{fmt, ops::Range, pin::Pin, task};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use prost::{
     bytes::{Buf, Bytes},
     encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType},
@@ -53,14 +53,7 @@ impl SqlStream {
 
     /// The next event, `None` after the last.
     pub async fn next_event(&mut self) -> Result<Option<SqlEvent>, Error> {
-        loop {
-            match self.inner.message().await? {
-                Some(Some(event)) => return Ok(Some(event)),
-                // An event kind newer than this client: skipped.
-                Some(None) => continue,
-                None => return Ok(None),
-            }
-        }
+        self.next().await.transpose()
     }
 }
 
@@ -79,6 +72,7 @@ impl Stream for SqlStream {
     ) -> task::Poll<Option<Self::Item>> {
         loop {
             return match Pin::new(&mut self.inner).poll_next(cx) {
+                // An event kind newer than this client: skipped.
                 task::Poll::Ready(Some(Ok(None))) => continue,
                 task::Poll::Ready(Some(Ok(Some(event)))) => task::Poll::Ready(Some(Ok(event))),
                 task::Poll::Ready(Some(Err(status))) => {
@@ -115,11 +109,11 @@ impl RowBatch {
                 }
                 (2, WireType::LengthDelimited) => {
                     let row = length_delimited(&mut buf)?;
-                    let start = row.as_ptr() as usize - bytes.as_ptr() as usize;
                     for value in Row::fields(row) {
                         parse_value(value?)?;
                     }
-                    rows.push(start..start + row.len());
+                    let end = bytes.len() - buf.len();
+                    rows.push(end - row.len()..end);
                 }
                 (1 | 2, _) => return Err(MalformedReply("wrong wire type in SqlRowBatch")),
                 _ => skip(wire_type, tag, &mut buf)?,
@@ -381,10 +375,7 @@ fn parse_event(bytes: Bytes) -> Result<Option<SqlEvent>, MalformedReply> {
                 proto::SqlResultSetColumns::decode(field)
                     .map_err(|_| MalformedReply("bad columns"))?,
             ),
-            2 => {
-                let start = field.as_ptr() as usize - bytes.as_ptr() as usize;
-                SqlEvent::Rows(RowBatch::parse(bytes.slice(start..start + field.len()))?)
-            }
+            2 => SqlEvent::Rows(RowBatch::parse(bytes.slice_ref(field))?),
             _ => SqlEvent::Done(
                 proto::SqlQueryDone::decode(field).map_err(|_| MalformedReply("bad done"))?,
             ),

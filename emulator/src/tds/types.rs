@@ -411,7 +411,8 @@ fn put_utf16(out: &mut BytesMut, s: &str, units: usize) {
     let start = out.len();
     out.resize(start + units * 2, 0);
     let dst = &mut out[start..];
-    if s.is_ascii() {
+    // As many units as bytes only when every char is one byte: ASCII.
+    if units == s.len() {
         for (pair, b) in dst.chunks_exact_mut(2).zip(s.bytes()) {
             pair[0] = b;
         }

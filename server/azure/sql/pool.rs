@@ -192,18 +192,10 @@ impl SqlPools {
         &self,
         deadline: Option<Instant>,
     ) -> Result<OwnedSemaphorePermit, GatewayError> {
-        let acquire = Arc::clone(&self.readers).acquire_owned();
-        match deadline {
-            None => acquire.await,
-            Some(at) => tokio::time::timeout_at(at.into(), acquire)
-                .await
-                .map_err(|_| {
-                    GatewayError::DeadlineExceeded(format!(
-                        "{MAX_READERS} SQL results were being read until the caller's deadline"
-                    ))
-                })?,
-        }
-        .map_err(|_| GatewayError::Unavailable("the SQL pools are closed".into()))
+        acquire_by(&self.readers, deadline, || {
+            format!("{MAX_READERS} SQL results were being read until the caller's deadline")
+        })
+        .await
     }
 
     /// The `[sql]` settings the pools run with.
@@ -294,19 +286,13 @@ impl SqlPools {
                 permits: Arc::new(Semaphore::new(config.pool_size.max(1) as usize)),
             })
         }));
-        let acquire = Arc::clone(&pool.permits).acquire_owned();
-        let permit = match deadline {
-            None => acquire.await,
-            Some(at) => tokio::time::timeout_at(at.into(), acquire)
-                .await
-                .map_err(|_| {
-                    GatewayError::DeadlineExceeded(format!(
-                        "all {} connections to {}:{} were busy until the caller's deadline",
-                        config.pool_size, target.host, target.port
-                    ))
-                })?,
-        }
-        .map_err(|_| GatewayError::Unavailable("the SQL pool is closed".into()))?;
+        let permit = acquire_by(&pool.permits, deadline, || {
+            format!(
+                "all {} connections to {}:{} were busy until the caller's deadline",
+                config.pool_size, target.host, target.port
+            )
+        })
+        .await?;
 
         let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
         let now = self.upstream.clock.wall();
@@ -494,6 +480,23 @@ fn login_error(
             GatewayError::Upstream(format!("Azure SQL {server} answered something unexpected: {why}"))
         }
     }
+}
+
+/// A permit of `permits`, waiting at most until `deadline`; past it, the
+/// caller's deadline error says what was `busy`.
+async fn acquire_by(
+    permits: &Arc<Semaphore>,
+    deadline: Option<Instant>,
+    busy: impl FnOnce() -> String,
+) -> Result<OwnedSemaphorePermit, GatewayError> {
+    let acquire = Arc::clone(permits).acquire_owned();
+    match deadline {
+        None => acquire.await,
+        Some(at) => tokio::time::timeout_at(at.into(), acquire)
+            .await
+            .map_err(|_| GatewayError::DeadlineExceeded(busy()))?,
+    }
+    .map_err(|_| GatewayError::Unavailable("the SQL pool is closed".into()))
 }
 
 #[cfg(test)]

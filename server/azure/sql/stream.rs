@@ -341,9 +341,6 @@ impl Events<'_> {
     /// Sends one item, waiting while the channel is full (backpressure), but
     /// not past the caller's deadline or the gateway's shutdown.
     async fn send_item(&self, item: Item) -> Result<(), Abort> {
-        if self.shutdown.is_cancelled() {
-            return Err(Abort::Stop(Stop::Shutdown));
-        }
         let sent = async {
             match self.deadline {
                 None => Ok(self.tx.send(item).await),
@@ -353,12 +350,14 @@ impl Events<'_> {
             }
         };
         let stopped = tokio::select! {
+            // A shutdown wins even when the channel has room.
+            biased;
+            () = self.shutdown.cancelled() => Stop::Shutdown,
             sent = sent => match sent {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(_)) => Stop::Cancelled,
                 Err(stop) => stop,
             },
-            () = self.shutdown.cancelled() => Stop::Shutdown,
         };
         Err(Abort::Stop(stopped))
     }
