@@ -63,6 +63,19 @@ pub enum SqlCell<'a> {
 }
 
 impl SqlCell<'_> {
+    /// About the bytes this cell takes on the wire (for batch bounds).
+    pub fn encoded_len(&self) -> usize {
+        2 + match self {
+            Self::Null | Self::Bool(_) => 1,
+            Self::Int(_) | Self::Float(_) => 8,
+            Self::Timestamp { .. } => 12,
+            Self::Decimal(s) | Self::String(s) | Self::Guid(s) | Self::Date(s) | Self::Time(s) => {
+                s.len()
+            }
+            Self::Bytes(b) => b.len(),
+        }
+    }
+
     /// The cell as an owned value.
     pub fn to_value(&self) -> SqlValue {
         match *self {
@@ -77,6 +90,28 @@ impl SqlCell<'_> {
             Self::Timestamp { seconds, nanos } => SqlValue::Timestamp { seconds, nanos },
             Self::Date(s) => SqlValue::Date(s.to_owned()),
             Self::Time(s) => SqlValue::Time(s.to_owned()),
+        }
+    }
+}
+
+impl SqlValue {
+    /// The value as a cell, borrowing its text or data.
+    pub fn as_cell(&self) -> SqlCell<'_> {
+        match self {
+            Self::Null => SqlCell::Null,
+            Self::Bool(b) => SqlCell::Bool(*b),
+            Self::Int(i) => SqlCell::Int(*i),
+            Self::Float(f) => SqlCell::Float(*f),
+            Self::Decimal(s) => SqlCell::Decimal(s),
+            Self::String(s) => SqlCell::String(s),
+            Self::Bytes(b) => SqlCell::Bytes(b),
+            Self::Guid(s) => SqlCell::Guid(s),
+            Self::Timestamp { seconds, nanos } => SqlCell::Timestamp {
+                seconds: *seconds,
+                nanos: *nanos,
+            },
+            Self::Date(s) => SqlCell::Date(s),
+            Self::Time(s) => SqlCell::Time(s),
         }
     }
 }
@@ -113,32 +148,45 @@ impl SqlRows {
     }
 
     /// Appends a row; returns about the bytes it takes on the wire
-    /// ([`SqlValue::encoded_len`]).
+    /// ([`SqlCell::encoded_len`]).
     pub fn push_row(&mut self, values: impl IntoIterator<Item = SqlValue>) -> usize {
-        let mut bytes = 0;
-        for value in values {
-            bytes += value.encoded_len();
-            let cell = match value {
-                SqlValue::Null => Cell::Null,
-                SqlValue::Bool(b) => Cell::Bool(b),
-                SqlValue::Int(i) => Cell::Int(i),
-                SqlValue::Float(f) => Cell::Float(f),
-                SqlValue::Decimal(s) => self.push_text(TextKind::Decimal, &s),
-                SqlValue::String(s) => self.push_text(TextKind::String, &s),
-                SqlValue::Guid(s) => self.push_text(TextKind::Guid, &s),
-                SqlValue::Date(s) => self.push_text(TextKind::Date, &s),
-                SqlValue::Time(s) => self.push_text(TextKind::Time, &s),
-                SqlValue::Bytes(b) => {
-                    let start = self.data.len();
-                    self.data.extend_from_slice(&b);
-                    Cell::Bytes(start, b.len())
-                }
-                SqlValue::Timestamp { seconds, nanos } => Cell::Timestamp { seconds, nanos },
-            };
-            self.cells.push(cell);
-        }
-        self.ends.push(self.cells.len());
+        let bytes = values
+            .into_iter()
+            .map(|value| self.push_cell(value.as_cell()))
+            .sum();
+        self.end_row();
         bytes
+    }
+
+    /// Appends a cell to the row being built, copying its text or data into
+    /// the batch; returns about the bytes it takes on the wire
+    /// ([`SqlCell::encoded_len`]). [`end_row`](Self::end_row) ends the row.
+    pub fn push_cell(&mut self, cell: SqlCell<'_>) -> usize {
+        let bytes = cell.encoded_len();
+        let stored = match cell {
+            SqlCell::Null => Cell::Null,
+            SqlCell::Bool(b) => Cell::Bool(b),
+            SqlCell::Int(i) => Cell::Int(i),
+            SqlCell::Float(f) => Cell::Float(f),
+            SqlCell::Decimal(s) => self.push_text(TextKind::Decimal, s),
+            SqlCell::String(s) => self.push_text(TextKind::String, s),
+            SqlCell::Guid(s) => self.push_text(TextKind::Guid, s),
+            SqlCell::Date(s) => self.push_text(TextKind::Date, s),
+            SqlCell::Time(s) => self.push_text(TextKind::Time, s),
+            SqlCell::Bytes(b) => {
+                let start = self.data.len();
+                self.data.extend_from_slice(b);
+                Cell::Bytes(start, b.len())
+            }
+            SqlCell::Timestamp { seconds, nanos } => Cell::Timestamp { seconds, nanos },
+        };
+        self.cells.push(stored);
+        bytes
+    }
+
+    /// Ends the row whose cells were pushed since the last row ended.
+    pub fn end_row(&mut self) {
+        self.ends.push(self.cells.len());
     }
 
     fn push_text(&mut self, kind: TextKind, s: &str) -> Cell {

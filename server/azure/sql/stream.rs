@@ -38,7 +38,7 @@ use super::{
     client::Connection,
     pool::Lease,
     server_error,
-    value::{bind_value, from_column, type_name},
+    value::{bind_value, type_name, with_cell},
     SqlColumn, SqlEvent, SqlMetrics, SqlQuery, SqlRows,
 };
 use crate::error::GatewayError;
@@ -475,7 +475,12 @@ async fn stream_once(
                     events.send(done).await?;
                     return Ok(Finish::Truncated);
                 }
-                batch_bytes += batch.push_row(row.into_iter().map(from_column));
+                // Cells are copied from the row, which is freed here, on the
+                // thread that allocated it.
+                for (_, data) in row.cells() {
+                    batch_bytes += with_cell(data, |cell| batch.push_cell(cell));
+                }
+                batch.end_row();
                 total += 1;
                 if let Some(count) = rows_per_result_set.last_mut() {
                     *count += 1;

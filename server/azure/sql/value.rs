@@ -1,7 +1,7 @@
 //! SQL values in and out: a request parameter becomes a tiberius
 //! [`ColumnData`] bound as `@Pn` (never spliced into the text), with the
 //! matching declaration for `sp_executesql`; a result cell becomes a
-//! [`SqlValue`]; a result column's TDS type becomes its SQL type name.
+//! [`SqlCell`]; a result column's TDS type becomes its SQL type name.
 
 use std::borrow::Cow;
 
@@ -11,6 +11,7 @@ use tiberius::{
     ColumnData, ColumnType, Uuid,
 };
 
+use super::SqlCell;
 use crate::error::GatewayError;
 
 /// A value crossing the gateway: a bound parameter or a result cell.
@@ -40,15 +41,7 @@ pub enum SqlValue {
 impl SqlValue {
     /// About the bytes this value takes on the wire (for batch bounds).
     pub fn encoded_len(&self) -> usize {
-        2 + match self {
-            Self::Null | Self::Bool(_) => 1,
-            Self::Int(_) | Self::Float(_) => 8,
-            Self::Timestamp { .. } => 12,
-            Self::Decimal(s) | Self::String(s) | Self::Guid(s) | Self::Date(s) | Self::Time(s) => {
-                s.len()
-            }
-            Self::Bytes(b) => b.len(),
-        }
+        self.as_cell().encoded_len()
     }
 }
 
@@ -159,51 +152,71 @@ pub(super) fn bind_value(
     })
 }
 
-/// A result cell as a [`SqlValue`].
-pub(super) fn from_column(data: ColumnData<'static>) -> SqlValue {
-    match data {
-        ColumnData::U8(v) => v.map_or(SqlValue::Null, |v| SqlValue::Int(v.into())),
-        ColumnData::I16(v) => v.map_or(SqlValue::Null, |v| SqlValue::Int(v.into())),
-        ColumnData::I32(v) => v.map_or(SqlValue::Null, |v| SqlValue::Int(v.into())),
-        ColumnData::I64(v) => v.map_or(SqlValue::Null, SqlValue::Int),
-        ColumnData::F32(v) => v.map_or(SqlValue::Null, |v| SqlValue::Float(v.into())),
-        ColumnData::F64(v) => v.map_or(SqlValue::Null, SqlValue::Float),
-        ColumnData::Bit(v) => v.map_or(SqlValue::Null, SqlValue::Bool),
-        ColumnData::String(v) => v.map_or(SqlValue::Null, |s| SqlValue::String(s.into_owned())),
-        ColumnData::Guid(v) => v.map_or(SqlValue::Null, |g| {
-            SqlValue::Guid(g.hyphenated().to_string().to_uppercase())
-        }),
-        ColumnData::Binary(v) => v.map_or(SqlValue::Null, |b| SqlValue::Bytes(b.into_owned())),
-        ColumnData::Numeric(v) => v.map_or(SqlValue::Null, |n| {
-            SqlValue::Decimal(format_decimal(n.value(), n.scale()))
-        }),
-        ColumnData::Xml(v) => v.map_or(SqlValue::Null, |x| {
-            SqlValue::String(x.into_owned().into_string())
-        }),
-        ColumnData::DateTime(v) => v.map_or(SqlValue::Null, |dt| {
+/// Calls `f` with a column's value as a cell: text and binary data
+/// borrowed from the column, the text of GUIDs, decimals, dates and times
+/// formatted for the call.
+pub(super) fn with_cell<R>(data: &ColumnData<'_>, f: impl FnOnce(SqlCell<'_>) -> R) -> R {
+    let formatted: String;
+    let cell = match data {
+        ColumnData::U8(v) => v.map_or(SqlCell::Null, |v| SqlCell::Int(v.into())),
+        ColumnData::I16(v) => v.map_or(SqlCell::Null, |v| SqlCell::Int(v.into())),
+        ColumnData::I32(v) => v.map_or(SqlCell::Null, |v| SqlCell::Int(v.into())),
+        ColumnData::I64(v) => v.map_or(SqlCell::Null, SqlCell::Int),
+        ColumnData::F32(v) => v.map_or(SqlCell::Null, |v| SqlCell::Float(v.into())),
+        ColumnData::F64(v) => v.map_or(SqlCell::Null, SqlCell::Float),
+        ColumnData::Bit(v) => v.map_or(SqlCell::Null, SqlCell::Bool),
+        ColumnData::String(v) => v.as_deref().map_or(SqlCell::Null, SqlCell::String),
+        ColumnData::Guid(v) => match v {
+            Some(g) => {
+                formatted = g.hyphenated().to_string().to_uppercase();
+                SqlCell::Guid(&formatted)
+            }
+            None => SqlCell::Null,
+        },
+        ColumnData::Binary(v) => v.as_deref().map_or(SqlCell::Null, SqlCell::Bytes),
+        ColumnData::Numeric(v) => match v {
+            Some(n) => {
+                formatted = format_decimal(n.value(), n.scale());
+                SqlCell::Decimal(&formatted)
+            }
+            None => SqlCell::Null,
+        },
+        ColumnData::Xml(v) => v.as_deref().map_or(SqlCell::Null, |x| SqlCell::String(x.as_ref().as_ref())),
+        ColumnData::DateTime(v) => v.map_or(SqlCell::Null, |dt| {
             // 1/300 s ticks since midnight.
             let nanos = dt.seconds_fragments() as u64 * 1_000_000_000 / 300;
             timestamp(dt.days() as i64 + JD_1900, nanos)
         }),
-        ColumnData::SmallDateTime(v) => v.map_or(SqlValue::Null, |dt| {
+        ColumnData::SmallDateTime(v) => v.map_or(SqlCell::Null, |dt| {
             timestamp(
                 dt.days() as i64 + JD_1900,
                 dt.seconds_fragments() as u64 * 60 * 1_000_000_000,
             )
         }),
-        ColumnData::Time(v) => v.map_or(SqlValue::Null, |t| SqlValue::Time(format_time(ticks(t)))),
-        ColumnData::Date(v) => v.map_or(SqlValue::Null, |d| {
-            SqlValue::Date(format_date(d.days() as i64 + JD_0001))
-        }),
-        ColumnData::DateTime2(v) => v.map_or(SqlValue::Null, |dt| {
+        ColumnData::Time(v) => match v {
+            Some(t) => {
+                formatted = format_time(ticks(*t));
+                SqlCell::Time(&formatted)
+            }
+            None => SqlCell::Null,
+        },
+        ColumnData::Date(v) => match v {
+            Some(d) => {
+                formatted = format_date(d.days() as i64 + JD_0001);
+                SqlCell::Date(&formatted)
+            }
+            None => SqlCell::Null,
+        },
+        ColumnData::DateTime2(v) => v.map_or(SqlCell::Null, |dt| {
             timestamp(dt.date().days() as i64 + JD_0001, ticks(dt.time()) * 100)
         }),
         // TDS carries the UTC instant plus the offset; the instant is the value.
-        ColumnData::DateTimeOffset(v) => v.map_or(SqlValue::Null, |dto| {
+        ColumnData::DateTimeOffset(v) => v.map_or(SqlCell::Null, |dto| {
             let dt = dto.datetime2();
             timestamp(dt.date().days() as i64 + JD_0001, ticks(dt.time()) * 100)
         }),
-    }
+    };
+    f(cell)
 }
 
 /// 100 ns ticks of a TIME of any scale.
@@ -211,8 +224,8 @@ fn ticks(t: Time) -> u64 {
     t.increments() * 10u64.pow(7u32.saturating_sub(t.scale() as u32))
 }
 
-fn timestamp(julian_day: i64, nanos_of_day: u64) -> SqlValue {
-    SqlValue::Timestamp {
+fn timestamp(julian_day: i64, nanos_of_day: u64) -> SqlCell<'static> {
+    SqlCell::Timestamp {
         seconds: (julian_day - JD_1970) * 86_400 + (nanos_of_day / 1_000_000_000) as i64,
         nanos: (nanos_of_day % 1_000_000_000) as u32,
     }
@@ -355,6 +368,10 @@ fn format_time(ticks: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn from_column(data: ColumnData<'static>) -> SqlValue {
+        with_cell(&data, |cell| cell.to_value())
+    }
 
     fn bound(v: SqlValue) -> (ColumnData<'static>, String) {
         bind_value(&v, "parameters[0]").unwrap()
