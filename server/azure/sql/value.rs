@@ -181,7 +181,9 @@ pub(super) fn with_cell<R>(data: &ColumnData<'_>, f: impl FnOnce(SqlCell<'_>) ->
             }
             None => SqlCell::Null,
         },
-        ColumnData::Xml(v) => v.as_deref().map_or(SqlCell::Null, |x| SqlCell::String(x.as_ref().as_ref())),
+        ColumnData::Xml(v) => v
+            .as_deref()
+            .map_or(SqlCell::Null, |x| SqlCell::String(x.as_ref())),
         ColumnData::DateTime(v) => v.map_or(SqlCell::Null, |dt| {
             // 1/300 s ticks since midnight.
             let nanos = dt.seconds_fragments() as u64 * 1_000_000_000 / 300;
