@@ -9,9 +9,10 @@
 //! 2. rows/s of tiberius used directly (the same `sp_executesql` request,
 //!    every value read),
 //!
-//! interleaved for a number of rounds (medians reported), and samples the
-//! gateway's RSS while it streams (peak reported) for 100k and 1M rows, and
-//! with a slow reader.
+//! interleaved for a number of rounds (medians reported), and reports the
+//! gateway's peak RSS while it streams (the kernel's high-water mark, reset
+//! before each stream, so nothing polls the gateway meanwhile) for 100k and
+//! 1M rows, and with a slow reader.
 //!
 //! Usage: sql-stream --gateway target/release/identity-gateway [--rows N] [--rounds R]
 //! [--only gateway|direct] (one side only, for profiling)
@@ -19,16 +20,14 @@
 use std::{
     path::PathBuf,
     process::{Command as Process, Stdio},
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use futures::TryStreamExt;
 use identity_gateway_bench::support::{
-    parse_flags, rss_kib, socket_dir, wait_ready, Spawned, DEFAULT_GATEWAY,
+    parse_flags, peak_rss_kib, reset_peak_rss, rss_kib, socket_dir, wait_ready, Spawned,
+    DEFAULT_GATEWAY,
 };
 use identity_gateway_client::{proto::QuerySqlRequest, GatewayClient, SqlEvent, Value};
 use identity_gateway_emulator::{
@@ -113,17 +112,8 @@ async fn through_gateway(
     rows: u64,
     pause_per_batch: Option<Duration>,
 ) -> (f64, u64) {
-    let peak = Arc::new(AtomicU64::new(rss_kib(pid)));
-    let running = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, running) = (Arc::clone(&peak), Arc::clone(&running));
-        tokio::spawn(async move {
-            while running.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    // The kernel keeps the peak: nothing polls the gateway while it works.
+    reset_peak_rss(pid).expect("reset the gateway's peak RSS (/proc/PID/clear_refs)");
     let request = QuerySqlRequest {
         server: format!("localhost:{}", sql.port()),
         database: sql.database().into(),
@@ -152,14 +142,9 @@ async fn through_gateway(
         }
     }
     let elapsed = start.elapsed();
-    running.store(false, Ordering::Relaxed);
-    let _ = sampler.await;
     assert_eq!(received, rows);
     assert!(chars > 0);
-    (
-        rows as f64 / elapsed.as_secs_f64(),
-        peak.load(Ordering::Relaxed),
-    )
+    (rows as f64 / elapsed.as_secs_f64(), peak_rss_kib(pid))
 }
 
 /// Streams `rows` rows with tiberius directly; returns rows/s.

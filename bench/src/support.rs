@@ -89,9 +89,17 @@ pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")
 }
 
-/// Peak resident memory of `pid`, KiB.
+/// Peak resident memory of `pid`, KiB: since it started, or since the last
+/// [`reset_peak_rss`].
 pub fn peak_rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmHWM:")
+}
+
+/// Starts `pid`'s peak resident memory (`VmHWM`) afresh from its current
+/// RSS (Linux 4.0+: `5` to `/proc/PID/clear_refs`), so a peak can be read
+/// afterwards without sampling the process while it works.
+pub fn reset_peak_rss(pid: u32) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
 }
 
 /// Calls `probe` every `every` until it returns something, and returns that;

@@ -424,7 +424,12 @@ fn put_utf16(out: &mut BytesMut, s: &str, units: usize) {
 }
 
 fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    // SQLite's text is almost always valid UTF-8: check it the fast way
+    // first, and repair it (lossy) only when it is not.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.into(),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 fn describe(value: ValueRef<'_>) -> String {
