@@ -321,7 +321,7 @@ pub(super) fn sql_event(event: SqlEvent) -> QuerySqlResponse {
                 })
                 .collect(),
         }),
-        SqlEvent::Rows { result_set, rows } => Event::Rows(SqlRowBatch { result_set, rows }),
+        SqlEvent::Rows { result_set, rows } => Event::Rows(SqlRowBatch::new(result_set, rows)),
         SqlEvent::Done {
             rows_per_result_set,
             rows_affected,
@@ -364,8 +364,8 @@ mod tests {
         let Some(Event::Rows(batch)) = response.event else {
             panic!("not rows")
         };
-        assert_eq!(batch.result_set, 1);
-        let rows: Vec<_> = batch.rows.iter().map(|r| r.to_values()).collect();
+        assert_eq!(batch.result_set(), 1);
+        let rows: Vec<_> = batch.rows().iter().map(|r| r.to_values()).collect();
         assert_eq!(rows, [vec![SqlValue::Null, SqlValue::Int(3)]]);
     }
 }

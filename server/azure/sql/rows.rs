@@ -240,7 +240,7 @@ impl SqlRows {
     }
 
     /// The rows, in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = SqlRow<'_>> + '_ {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = SqlRow<'_>> + DoubleEndedIterator + '_ {
         (0..self.ends.len()).map(|i| {
             let start = if i == 0 { 0 } else { self.ends[i - 1] };
             SqlRow {
