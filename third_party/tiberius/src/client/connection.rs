@@ -1233,7 +1233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> futures_util::io::AsyncRead for C
                 match item {
                     Ok(packet) => {
                         let (_, payload) = packet.into_parts();
-                        // PATCH(identity-gateway): see PATCH.md. Was
+                        // PATCH(identity-gateway): see PATCH.md, change 1. Was
                         // `this.buf.extend(payload)`, which goes through
                         // `Extend<u8>`: one `put_slice` per byte.
                         this.buf.extend_from_slice(&payload);
@@ -1260,7 +1260,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> futures_util::io::AsyncRead for C
             }
         }
 
-        buf.copy_from_slice(this.buf.split_to(size).as_ref());
+        // PATCH(identity-gateway): see PATCH.md, change 3. Was
+        // `buf.copy_from_slice(this.buf.split_to(size).as_ref())`.
+        buf.copy_from_slice(&this.buf[..size]);
+        bytes::Buf::advance(&mut this.buf, size);
         Poll::Ready(Ok(size))
     }
 }

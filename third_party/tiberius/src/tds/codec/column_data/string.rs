@@ -55,7 +55,7 @@ where
             } else {
                 // Strict: invalid surrogates error, matching the previous
                 // `String::from_utf16` behaviour.
-                // identity-gateway patch: sized once (a `Result` collect
+                // PATCH(identity-gateway), change 2: sized once (a `Result` collect
                 // has no size hint, so the `String` grew by reallocation).
                 let mut s = String::with_capacity(buf.len() / 2);
                 for c in char::decode_utf16(units) {
