@@ -25,7 +25,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, RwLock,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -51,6 +51,10 @@ use super::{
 /// thousand (the fake shares the benchmark machine's cores with what it
 /// serves).
 const CHUNK: usize = 256 * 1024;
+/// ... or once this many have waited [`SHIP_AFTER`]: a slow query's rows
+/// leave as the engine produces them, as a real server's packets do.
+const SMALL_CHUNK: usize = 32 * 1024;
+const SHIP_AFTER: Duration = Duration::from_millis(1);
 
 /// The client went away while a response was being written.
 #[derive(Debug)]
@@ -63,6 +67,10 @@ pub(crate) struct ResponseWriter<'a> {
     framer: Framer,
     out: &'a mpsc::Sender<Bytes>,
     attention: &'a AtomicBool,
+    /// When bytes were last shipped, and how many framed bytes make the
+    /// next look at the clock (every [`SMALL_CHUNK`], not every row).
+    shipped_at: Instant,
+    next_check: usize,
 }
 
 impl<'a> ResponseWriter<'a> {
@@ -75,6 +83,8 @@ impl<'a> ResponseWriter<'a> {
             framer: Framer::new(PacketType::TabularResult, packet_size),
             out,
             attention,
+            shipped_at: Instant::now(),
+            next_check: SMALL_CHUNK,
         }
     }
 
@@ -82,12 +92,21 @@ impl<'a> ResponseWriter<'a> {
         self.framer.buffer()
     }
 
-    /// Frames full packets and ships them once a chunk has accumulated.
+    /// Frames full packets and ships them once a chunk has accumulated, or
+    /// a small one has waited.
     fn tick(&mut self) -> Result<(), Disconnected> {
         self.framer.cut_full_packets();
-        if self.framer.framed_len() >= CHUNK {
+        let framed = self.framer.framed_len();
+        if framed < self.next_check {
+            return Ok(());
+        }
+        if framed >= CHUNK || self.shipped_at.elapsed() >= SHIP_AFTER {
             let chunk = self.framer.take_framed().freeze();
             self.out.blocking_send(chunk).map_err(|_| Disconnected)?;
+            self.shipped_at = Instant::now();
+            self.next_check = SMALL_CHUNK;
+        } else {
+            self.next_check = (framed + SMALL_CHUNK).min(CHUNK);
         }
         Ok(())
     }
