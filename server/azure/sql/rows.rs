@@ -303,10 +303,19 @@ mod tests {
     }
 
     #[test]
-    fn push_row_reports_the_rows_wire_size() {
+    fn push_row_and_push_cell_report_about_the_wire_size() {
         let mut rows = SqlRows::default();
+        // A cell's key and length (2) plus its value: 8 for an int, the
+        // bytes of a string.
         let row = vec![SqlValue::Int(1), SqlValue::String("abc".into())];
-        let expected: usize = row.iter().map(SqlValue::encoded_len).sum();
-        assert_eq!(rows.push_row(row), expected);
+        assert_eq!(rows.push_row(row), 10 + 5);
+        assert_eq!(rows.push_cell(SqlCell::String("héllo")), 2 + 6);
+        assert_eq!(rows.push_cell(SqlCell::Null), 2 + 1);
+        rows.end_row();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows.iter().nth(1).unwrap().to_values(),
+            [SqlValue::String("héllo".into()), SqlValue::Null]
+        );
     }
 }

@@ -38,13 +38,6 @@ pub enum SqlValue {
     Time(String),
 }
 
-impl SqlValue {
-    /// About the bytes this value takes on the wire (for batch bounds).
-    pub fn encoded_len(&self) -> usize {
-        self.as_cell().encoded_len()
-    }
-}
-
 /// Julian day number of 0001-01-01 (DATE's epoch) and of 1970-01-01.
 const JD_0001: i64 = 1_721_426;
 const JD_1900: i64 = 2_415_021;
