@@ -175,12 +175,11 @@ impl Engine {
         stats: Arc<Stats>,
         principal: String,
     ) -> rusqlite::Result<Self> {
-        let conn = Connection::open_with_flags(
+        // The database exists already (the fake created it): not created here.
+        let conn = super::prepare_connection(Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        rusqlite::vtab::series::load_module(&conn)?;
+        )?)?;
         register_functions(&conn, principal, settings.database.clone())?;
         let session = Arc::new(SessionOptions::default());
         let options = Arc::clone(&session);

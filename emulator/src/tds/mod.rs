@@ -290,12 +290,7 @@ impl SqlFake {
     /// Runs SQL (SQLite dialect, `dbo.` accepted) directly against the
     /// database, to seed or inspect it.
     pub fn execute(&self, sql: &str) -> std::io::Result<()> {
-        let conn =
-            rusqlite::Connection::open(&self.shared.db_path).map_err(std::io::Error::other)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(std::io::Error::other)?;
-        // The `numbers` view needs it.
-        rusqlite::vtab::series::load_module(&conn).map_err(std::io::Error::other)?;
+        let conn = open_database(&self.shared.db_path).map_err(std::io::Error::other)?;
         conn.execute_batch(&engine::strip_dbo(sql))
             .map_err(std::io::Error::other)
     }
@@ -303,8 +298,7 @@ impl SqlFake {
     /// Runs a query directly and returns the first column of the first row
     /// as text (for assertions on the database's state).
     pub fn query_scalar(&self, sql: &str) -> std::io::Result<Option<String>> {
-        let conn =
-            rusqlite::Connection::open(&self.shared.db_path).map_err(std::io::Error::other)?;
+        let conn = open_database(&self.shared.db_path).map_err(std::io::Error::other)?;
         conn.query_row(&engine::strip_dbo(sql), [], |row| {
             row.get_ref(0).map(|v| match v {
                 rusqlite::types::ValueRef::Null => None,
@@ -427,15 +421,30 @@ fn unique_dir() -> std::io::Result<PathBuf> {
 }
 
 fn init_database(path: &Path) -> rusqlite::Result<()> {
-    let conn = rusqlite::Connection::open(path)?;
+    let conn = open_database(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // `generate_series` counts in place; the recursive CTE this replaced
     // pushed and popped every number through a queue table, most of the
     // fake's CPU on a big result.
-    rusqlite::vtab::series::load_module(&conn)?;
     conn.execute_batch(
         "CREATE VIEW numbers AS SELECT value AS n FROM generate_series(1, 100000000);",
     )
+}
+
+/// A connection to the fake's database (created if missing), as every user
+/// of it needs one: waiting up to 5 s for a lock held by another
+/// connection, and with `generate_series`, which the `numbers` view reads.
+fn open_database(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    prepare_connection(rusqlite::Connection::open(path)?)
+}
+
+/// What every connection to the fake's database gets: see [`open_database`].
+pub(crate) fn prepare_connection(
+    conn: rusqlite::Connection,
+) -> rusqlite::Result<rusqlite::Connection> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    rusqlite::vtab::series::load_module(&conn)?;
+    Ok(conn)
 }
 
 impl SqlFake {
