@@ -61,15 +61,16 @@ impl EmulatorError {
 
 /// The loopback ports `--emulator` asks for, so documented commands work as
 /// written. A taken port falls back to a free one (the banner shows the real
-/// address).
+/// address). They sit below every ephemeral port range (Linux 32768-60999,
+/// Windows 49152-65535), so an outgoing connection never holds one.
 pub mod ports {
-    pub const IMDS: u16 = 47180;
-    pub const ARM: u16 = 47181;
-    pub const BLOB: u16 = 47182;
-    pub const KEY_VAULT: u16 = 47183;
-    pub const DATA_LAKE_GEN1: u16 = 47184;
-    pub const DATA_LAKE_GEN2: u16 = 47185;
-    pub const SQL: u16 = 47186;
+    pub const IMDS: u16 = 27180;
+    pub const ARM: u16 = 27181;
+    pub const BLOB: u16 = 27182;
+    pub const KEY_VAULT: u16 = 27183;
+    pub const DATA_LAKE_GEN1: u16 = 27184;
+    pub const DATA_LAKE_GEN2: u16 = 27185;
+    pub const SQL: u16 = 27186;
 }
 
 /// Hosts the fakes serve on; tokens may be sent there (any port) in emulator mode.
