@@ -26,6 +26,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".identity_gateway.v1.SqlRowBatch",
             "crate::adapters::grpc::sql_rows::SqlRowBatch",
         )
+        // Tokens are written straight from the cache's shared token
+        // (server/adapters/grpc/token_reply.rs); same wire format.
+        .extern_path(
+            ".identity_gateway.v1.GetTokenResponse",
+            "crate::adapters::grpc::token_reply::GetTokenResponse",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -50,6 +50,9 @@ pub mod windows;
 pub mod proto {
     tonic::include_proto!("identity_gateway.v1");
 
+    /// Messages `build.rs` maps to hand-written types (same wire format).
+    pub use crate::adapters::grpc::{sql_rows::SqlRowBatch, token_reply::GetTokenResponse};
+
     /// The encoded descriptor set, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("identity_gateway_descriptor");

@@ -14,6 +14,7 @@ use identity_gateway::proto::{
     *,
 };
 use identity_gateway_client::GatewayClient;
+use prost::Message;
 use tonic::{transport::Server, Request, Response, Status};
 
 type Replies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -89,16 +90,9 @@ pub async fn serve(socket: &Path, gateway: tonic::transport::Channel, resource: 
         .await
         .expect("a token from the gateway to replay")
         .into_inner();
-    // The same message, as the server-side generated type.
-    let reply = GetTokenResponse {
-        access_token: got.access_token,
-        token_type: got.token_type,
-        expires_on: got.expires_on.map(|t| prost_types::Timestamp {
-            seconds: t.seconds,
-            nanos: t.nanos,
-        }),
-        resource: got.resource,
-    };
+    // The same message, as the gateway's reply type: each answer shares the
+    // one token, as the gateway's replies share its cache's.
+    let reply = GetTokenResponse::decode(&got.encode_to_vec()[..]).expect("re-read the reply");
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IdentityGatewayServer<Canned>>()

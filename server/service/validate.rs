@@ -96,15 +96,13 @@ pub fn resource(resource: &str) -> Result<&str, GatewayError> {
             "is longer than 2048 characters",
         ));
     }
-    // ASCII fast path (every real audience): control characters, DEL and
-    // the ASCII whitespace are all <= 0x20 or 0x7f.
-    let bad = if resource.is_ascii() {
-        resource.bytes().any(|b| b <= b' ' || b == 0x7f)
-    } else {
-        resource
+    // One pass over the bytes for every real audience (printable ASCII):
+    // ASCII control characters and whitespace are <= 0x20, and DEL and
+    // anything non-ASCII are >= 0x7f; only then are the characters judged.
+    let bad = resource.bytes().any(|b| b <= b' ' || b >= 0x7f)
+        && resource
             .chars()
-            .any(|c| c.is_control() || c.is_whitespace())
-    };
+            .any(|c| c.is_control() || c.is_whitespace());
     if bad {
         return Err(GatewayError::invalid(
             "resource",

@@ -87,7 +87,8 @@ async fn drive(socket: &Path, health: bool, count: usize, concurrency: usize) {
             let channel = channel.clone();
             let calls = count / concurrency + usize::from(i < count % concurrency);
             tokio::spawn(async move {
-                let client = GatewayClient::from_channel(channel.clone());
+                // The generated stubs, as `run_round` calls them.
+                let mut gateway = GatewayClient::from_channel(channel.clone()).rpc();
                 let mut checks = HealthClient::new(channel);
                 for _ in 0..calls {
                     if health {
@@ -98,7 +99,11 @@ async fn drive(socket: &Path, health: bool, count: usize, concurrency: usize) {
                                 .expect("health"),
                         );
                     } else {
-                        drop(client.get_token(RESOURCE).await.expect("token"));
+                        let request = GetTokenRequest {
+                            resource: RESOURCE.to_string(),
+                            identity: None,
+                        };
+                        drop(gateway.get_token(request).await.expect("token"));
                     }
                 }
             })

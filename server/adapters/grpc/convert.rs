@@ -11,7 +11,7 @@ use identity_gateway_azure::{
     sas::{IssuedSas, SasInput, SasMethod},
     sql::{SqlEvent, SqlValue},
 };
-use identity_gateway_core::{AccessToken, Cloud, GatewayError};
+use identity_gateway_core::{Cloud, GatewayError};
 use identity_gateway_service::{
     ops::{
         arm::ResourceGroupRequest,
@@ -31,8 +31,8 @@ use crate::proto::{
     self, get_secret_request, identity::Selector, query_sql_response::Event, sql_value::Kind,
     DataLakeEntry, GetResourceGroupRequest, GetResourceGroupResponse, GetSecretRequest,
     GetSecretResponse, GetServiceSasRequest, GetServiceSasResponse, GetTokenRequest,
-    GetTokenResponse, ListDataLakeRequest, ListDataLakeResponse, QuerySqlRequest, QuerySqlResponse,
-    ReadBlobRequest, SqlColumn, SqlQueryDone, SqlResultSetColumns, WatchTokenRequest,
+    ListDataLakeRequest, ListDataLakeResponse, QuerySqlRequest, QuerySqlResponse, ReadBlobRequest,
+    SqlColumn, SqlQueryDone, SqlResultSetColumns, WatchTokenRequest,
 };
 
 /// A wall-clock time as a protobuf timestamp.
@@ -72,15 +72,6 @@ pub(super) fn watch_request(message: WatchTokenRequest) -> TokenRequest {
     TokenRequest {
         resource: message.resource,
         identity: identity(message.identity),
-    }
-}
-
-pub(super) fn token(token: &AccessToken) -> GetTokenResponse {
-    GetTokenResponse {
-        access_token: token.secret().to_string(),
-        token_type: token.token_type.clone(),
-        expires_on: Some(timestamp(token.expires_on)),
-        resource: token.resource.clone(),
     }
 }
 

@@ -2,15 +2,17 @@
 //! reads the caller and deadline from the transport ([`context`]), converts
 //! messages ([`convert`]) and maps errors to statuses in exactly one place
 //! ([`status`]) and reports the identity source's reachability through
-//! per-service gRPC health ([`health`]); row batches are written in place
-//! ([`sql_rows`]). No validation, policy or audit here: those live in the
-//! operations. This layer knows nothing about upstream HTTP.
+//! per-service gRPC health ([`health`]); row batches ([`sql_rows`]) and
+//! tokens ([`token_reply`]) are written in place. No validation, policy or
+//! audit here: those live in the operations. This layer knows nothing about
+//! upstream HTTP.
 
 mod context;
 mod convert;
 pub mod health;
 pub mod sql_rows;
 mod status;
+pub mod token_reply;
 
 use std::{pin::Pin, sync::Arc};
 
@@ -51,7 +53,7 @@ impl IdentityGateway for GatewayService {
             .get_token(&ctx, request)
             .await
             .map_err(status)?;
-        Ok(Response::new(convert::token(&token)))
+        Ok(Response::new(GetTokenResponse::new(token)))
     }
 
     type WatchTokenStream = ResponseStream<GetTokenResponse>;
@@ -67,7 +69,7 @@ impl IdentityGateway for GatewayService {
             .watch_token(&ctx, request)
             .await
             .map_err(status)?;
-        let stream = tokens.map_ok(|t| convert::token(&t)).map_err(status);
+        let stream = tokens.map_ok(GetTokenResponse::new).map_err(status);
         Ok(Response::new(Box::pin(stream)))
     }
 
