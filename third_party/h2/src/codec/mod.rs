@@ -20,6 +20,9 @@ use tokio_util::codec::length_delimited;
 
 use std::io;
 
+/// tokio-util's `FramedRead` default, what upstream h2 reads into.
+const DEFAULT_READ_CAPACITY: usize = 8 * 1024;
+
 #[derive(Debug)]
 pub struct Codec<T, B> {
     inner: FramedRead<FramedWrite<T, B>>,
@@ -38,16 +41,25 @@ where
 
     /// Returns a new `Codec` with the given maximum frame size
     pub fn with_max_recv_frame_size(io: T, max_frame_size: usize) -> Self {
+        Self::with_read_capacity(io, max_frame_size, DEFAULT_READ_CAPACITY)
+    }
+
+    /// PATCH(identity-gateway), change 3: see PATCH.md. A `Codec` whose
+    /// read buffer starts with `read_capacity` bytes (upstream: always
+    /// tokio-util's 8 KiB default).
+    pub fn with_read_capacity(io: T, max_frame_size: usize, read_capacity: usize) -> Self {
         // Wrap with writer
         let framed_write = FramedWrite::new(io);
 
         // Delimit the frames
-        let delimited = length_delimited::Builder::new()
+        let codec = length_delimited::Builder::new()
             .big_endian()
             .length_field_length(3)
             .length_adjustment(9)
             .num_skip(0) // Don't skip the header
-            .new_read(framed_write);
+            .new_codec();
+        let delimited =
+            tokio_util::codec::FramedRead::with_capacity(framed_write, codec, read_capacity);
 
         let mut inner = FramedRead::new(delimited);
 
