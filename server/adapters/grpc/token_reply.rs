@@ -79,14 +79,6 @@ impl GetTokenResponse {
             })
         }))
     }
-
-    fn strings(&self) -> [(u32, &str); 3] {
-        [
-            (ACCESS_TOKEN, self.access_token()),
-            (TOKEN_TYPE, self.token_type()),
-            (RESOURCE, self.resource()),
-        ]
-    }
 }
 
 /// A proto3 `string` field from a borrowed `str` (prost's helpers take
@@ -110,13 +102,12 @@ fn str_len(tag: u32, value: &str) -> usize {
 impl Message for GetTokenResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         // Field order as generated: 1, 2, 3, 4.
-        let [access_token, token_type, resource] = self.strings();
-        encode_str(access_token.0, access_token.1, buf);
-        encode_str(token_type.0, token_type.1, buf);
+        encode_str(ACCESS_TOKEN, self.access_token(), buf);
+        encode_str(TOKEN_TYPE, self.token_type(), buf);
         if let Some(expires_on) = &self.expires_on {
             encoding::message::encode(EXPIRES_ON, expires_on, buf);
         }
-        encode_str(resource.0, resource.1, buf);
+        encode_str(RESOURCE, self.resource(), buf);
     }
 
     fn merge_field(
@@ -150,10 +141,9 @@ impl Message for GetTokenResponse {
     }
 
     fn encoded_len(&self) -> usize {
-        self.strings()
-            .into_iter()
-            .map(|(tag, value)| str_len(tag, value))
-            .sum::<usize>()
+        str_len(ACCESS_TOKEN, self.access_token())
+            + str_len(TOKEN_TYPE, self.token_type())
+            + str_len(RESOURCE, self.resource())
             + self
                 .expires_on
                 .as_ref()
