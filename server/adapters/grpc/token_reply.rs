@@ -45,7 +45,7 @@ impl GetTokenResponse {
     /// The reply for `token`, sharing it.
     pub fn new(token: Arc<AccessToken>) -> Self {
         Self {
-            expires_on: Some(prost_types::Timestamp::from(token.expires_on)),
+            expires_on: Some(super::convert::timestamp(token.expires_on)),
             token: Some(token),
         }
     }
